@@ -1,0 +1,56 @@
+//! Resolving `--model`: a GGUF file, a Hugging Face directory, or a known id
+//! that lives in the model cache (fetched into it when missing).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The fetch script, embedded so the binary works from any directory.
+const FETCH_SCRIPT: &str = include_str!("../../../tools/fetch-models.sh");
+
+pub struct Known {
+    pub id: &'static str,
+    pub file: &'static str,
+}
+
+pub const KNOWN: &[Known] = &[
+    Known { id: "gemma-3-270m", file: "gemma-3-270m-q4_k_m.gguf" },
+    Known { id: "smollm2-135m", file: "SmolLM2-135M-Instruct.Q4_1.gguf" },
+];
+
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("LINEAR_LENS_MODELS") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache").join("linear-lens")
+}
+
+/// The path of the model named by `spec`, fetching a known model if needed.
+pub fn resolve(spec: &str) -> Result<PathBuf, String> {
+    let path = Path::new(spec);
+    if path.exists() {
+        return Ok(path.to_path_buf());
+    }
+    let Some(known) = KNOWN.iter().find(|k| k.id == spec) else {
+        let ids: Vec<_> = KNOWN.iter().map(|k| k.id).collect();
+        return Err(format!(
+            "model `{spec}` is neither a file, a directory, nor a known id ({})",
+            ids.join(", ")
+        ));
+    };
+    let target = cache_dir().join(known.file);
+    if !target.exists() {
+        eprintln!("fetching {} into {} ...", known.id, cache_dir().display());
+        let status = Command::new("bash")
+            .arg("-c")
+            .arg(FETCH_SCRIPT)
+            .env("LINEAR_LENS_MODELS", cache_dir())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("cannot run the model fetch script: {e}"))?;
+        if !status.success() || !target.exists() {
+            return Err(format!("fetching `{}` failed (see the messages above)", known.id));
+        }
+    }
+    Ok(target)
+}

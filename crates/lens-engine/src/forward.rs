@@ -1,0 +1,369 @@
+//! The ordinary forward pass of Gemma 3 / Qwen 3 / Llama on CPU (candle), in
+//! f32 or f64 — f64 means f64 everywhere, RoPE tables included.
+
+use crate::error::{EngineError, Result};
+use crate::model::{Arch, Model, SourceFormat};
+use candle_core::{DType, Device, Tensor, D};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    F64,
+}
+
+impl Precision {
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F64 => DType::F64,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F64 => "f64",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f64" => Ok(Precision::F64),
+            other => Err(format!("unknown precision `{other}` (use f32 or f64)")),
+        }
+    }
+}
+
+/// What one forward pass returns.
+#[derive(Debug, Clone)]
+pub struct ForwardOutput {
+    /// Final-normed hidden state of the last position (`logits = W_U y`).
+    pub y: Vec<f64>,
+    /// Next-token logits over the whole vocabulary, at the last position.
+    pub logits: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TopToken {
+    pub id: u32,
+    pub token: String,
+    pub logit: f64,
+    pub prob: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Prediction {
+    pub token_ids: Vec<u32>,
+    pub tokens: Vec<String>,
+    pub top: Vec<TopToken>,
+}
+
+/// Rows of the vocabulary matrix dequantized at a time (bounded memory).
+const VOCAB_BLOCK: usize = 16_384;
+
+/// Tokenize, run the forward pass, return the top-`k` next tokens.
+pub fn predict(model: &Model, prompt: &str, precision: Precision, k: usize) -> Result<Prediction> {
+    let ids = model.encode(prompt)?;
+    let out = forward(model, &ids, precision)?;
+    Ok(Prediction {
+        tokens: ids.iter().map(|&i| model.tokenizer.token_str(i)).collect(),
+        top: top_k(model, &out.logits, k),
+        token_ids: ids,
+    })
+}
+
+/// The `k` most likely next tokens with softmax probabilities (computed in f64).
+pub fn top_k(model: &Model, logits: &[f64], k: usize) -> Vec<TopToken> {
+    let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    let k = k.min(idx.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    idx.select_nth_unstable_by(k - 1, |&a, &b| logits[b].total_cmp(&logits[a]));
+    idx.truncate(k);
+    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    idx.into_iter()
+        .map(|i| TopToken {
+            id: i as u32,
+            token: model.tokenizer.token_str(i as u32),
+            logit: logits[i],
+            prob: (logits[i] - lse).exp(),
+        })
+        .collect()
+}
+
+/// Forward pass over `ids`; logits and `y` at the last position.
+pub fn forward(model: &Model, ids: &[u32], precision: Precision) -> Result<ForwardOutput> {
+    let h = forward_hidden(model, ids, precision)?;
+    let n = ids.len();
+    let last = h.narrow(0, n - 1, 1)?;
+    let y = rms_norm(&last, &norm_weight(model, "output_norm.weight", precision.dtype())?, model.config.norm_eps)?;
+    let logits = unembed(model, &y)?;
+    Ok(ForwardOutput {
+        y: y.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+        logits,
+    })
+}
+
+/// The residual stream after the last layer, `[n, d]` (before the final norm).
+pub fn forward_hidden(model: &Model, ids: &[u32], precision: Precision) -> Result<Tensor> {
+    let c = &model.config;
+    if ids.is_empty() {
+        return Err(EngineError::EmptyPrompt);
+    }
+    if ids.len() > c.context_length {
+        return Err(EngineError::PromptTooLong {
+            tokens: ids.len(),
+            max: c.context_length,
+        });
+    }
+    let dtype = precision.dtype();
+    let mut h = embed(model, ids, dtype)?;
+    let ropes = RopeTables::new(model, ids.len(), dtype)?;
+    for l in 0..c.layers {
+        h = layer(model, l, &h, &ropes, dtype)?;
+    }
+    Ok(h)
+}
+
+/// Input embeddings as the first block receives them (Gemma: times `sqrt(d)`).
+pub fn embed(model: &Model, ids: &[u32], dtype: DType) -> Result<Tensor> {
+    let x = model.weights.select_rows("token_embd.weight", ids, dtype)?;
+    Ok(match model.config.arch {
+        Arch::Gemma3 => (x * (model.config.hidden as f64).sqrt())?,
+        _ => x,
+    })
+}
+
+/// `W_U y` for a `[1, d]` vector, through the vocabulary matrix in row blocks.
+pub fn unembed(model: &Model, y: &Tensor) -> Result<Vec<f64>> {
+    let name = if model.config.tie_embeddings { "token_embd.weight" } else { "output.weight" };
+    let vocab = model.weights.shape(name)?[0];
+    let yt = y.reshape((model.config.hidden, 1))?;
+    let mut logits = Vec::with_capacity(vocab);
+    for start in (0..vocab).step_by(VOCAB_BLOCK) {
+        let count = VOCAB_BLOCK.min(vocab - start);
+        let w = model.weights.rows(name, start, count, y.dtype())?;
+        let block = w.matmul(&yt)?.flatten_all()?.to_dtype(DType::F64)?;
+        logits.extend(block.to_vec1::<f64>()?);
+    }
+    Ok(logits)
+}
+
+/// A norm's effective multiplier: Gemma multiplies by `(1 + w)`; its GGUF
+/// files already store `1 + w`, its safetensors store `w`.
+pub fn norm_weight(model: &Model, name: &str, dtype: DType) -> Result<Tensor> {
+    let w = model.weights.get(name, dtype)?;
+    Ok(match (model.config.arch, model.format) {
+        (Arch::Gemma3, SourceFormat::Safetensors) => (w + 1.0)?,
+        _ => w,
+    })
+}
+
+/// A weight matrix `[out, in]`; llama-architecture GGUF q/k rows un-permuted
+/// back to the rotate-half layout.
+pub fn matrix(model: &Model, name: &str, dtype: DType) -> Result<Tensor> {
+    let w = model.weights.get(name, dtype)?;
+    let c = &model.config;
+    if model.format == SourceFormat::Gguf && c.arch == Arch::Llama {
+        let heads = if name.ends_with("attn_q.weight") {
+            Some(c.heads)
+        } else if name.ends_with("attn_k.weight") {
+            Some(c.kv_heads)
+        } else {
+            None
+        };
+        if let Some(nh) = heads {
+            let d = w.dim(1)?;
+            let hd = c.head_dim;
+            return Ok(w
+                .reshape((nh, hd / 2, 2, d))?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((nh * hd, d))?);
+        }
+    }
+    Ok(w)
+}
+
+/// `x · rsqrt(mean(x²) + eps) · w` over the last dimension.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let r = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
+    Ok(x.broadcast_mul(&r)?.broadcast_mul(w)?)
+}
+
+/// cos/sin tables `[n, head_dim]` (halves duplicated, rotate-half form) for
+/// the global and, for Gemma 3, the local RoPE base. Built in f64.
+pub struct RopeTables {
+    global: (Tensor, Tensor),
+    local: (Tensor, Tensor),
+}
+
+impl RopeTables {
+    pub fn new(model: &Model, n: usize, dtype: DType) -> Result<Self> {
+        let c = &model.config;
+        let freq_factors = if model.weights.contains("rope_freqs.weight") {
+            Some(model.weights.get("rope_freqs.weight", DType::F64)?.to_vec1::<f64>()?)
+        } else {
+            None
+        };
+        if let Some(f) = &freq_factors {
+            if f.len() != c.head_dim / 2 {
+                return Err(EngineError::ShapeMismatch {
+                    name: "rope_freqs.weight".into(),
+                    got: vec![f.len()],
+                    expected: vec![c.head_dim / 2],
+                });
+            }
+        }
+        let global = rope_table(c, n, c.rope_theta, c.rope_linear_factor, freq_factors.as_deref(), dtype)?;
+        let local = if c.arch == Arch::Gemma3 {
+            rope_table(c, n, c.rope_local_theta, 1.0, None, dtype)?
+        } else {
+            global.clone()
+        };
+        Ok(Self { global, local })
+    }
+
+    pub fn for_layer(&self, model: &Model, layer: usize) -> &(Tensor, Tensor) {
+        match model.config.sliding[layer] {
+            Some(_) => &self.local,
+            None => &self.global,
+        }
+    }
+}
+
+fn rope_table(
+    c: &crate::model::ModelConfig,
+    n: usize,
+    base: f64,
+    linear_factor: f64,
+    freq_factors: Option<&[f64]>,
+    dtype: DType,
+) -> Result<(Tensor, Tensor)> {
+    let half = c.head_dim / 2;
+    let mut inv: Vec<f64> = (0..half)
+        .map(|i| 1.0 / base.powf((2 * i) as f64 / c.head_dim as f64))
+        .collect();
+    if let Some(s) = c.llama3_scaling {
+        let low_wl = s.original_max_position_embeddings / s.low_freq_factor;
+        let high_wl = s.original_max_position_embeddings / s.high_freq_factor;
+        for f in inv.iter_mut() {
+            let wl = 2.0 * std::f64::consts::PI / *f;
+            if wl > low_wl {
+                *f /= s.factor;
+            } else if wl >= high_wl {
+                let smooth = (s.original_max_position_embeddings / wl - s.low_freq_factor)
+                    / (s.high_freq_factor - s.low_freq_factor);
+                *f = (1.0 - smooth) * *f / s.factor + smooth * *f;
+            }
+        }
+    }
+    if let Some(ff) = freq_factors {
+        for (f, d) in inv.iter_mut().zip(ff) {
+            *f /= d;
+        }
+    }
+    let mut cos = Vec::with_capacity(n * c.head_dim);
+    let mut sin = Vec::with_capacity(n * c.head_dim);
+    for p in 0..n {
+        let pos = p as f64 / linear_factor;
+        for _ in 0..2 {
+            for f in &inv {
+                cos.push((pos * f).cos());
+                sin.push((pos * f).sin());
+            }
+        }
+    }
+    let cos = Tensor::from_vec(cos, (n, c.head_dim), &Device::Cpu)?.to_dtype(dtype)?;
+    let sin = Tensor::from_vec(sin, (n, c.head_dim), &Device::Cpu)?.to_dtype(dtype)?;
+    Ok((cos, sin))
+}
+
+/// Rotate-half RoPE on `[heads, n, head_dim]`.
+pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let hd = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
+    let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
+    let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    Ok((x.broadcast_mul(cos)? + rot.broadcast_mul(sin)?)?)
+}
+
+/// Additive mask `[n, n]`: `-inf` where key `j` is after query `i`, or (sliding
+/// layers) `i - j >= window`.
+pub fn attention_mask(n: usize, window: Option<usize>, dtype: DType) -> Result<Tensor> {
+    let mut m = vec![0f64; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            if j > i || window.is_some_and(|w| i - j >= w) {
+                m[i * n + j] = f64::NEG_INFINITY;
+            }
+        }
+    }
+    Ok(Tensor::from_vec(m, (n, n), &Device::Cpu)?.to_dtype(dtype)?)
+}
+
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?;
+    let e = x.broadcast_sub(&max)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+}
+
+/// One decoder block on the residual stream `h` (`[n, d]`).
+fn layer(model: &Model, l: usize, h: &Tensor, ropes: &RopeTables, dtype: DType) -> Result<Tensor> {
+    let c = &model.config;
+    let n = h.dim(0)?;
+    let name = |s: &str| format!("blk.{l}.{s}.weight");
+    let eps = c.norm_eps;
+    let (hd, nh, nkv) = (c.head_dim, c.heads, c.kv_heads);
+
+    // Attention.
+    let a = rms_norm(h, &norm_weight(model, &name("attn_norm"), dtype)?, eps)?;
+    let q = a.matmul(&matrix(model, &name("attn_q"), dtype)?.t()?)?;
+    let k = a.matmul(&matrix(model, &name("attn_k"), dtype)?.t()?)?;
+    let v = a.matmul(&matrix(model, &name("attn_v"), dtype)?.t()?)?;
+    let mut q = q.reshape((n, nh, hd))?.transpose(0, 1)?.contiguous()?;
+    let mut k = k.reshape((n, nkv, hd))?.transpose(0, 1)?.contiguous()?;
+    let v = v.reshape((n, nkv, hd))?.transpose(0, 1)?.contiguous()?;
+    if c.arch != Arch::Llama {
+        q = rms_norm(&q, &norm_weight(model, &name("attn_q_norm"), dtype)?, eps)?;
+        k = rms_norm(&k, &norm_weight(model, &name("attn_k_norm"), dtype)?, eps)?;
+    }
+    let (cos, sin) = ropes.for_layer(model, l);
+    let q = apply_rope(&q, cos, sin)?;
+    let k = apply_rope(&k, cos, sin)?;
+    // GQA: group the query heads that share a kv head, [kv, group*n, hd].
+    let group = nh / nkv;
+    let qg = q.reshape((nkv, group * n, hd))?;
+    let scores = (qg.matmul(&k.t()?)? * c.attn_scale)?.reshape((nh, n, n))?;
+    let mask = attention_mask(n, c.sliding[l], dtype)?;
+    let p = softmax_last(&scores.broadcast_add(&mask)?)?;
+    let mixed = p.reshape((nkv, group * n, n))?.matmul(&v)?.reshape((nh, n, hd))?;
+    let mixed = mixed.transpose(0, 1)?.contiguous()?.reshape((n, nh * hd))?;
+    let mut o = mixed.matmul(&matrix(model, &name("attn_output"), dtype)?.t()?)?;
+    if c.arch == Arch::Gemma3 {
+        o = rms_norm(&o, &norm_weight(model, &name("post_attention_norm"), dtype)?, eps)?;
+    }
+    let h = (h + o)?;
+
+    // Gated MLP.
+    let m = rms_norm(&h, &norm_weight(model, &name("ffn_norm"), dtype)?, eps)?;
+    let gate = m.matmul(&matrix(model, &name("ffn_gate"), dtype)?.t()?)?;
+    let up = m.matmul(&matrix(model, &name("ffn_up"), dtype)?.t()?)?;
+    let g = match c.arch {
+        Arch::Gemma3 => gate.gelu()?,
+        _ => gate.silu()?,
+    };
+    let mut f = (g * up)?.matmul(&matrix(model, &name("ffn_down"), dtype)?.t()?)?;
+    if c.arch == Arch::Gemma3 {
+        f = rms_norm(&f, &norm_weight(model, &name("post_ffw_norm"), dtype)?, eps)?;
+    }
+    Ok((h + f)?)
+}

@@ -1,0 +1,12 @@
+//! Linear Lens engine: model files → frozen forward → detached Jacobian →
+//! analyses. Bytes in, plain data out; knows nothing of browsers.
+
+pub mod error;
+pub mod forward;
+pub mod model;
+pub mod tokenizer;
+pub mod weights;
+
+pub use error::{EngineError, Result};
+pub use forward::{predict, ForwardOutput, Precision, Prediction, TopToken};
+pub use model::{Arch, Model, ModelConfig};

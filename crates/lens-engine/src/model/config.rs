@@ -1,0 +1,280 @@
+//! Model hyper-parameters for the three families, read from GGUF metadata or
+//! a Hugging Face `config.json`, with the Gemma 3 defaults GGUF omits.
+
+use crate::error::{EngineError, Result};
+use crate::weights::GgufFile;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Gemma3,
+    Qwen3,
+    Llama,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Gemma3 => "gemma3",
+            Arch::Qwen3 => "qwen3",
+            Arch::Llama => "llama",
+        }
+    }
+}
+
+/// Llama 3.x "llama3" RoPE scaling of the inverse frequencies.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Llama3Scaling {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub ffn: usize,
+    pub vocab: usize,
+    pub norm_eps: f64,
+    /// RoPE base of global (full-attention) layers.
+    pub rope_theta: f64,
+    /// Gemma 3: RoPE base of sliding (local) layers.
+    pub rope_local_theta: f64,
+    /// Gemma 3: linear position scaling of the global layers' RoPE (1 = none).
+    pub rope_linear_factor: f64,
+    pub llama3_scaling: Option<Llama3Scaling>,
+    /// Per layer: `Some(window)` for sliding-window layers.
+    pub sliding: Vec<Option<usize>>,
+    /// Attention score scale (`q·k * attn_scale`).
+    pub attn_scale: f64,
+    pub context_length: usize,
+    pub tie_embeddings: bool,
+}
+
+/// Gemma 3 facts a GGUF does not store (llama.cpp and transformers supply the same).
+const GEMMA3_LOCAL_ROPE_BASE: f64 = 10_000.0;
+const GEMMA3_SLIDING_PATTERN: usize = 6;
+
+fn gemma3_sliding(layers: usize, window: usize) -> Vec<Option<usize>> {
+    (0..layers)
+        .map(|i| ((i + 1) % GEMMA3_SLIDING_PATTERN != 0).then_some(window))
+        .collect()
+}
+
+fn check(cfg: ModelConfig) -> Result<ModelConfig> {
+    let bad = |m: &str| Err(EngineError::Config(m.to_string()));
+    if cfg.hidden == 0 || cfg.layers == 0 || cfg.heads == 0 || cfg.kv_heads == 0 {
+        return bad("hidden size, layer and head counts must be positive");
+    }
+    if cfg.head_dim == 0 || cfg.head_dim % 2 != 0 {
+        return bad("head_dim must be positive and even");
+    }
+    if cfg.heads % cfg.kv_heads != 0 {
+        return bad("attention heads must be a multiple of kv heads");
+    }
+    // Guard against absurd sizes before anything is allocated from them.
+    let limit = 1usize << 24;
+    if [cfg.hidden, cfg.ffn, cfg.vocab, cfg.head_dim * cfg.heads]
+        .iter()
+        .any(|&d| d > limit)
+        || cfg.layers > 1024
+    {
+        return bad("dimensions are absurdly large");
+    }
+    if !(cfg.norm_eps.is_finite() && cfg.rope_theta > 0.0 && cfg.attn_scale.is_finite()) {
+        return bad("eps, rope base and attention scale must be finite and positive");
+    }
+    Ok(cfg)
+}
+
+impl ModelConfig {
+    pub fn from_gguf(f: &GgufFile) -> Result<Self> {
+        let arch_name = f.architecture()?;
+        let arch = match arch_name {
+            "gemma3" => Arch::Gemma3,
+            "qwen3" => Arch::Qwen3,
+            "llama" => Arch::Llama,
+            other => return Err(EngineError::UnknownArchitecture(other.to_string())),
+        };
+        let k = |s: &str| format!("{arch_name}.{s}");
+        let hidden = f.usize(&k("embedding_length"))?;
+        let layers = f.usize(&k("block_count"))?;
+        let heads = f.usize(&k("attention.head_count"))?;
+        let kv_heads = f.usize_opt(&k("attention.head_count_kv"))?.unwrap_or(heads);
+        let head_dim = match f.usize_opt(&k("attention.key_length"))? {
+            Some(d) => d,
+            None => hidden.checked_div(heads).unwrap_or(0),
+        };
+        let vocab = match f.weights.shape("token_embd.weight") {
+            Ok(s) if s.len() == 2 => s[0],
+            Ok(s) => {
+                return Err(EngineError::ShapeMismatch {
+                    name: "token_embd.weight".into(),
+                    got: s.to_vec(),
+                    expected: vec![0, hidden],
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let eps = f
+            .f64_opt(&k("attention.layer_norm_rms_epsilon"))?
+            .unwrap_or(1e-6);
+        let rope_default = if arch == Arch::Gemma3 { 1e6 } else { 1e4 };
+        let rope_theta = f.f64_opt(&k("rope.freq_base"))?.unwrap_or(rope_default);
+        let (sliding, attn_scale) = match arch {
+            Arch::Gemma3 => {
+                let window = f.usize_opt(&k("attention.sliding_window"))?.unwrap_or(512);
+                // query_pre_attn_scalar is not stored; for Gemma 3 it equals head_dim.
+                (gemma3_sliding(layers, window), (head_dim as f64).powf(-0.5))
+            }
+            _ => (vec![None; layers], (head_dim as f64).powf(-0.5)),
+        };
+        let rope_linear_factor = match f.string(&k("rope.scaling.type")) {
+            Ok("linear") => f.f64_opt(&k("rope.scaling.factor"))?.unwrap_or(1.0),
+            _ => 1.0,
+        };
+        check(ModelConfig {
+            arch,
+            hidden,
+            layers,
+            heads,
+            kv_heads,
+            head_dim,
+            ffn: f.usize(&k("feed_forward_length"))?,
+            vocab,
+            norm_eps: eps,
+            rope_theta,
+            rope_local_theta: GEMMA3_LOCAL_ROPE_BASE,
+            rope_linear_factor,
+            // Llama 3 GGUF files carry the scaling as a `rope_freqs` tensor instead.
+            llama3_scaling: None,
+            sliding,
+            attn_scale,
+            context_length: f.usize_opt(&k("context_length"))?.unwrap_or(2048),
+            tie_embeddings: !f.weights.contains("output.weight"),
+        })
+    }
+
+    /// From a Hugging Face `config.json` (Gemma 3 multimodal configs: the `text_config`).
+    pub fn from_hf_json(bytes: &[u8]) -> Result<Self> {
+        let root: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| EngineError::Config(format!("config.json is not valid JSON: {e}")))?;
+        let c = root.get("text_config").unwrap_or(&root);
+        let model_type = c
+            .get("model_type")
+            .or_else(|| root.get("model_type"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        let arch = match model_type {
+            "gemma3" | "gemma3_text" => Arch::Gemma3,
+            "qwen3" => Arch::Qwen3,
+            "llama" => Arch::Llama,
+            other => return Err(EngineError::UnknownArchitecture(other.to_string())),
+        };
+        let num = |key: &str| -> Result<Option<f64>> {
+            match c.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(v) => v
+                    .as_f64()
+                    .map(Some)
+                    .ok_or_else(|| EngineError::Config(format!("`{key}` is not a number"))),
+            }
+        };
+        let int = |key: &str| -> Result<Option<usize>> {
+            match num(key)? {
+                None => Ok(None),
+                Some(x) if x >= 0.0 && x.fract() == 0.0 && x < 1e15 => Ok(Some(x as usize)),
+                Some(_) => Err(EngineError::Config(format!("`{key}` is not a non-negative integer"))),
+            }
+        };
+        let req = |key: &str| -> Result<usize> {
+            int(key)?.ok_or_else(|| EngineError::Config(format!("`{key}` is missing")))
+        };
+        let hidden = req("hidden_size")?;
+        let heads = req("num_attention_heads")?;
+        let layers = req("num_hidden_layers")?;
+        let head_dim = match int("head_dim")? {
+            Some(d) => d,
+            None => hidden.checked_div(heads).unwrap_or(0),
+        };
+        let gemma = arch == Arch::Gemma3;
+        let rope_theta = num("rope_theta")?.unwrap_or(if gemma { 1e6 } else { 1e4 });
+        let sliding = if gemma {
+            let window = int("sliding_window")?.unwrap_or(512);
+            match c.get("layer_types").and_then(|v| v.as_array()) {
+                Some(types) => types
+                    .iter()
+                    .map(|t| (t.as_str() == Some("sliding_attention")).then_some(window))
+                    .collect(),
+                None => {
+                    let pattern = int("sliding_window_pattern")?.unwrap_or(GEMMA3_SLIDING_PATTERN);
+                    (0..layers)
+                        .map(|i| (pattern == 0 || (i + 1) % pattern != 0).then_some(window))
+                        .collect()
+                }
+            }
+        } else {
+            vec![None; layers]
+        };
+        if sliding.len() != layers {
+            return Err(EngineError::Config("`layer_types` length differs from num_hidden_layers".into()));
+        }
+        let attn_scale = if gemma {
+            num("query_pre_attn_scalar")?.unwrap_or(head_dim as f64).powf(-0.5)
+        } else {
+            (head_dim as f64).powf(-0.5)
+        };
+        let scaling = c.get("rope_scaling").filter(|v| !v.is_null());
+        let scaling_type = scaling
+            .and_then(|s| s.get("rope_type").or_else(|| s.get("type")))
+            .and_then(|v| v.as_str());
+        let sf = |key: &str, default: f64| {
+            scaling
+                .and_then(|s| s.get(key))
+                .and_then(|v| v.as_f64())
+                .unwrap_or(default)
+        };
+        let llama3_scaling = (scaling_type == Some("llama3")).then(|| Llama3Scaling {
+            factor: sf("factor", 8.0),
+            low_freq_factor: sf("low_freq_factor", 1.0),
+            high_freq_factor: sf("high_freq_factor", 4.0),
+            original_max_position_embeddings: sf("original_max_position_embeddings", 8192.0),
+        });
+        let rope_linear_factor = if scaling_type == Some("linear") {
+            sf("factor", 1.0)
+        } else {
+            1.0
+        };
+        let tie = c
+            .get("tie_word_embeddings")
+            .or_else(|| root.get("tie_word_embeddings"))
+            .and_then(|v| v.as_bool())
+            .unwrap_or(gemma);
+        check(ModelConfig {
+            arch,
+            hidden,
+            layers,
+            heads,
+            kv_heads: int("num_key_value_heads")?.unwrap_or(heads),
+            head_dim,
+            ffn: req("intermediate_size")?,
+            vocab: req("vocab_size")?,
+            norm_eps: num("rms_norm_eps")?.unwrap_or(1e-6),
+            rope_theta,
+            rope_local_theta: num("rope_local_base_freq")?.unwrap_or(GEMMA3_LOCAL_ROPE_BASE),
+            rope_linear_factor,
+            llama3_scaling,
+            sliding,
+            attn_scale,
+            context_length: int("max_position_embeddings")?.unwrap_or(2048),
+            tie_embeddings: tie,
+        })
+    }
+}

@@ -1,0 +1,183 @@
+//! Weights as the file stores them (quantized GGUF blocks or bf16/f16/f32
+//! safetensors), dequantized to the working precision only when a pass needs
+//! them. Names are canonical (GGUF style: `blk.3.attn_q.weight`) whatever the
+//! source, so the model recipes read one vocabulary of names.
+
+mod gguf;
+mod safetensors;
+
+pub use gguf::{GgufFile, MetadataValue};
+pub use safetensors::load_safetensors;
+
+use crate::error::{EngineError, Result};
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One stored tensor.
+#[derive(Debug, Clone)]
+pub enum StoredTensor {
+    /// GGML blocks at `start..start+len` of the file bytes; `shape` is
+    /// row-major (`[rows, cols]` for a matrix).
+    Ggml {
+        dtype: GgmlDType,
+        shape: Vec<usize>,
+        start: usize,
+        len: usize,
+    },
+    /// A dense tensor in its file dtype (bf16, f16 or f32).
+    Dense(Tensor),
+}
+
+impl StoredTensor {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            StoredTensor::Ggml { shape, .. } => shape,
+            StoredTensor::Dense(t) => t.dims(),
+        }
+    }
+
+    /// The storage type, for display.
+    pub fn dtype_name(&self) -> String {
+        match self {
+            StoredTensor::Ggml { dtype, .. } => format!("{dtype:?}"),
+            StoredTensor::Dense(t) => format!("{:?}", t.dtype()),
+        }
+    }
+}
+
+/// All tensors of a model, compact.
+#[derive(Debug, Clone, Default)]
+pub struct WeightStore {
+    tensors: HashMap<String, StoredTensor>,
+    /// The GGUF file's bytes (empty for safetensors models).
+    blob: Arc<[u8]>,
+}
+
+impl WeightStore {
+    pub fn new(tensors: HashMap<String, StoredTensor>, blob: Arc<[u8]>) -> Self {
+        Self { tensors, blob }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn stored(&self, name: &str) -> Result<&StoredTensor> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| EngineError::MissingTensor(name.to_string()))
+    }
+
+    pub fn shape(&self, name: &str) -> Result<&[usize]> {
+        Ok(self.stored(name)?.shape())
+    }
+
+    /// Bytes held in memory by the weights (the compact form).
+    pub fn stored_bytes(&self) -> usize {
+        let dense: usize = self
+            .tensors
+            .values()
+            .map(|t| match t {
+                StoredTensor::Dense(t) => t.elem_count() * t.dtype().size_in_bytes(),
+                StoredTensor::Ggml { .. } => 0,
+            })
+            .sum();
+        dense + self.blob.len()
+    }
+
+    /// Checks that `name` exists with exactly `expected` shape.
+    pub fn expect_shape(&self, name: &str, expected: &[usize]) -> Result<()> {
+        let got = self.shape(name)?;
+        if got != expected {
+            return Err(EngineError::ShapeMismatch {
+                name: name.to_string(),
+                got: got.to_vec(),
+                expected: expected.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The whole tensor, dequantized to `dtype` (F32 or F64), checked finite.
+    pub fn get(&self, name: &str, dtype: DType) -> Result<Tensor> {
+        let t = match self.stored(name)? {
+            StoredTensor::Ggml {
+                dtype: gd,
+                shape,
+                start,
+                len,
+            } => self.dequantize(name, *gd, &self.blob[*start..*start + *len], shape.clone())?,
+            StoredTensor::Dense(t) => t.clone(),
+        };
+        finish(name, t, dtype)
+    }
+
+    /// Rows `start..start+count` of a 2-D tensor, dequantized to `dtype`.
+    pub fn rows(&self, name: &str, start: usize, count: usize, dtype: DType) -> Result<Tensor> {
+        let shape = self.shape(name)?;
+        if shape.len() != 2 || start + count > shape[0] {
+            return Err(EngineError::ShapeMismatch {
+                name: name.to_string(),
+                got: shape.to_vec(),
+                expected: vec![start + count, shape.get(1).copied().unwrap_or(0)],
+            });
+        }
+        let t = match self.stored(name)? {
+            StoredTensor::Ggml {
+                dtype: gd,
+                shape,
+                start: s0,
+                len,
+            } => {
+                let row_bytes = len / shape[0];
+                let a = s0 + start * row_bytes;
+                let bytes = &self.blob[a..a + count * row_bytes];
+                self.dequantize(name, *gd, bytes, vec![count, shape[1]])?
+            }
+            StoredTensor::Dense(t) => t.narrow(0, start, count)?,
+        };
+        finish(name, t, dtype)
+    }
+
+    /// The rows `ids` of a 2-D tensor (an embedding lookup), as `[ids.len(), cols]`.
+    pub fn select_rows(&self, name: &str, ids: &[u32], dtype: DType) -> Result<Tensor> {
+        let vocab = self.shape(name)?.first().copied().unwrap_or(0);
+        let mut rows = Vec::with_capacity(ids.len());
+        for &id in ids {
+            if id as usize >= vocab {
+                return Err(EngineError::TokenOutOfRange { id, vocab });
+            }
+            rows.push(self.rows(name, id as usize, 1, dtype)?);
+        }
+        Ok(Tensor::cat(&rows, 0)?)
+    }
+
+    fn dequantize(
+        &self,
+        name: &str,
+        dtype: GgmlDType,
+        bytes: &[u8],
+        shape: Vec<usize>,
+    ) -> Result<Tensor> {
+        let q = qtensor_from_ggml(dtype, bytes, shape, &Device::Cpu).map_err(|e| {
+            EngineError::Gguf(format!("cannot decode tensor `{name}` ({dtype:?}): {e}"))
+        })?;
+        Ok(q.dequantize(&Device::Cpu)?)
+    }
+}
+
+/// Casts to the working dtype and rejects NaN/inf (a sum propagates them).
+fn finish(name: &str, t: Tensor, dtype: DType) -> Result<Tensor> {
+    let t = t.to_dtype(dtype)?;
+    let s = t.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    if !s.is_finite() {
+        return Err(EngineError::NonFinite(name.to_string()));
+    }
+    Ok(t)
+}
