@@ -1,0 +1,141 @@
+//! Our forward pass on the two real GGUF models against independent
+//! implementations fed the same weights:
+//! - Python `transformers` + torch (f32) loading the same GGUF files: golden
+//!   logits made by `tools/golden_logits.py`, committed under
+//!   `tests/fixtures/golden_logits/`. This is the reference for Gemma 3:
+//!   candle-transformers' quantized Gemma 3 uses SiLU in its MLP where Gemma 3
+//!   uses GELU-tanh, so it cannot serve.
+//! - candle-transformers' quantized Llama (SmolLM2), run in the test with
+//!   every matmul dequantized to f32 (`CANDLE_DEQUANTIZE_ALL`, so the
+//!   reference is not blurred by Q8 activation quantization). It differs from
+//!   ours where it matters: interleaved RoPE on llama.cpp's permuted q/k rows
+//!   (we un-permute and use rotate-half), its own norms, masks, GQA repeat.
+
+mod real_models;
+
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use lens_engine::forward::{forward, Precision};
+use lens_engine::Model;
+use real_models::{model_path, GEMMA, SMOLLM};
+
+const PROMPTS: &[&str] = &[
+    "The capital of France is",
+    "The bridge out of Marin is the",
+    "def fibonacci(n):\n    if n < 2:\n        return",
+    "Once upon a time, in a small village nestled between two mountains, there lived an old clockmaker who",
+    "1, 2, 3, 5, 8, 13,",
+];
+
+/// ‖a − b‖∞ / ‖b‖∞ over the vocabulary.
+fn rel_max(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    diff / b.iter().map(|x| x.abs()).fold(0.0, f64::max)
+}
+
+fn argmax(v: &[f64]) -> usize {
+    (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap()
+}
+
+/// One prompt of a golden-logits fixture.
+#[derive(serde::Deserialize)]
+struct GoldenEntry {
+    prompt: String,
+    token_ids: Vec<u32>,
+    argmax: usize,
+}
+
+#[derive(serde::Deserialize)]
+struct Golden {
+    reference: String,
+    vocab: usize,
+    entries: Vec<GoldenEntry>,
+}
+
+fn golden(model_id: &str) -> (Golden, Vec<Vec<f64>>) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden_logits");
+    let meta: Golden =
+        serde_json::from_slice(&std::fs::read(dir.join(format!("{model_id}.json"))).unwrap()).unwrap();
+    let raw = std::fs::read(dir.join(format!("{model_id}.f32"))).unwrap();
+    assert_eq!(raw.len(), meta.entries.len() * meta.vocab * 4);
+    let logits = raw
+        .chunks_exact(meta.vocab * 4)
+        .map(|c| {
+            c.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+                .collect()
+        })
+        .collect();
+    (meta, logits)
+}
+
+/// Our f32 and f64 logits against the transformers golden file.
+fn check_against_transformers(model_id: &str, file: &str) {
+    let model = Model::load_path(&model_path(file)).unwrap();
+    let (meta, logits) = golden(model_id);
+    println!("reference: {}", meta.reference);
+    for (entry, theirs) in meta.entries.iter().zip(&logits) {
+        let ids = model.encode(&entry.prompt).unwrap();
+        assert_eq!(ids, entry.token_ids, "{:?}: token ids differ", entry.prompt);
+        let ours32 = forward(&model, &ids, Precision::F32).unwrap();
+        let ours64 = forward(&model, &ids, Precision::F64).unwrap();
+        let e32 = rel_max(&ours32.logits, theirs);
+        let e64 = rel_max(&ours64.logits, theirs);
+        let e_prec = rel_max(&ours32.logits, &ours64.logits);
+        println!(
+            "{model_id} {:?}: {} tokens, f32 vs transformers {e32:.2e}, f64 vs transformers {e64:.2e}, f32 vs f64 {e_prec:.2e}",
+            entry.prompt,
+            ids.len()
+        );
+        assert!(e32 <= 1e-4, "{:?}: f32 logits differ from transformers by {e32:.3e}", entry.prompt);
+        assert_eq!(argmax(&ours32.logits), entry.argmax, "{:?}: argmax differs", entry.prompt);
+        assert_eq!(argmax(&ours64.logits), entry.argmax, "{:?}: f64 argmax differs", entry.prompt);
+        assert!(e_prec <= 1e-5, "{:?}: f32 and f64 differ by {e_prec:.3e}", entry.prompt);
+    }
+}
+
+#[test]
+fn gemma3_270m_matches_transformers() {
+    check_against_transformers("gemma-3-270m", GEMMA);
+}
+
+#[test]
+fn smollm2_135m_matches_transformers() {
+    check_against_transformers("smollm2-135m", SMOLLM);
+}
+
+fn candle_llama(file: &str) -> candle_transformers::models::quantized_llama::ModelWeights {
+    // Read per thread when the first QMatMul is built: set before loading.
+    std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");
+    let mut f = std::fs::File::open(model_path(file)).unwrap();
+    let ct = gguf_file::Content::read(&mut f).unwrap();
+    candle_transformers::models::quantized_llama::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn smollm2_135m_matches_candle_transformers() {
+    let model = Model::load_path(&model_path(SMOLLM)).unwrap();
+    let mut reference = candle_llama(SMOLLM);
+    for prompt in PROMPTS {
+        let ids = model.encode(prompt).unwrap();
+        let ours32 = forward(&model, &ids, Precision::F32).unwrap();
+        let ours64 = forward(&model, &ids, Precision::F64).unwrap();
+        let x = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let theirs: Vec<f64> = reference
+            .forward(&x, 0)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_dtype(candle_core::DType::F64)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let e_ref = rel_max(&ours32.logits, &theirs);
+        let e_prec = rel_max(&ours32.logits, &ours64.logits);
+        println!("smollm2 {prompt:?}: {} tokens, f32 vs candle {e_ref:.2e}, f32 vs f64 {e_prec:.2e}", ids.len());
+        assert!(e_ref <= 1e-4, "{prompt:?}: f32 logits differ from candle by {e_ref:.3e}");
+        assert_eq!(argmax(&ours32.logits), argmax(&theirs), "{prompt:?}: argmax differs");
+        assert!(e_prec <= 1e-5, "{prompt:?}: f32 and f64 differ by {e_prec:.3e}");
+    }
+}
