@@ -13,15 +13,23 @@ pub struct Known {
 }
 
 pub const KNOWN: &[Known] = &[
-    Known { id: "gemma-3-270m", file: "gemma-3-270m-q4_k_m.gguf" },
-    Known { id: "smollm2-135m", file: "SmolLM2-135M-Instruct.Q4_1.gguf" },
+    Known {
+        id: "gemma-3-270m",
+        file: "gemma-3-270m-q4_k_m.gguf",
+    },
+    Known {
+        id: "smollm2-135m",
+        file: "SmolLM2-135M-Instruct.Q4_1.gguf",
+    },
 ];
 
 pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("LINEAR_LENS_MODELS") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("linear-lens")
 }
 
@@ -49,7 +57,10 @@ pub fn resolve(spec: &str) -> Result<PathBuf, String> {
             .status()
             .map_err(|e| format!("cannot run the model fetch script: {e}"))?;
         if !status.success() || !target.exists() {
-            return Err(format!("fetching `{}` failed (see the messages above)", known.id));
+            return Err(format!(
+                "fetching `{}` failed (see the messages above)",
+                known.id
+            ));
         }
     }
     Ok(target)

@@ -38,8 +38,26 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
-    #[error("tensor computation failed: {0}")]
+    #[error("tensor computation failed: {}", candle_message(.0))]
     Compute(#[from] candle_core::Error),
+}
+
+/// A candle error as one line: without the backtrace candle appends when
+/// `RUST_BACKTRACE` is set, and with its context lines joined.
+pub fn candle_message(e: &candle_core::Error) -> String {
+    use candle_core::Error as E;
+    match e {
+        E::WithBacktrace { inner, .. } => candle_message(inner),
+        E::Context { inner, context } => format!("{context}: {}", candle_message(inner)),
+        E::WithPath { inner, path } => format!("{}: {}", path.display(), candle_message(inner)),
+        other => other
+            .to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
 }
 
 pub type Result<T> = std::result::Result<T, EngineError>;

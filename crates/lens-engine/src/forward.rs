@@ -104,7 +104,11 @@ pub fn forward(model: &Model, ids: &[u32], precision: Precision) -> Result<Forwa
     let h = forward_hidden(model, ids, precision)?;
     let n = ids.len();
     let last = h.narrow(0, n - 1, 1)?;
-    let y = rms_norm(&last, &norm_weight(model, "output_norm.weight", precision.dtype())?, model.config.norm_eps)?;
+    let y = rms_norm(
+        &last,
+        &norm_weight(model, "output_norm.weight", precision.dtype())?,
+        model.config.norm_eps,
+    )?;
     let logits = unembed(model, &y)?;
     Ok(ForwardOutput {
         y: y.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?,
@@ -128,7 +132,7 @@ pub fn forward_hidden(model: &Model, ids: &[u32], precision: Precision) -> Resul
     let mut h = embed(model, ids, dtype)?;
     let ropes = RopeTables::new(model, ids.len(), dtype)?;
     for l in 0..c.layers {
-        h = layer(model, l, &h, &ropes, dtype)?;
+        h = layer(model, l, &h, &ropes, dtype)?.h_out;
     }
     Ok(h)
 }
@@ -144,7 +148,11 @@ pub fn embed(model: &Model, ids: &[u32], dtype: DType) -> Result<Tensor> {
 
 /// `W_U y` for a `[1, d]` vector, through the vocabulary matrix in row blocks.
 pub fn unembed(model: &Model, y: &Tensor) -> Result<Vec<f64>> {
-    let name = if model.config.tie_embeddings { "token_embd.weight" } else { "output.weight" };
+    let name = if model.config.tie_embeddings {
+        "token_embd.weight"
+    } else {
+        "output.weight"
+    };
     let vocab = model.weights.shape(name)?[0];
     let yt = y.reshape((model.config.hidden, 1))?;
     let mut logits = Vec::with_capacity(vocab);
@@ -195,8 +203,7 @@ pub fn matrix(model: &Model, name: &str, dtype: DType) -> Result<Tensor> {
 
 /// `x · rsqrt(mean(x²) + eps) · w` over the last dimension.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    let r = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
-    Ok(x.broadcast_mul(&r)?.broadcast_mul(w)?)
+    scale_norm(x, &rms_scale(x, eps)?, w)
 }
 
 /// cos/sin tables `[n, head_dim]` (halves duplicated, rotate-half form) for
@@ -210,7 +217,12 @@ impl RopeTables {
     pub fn new(model: &Model, n: usize, dtype: DType) -> Result<Self> {
         let c = &model.config;
         let freq_factors = if model.weights.contains("rope_freqs.weight") {
-            Some(model.weights.get("rope_freqs.weight", DType::F64)?.to_vec1::<f64>()?)
+            Some(
+                model
+                    .weights
+                    .get("rope_freqs.weight", DType::F64)?
+                    .to_vec1::<f64>()?,
+            )
         } else {
             None
         };
@@ -223,7 +235,14 @@ impl RopeTables {
                 });
             }
         }
-        let global = rope_table(c, n, c.rope_theta, c.rope_linear_factor, freq_factors.as_deref(), dtype)?;
+        let global = rope_table(
+            c,
+            n,
+            c.rope_theta,
+            c.rope_linear_factor,
+            freq_factors.as_deref(),
+            dtype,
+        )?;
         let local = if c.arch == Arch::Gemma3 {
             rope_table(c, n, c.rope_local_theta, 1.0, None, dtype)?
         } else {
@@ -316,16 +335,62 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
     Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
 }
 
+/// What one decoder block computed, everything the frozen-linear network
+/// keeps: norm scales `r` (`[n, 1]`, one per position and application), gate
+/// activations `g`, attention probabilities `p`, and the residual stream and
+/// module outputs.
+#[derive(Debug, Clone)]
+pub struct LayerRecord {
+    /// Residual stream entering the block, `[n, d]`.
+    pub h_in: Tensor,
+    pub r_attn: Tensor,
+    /// `[heads, n, n]`, rows are queries.
+    pub p: Tensor,
+    /// Gemma's norm on the attention output.
+    pub r_post_attn: Option<Tensor>,
+    /// Attention module output as added to the residual, `[n, d]`.
+    pub attn_out: Tensor,
+    /// Residual stream after the attention add, `[n, d]`.
+    pub h_mid: Tensor,
+    pub r_ffn: Tensor,
+    /// `act(W_gate m)`, `[n, ffn]`.
+    pub g: Tensor,
+    /// Gemma's norm on the MLP output.
+    pub r_post_ffn: Option<Tensor>,
+    /// MLP module output as added to the residual, `[n, d]`.
+    pub mlp_out: Tensor,
+    /// Residual stream leaving the block, `[n, d]`.
+    pub h_out: Tensor,
+}
+
+/// `rsqrt(mean(x²) + eps)` over the last dimension (kept as a size-1 dim).
+pub fn rms_scale(x: &Tensor, eps: f64) -> Result<Tensor> {
+    Ok((x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?)
+}
+
+/// `x · r · w` with the scale `r` given (frozen or just computed).
+pub fn scale_norm(x: &Tensor, r: &Tensor, w: &Tensor) -> Result<Tensor> {
+    Ok(x.broadcast_mul(r)?.broadcast_mul(w)?)
+}
+
 /// One decoder block on the residual stream `h` (`[n, d]`).
-fn layer(model: &Model, l: usize, h: &Tensor, ropes: &RopeTables, dtype: DType) -> Result<Tensor> {
+pub(crate) fn layer(
+    model: &Model,
+    l: usize,
+    h: &Tensor,
+    ropes: &RopeTables,
+    dtype: DType,
+) -> Result<LayerRecord> {
     let c = &model.config;
     let n = h.dim(0)?;
     let name = |s: &str| format!("blk.{l}.{s}.weight");
     let eps = c.norm_eps;
     let (hd, nh, nkv) = (c.head_dim, c.heads, c.kv_heads);
+    let gemma = c.arch == Arch::Gemma3;
 
     // Attention.
-    let a = rms_norm(h, &norm_weight(model, &name("attn_norm"), dtype)?, eps)?;
+    let r_attn = rms_scale(h, eps)?;
+    let a = scale_norm(h, &r_attn, &norm_weight(model, &name("attn_norm"), dtype)?)?;
     let q = a.matmul(&matrix(model, &name("attn_q"), dtype)?.t()?)?;
     let k = a.matmul(&matrix(model, &name("attn_k"), dtype)?.t()?)?;
     let v = a.matmul(&matrix(model, &name("attn_v"), dtype)?.t()?)?;
@@ -345,25 +410,60 @@ fn layer(model: &Model, l: usize, h: &Tensor, ropes: &RopeTables, dtype: DType) 
     let scores = (qg.matmul(&k.t()?)? * c.attn_scale)?.reshape((nh, n, n))?;
     let mask = attention_mask(n, c.sliding[l], dtype)?;
     let p = softmax_last(&scores.broadcast_add(&mask)?)?;
-    let mixed = p.reshape((nkv, group * n, n))?.matmul(&v)?.reshape((nh, n, hd))?;
+    let mixed = p
+        .reshape((nkv, group * n, n))?
+        .matmul(&v)?
+        .reshape((nh, n, hd))?;
     let mixed = mixed.transpose(0, 1)?.contiguous()?.reshape((n, nh * hd))?;
-    let mut o = mixed.matmul(&matrix(model, &name("attn_output"), dtype)?.t()?)?;
-    if c.arch == Arch::Gemma3 {
-        o = rms_norm(&o, &norm_weight(model, &name("post_attention_norm"), dtype)?, eps)?;
+    let mut attn_out = mixed.matmul(&matrix(model, &name("attn_output"), dtype)?.t()?)?;
+    let mut r_post_attn = None;
+    if gemma {
+        let r = rms_scale(&attn_out, eps)?;
+        attn_out = scale_norm(
+            &attn_out,
+            &r,
+            &norm_weight(model, &name("post_attention_norm"), dtype)?,
+        )?;
+        r_post_attn = Some(r);
     }
-    let h = (h + o)?;
+    let h_mid = (h + &attn_out)?;
 
     // Gated MLP.
-    let m = rms_norm(&h, &norm_weight(model, &name("ffn_norm"), dtype)?, eps)?;
+    let r_ffn = rms_scale(&h_mid, eps)?;
+    let m = scale_norm(
+        &h_mid,
+        &r_ffn,
+        &norm_weight(model, &name("ffn_norm"), dtype)?,
+    )?;
     let gate = m.matmul(&matrix(model, &name("ffn_gate"), dtype)?.t()?)?;
     let up = m.matmul(&matrix(model, &name("ffn_up"), dtype)?.t()?)?;
     let g = match c.arch {
         Arch::Gemma3 => gate.gelu()?,
         _ => gate.silu()?,
     };
-    let mut f = (g * up)?.matmul(&matrix(model, &name("ffn_down"), dtype)?.t()?)?;
-    if c.arch == Arch::Gemma3 {
-        f = rms_norm(&f, &norm_weight(model, &name("post_ffw_norm"), dtype)?, eps)?;
+    let mut mlp_out = (&g * up)?.matmul(&matrix(model, &name("ffn_down"), dtype)?.t()?)?;
+    let mut r_post_ffn = None;
+    if gemma {
+        let r = rms_scale(&mlp_out, eps)?;
+        mlp_out = scale_norm(
+            &mlp_out,
+            &r,
+            &norm_weight(model, &name("post_ffw_norm"), dtype)?,
+        )?;
+        r_post_ffn = Some(r);
     }
-    Ok((h + f)?)
+    let h_out = (&h_mid + &mlp_out)?;
+    Ok(LayerRecord {
+        h_in: h.clone(),
+        r_attn,
+        p,
+        r_post_attn,
+        attn_out,
+        h_mid,
+        r_ffn,
+        g,
+        r_post_ffn,
+        mlp_out,
+        h_out,
+    })
 }

@@ -14,6 +14,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::weights::{GgufFile, MetadataValue};
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::fuse::Fuse;
@@ -61,8 +62,12 @@ impl LensTokenizer {
     /// From Hugging Face files: `tokenizer.json` and, if present,
     /// `tokenizer_config.json` (for `add_bos_token`, `bos_token`, `eos_token`).
     pub fn from_json(tokenizer_json: &[u8], tokenizer_config_json: Option<&[u8]>) -> Result<Self> {
-        let tok = Tokenizer::from_bytes(tokenizer_json)
+        let mut tok = Tokenizer::from_bytes(tokenizer_json)
             .map_err(|e| err(format!("cannot read tokenizer.json: {e}")))?;
+        // A prompt is never cut or padded behind the user's back.
+        tok.with_truncation(None)
+            .map_err(|e| err(format!("cannot read tokenizer.json: {e}")))?;
+        tok.with_padding(None);
         let config: Option<serde_json::Value> = tokenizer_config_json
             .map(|b| {
                 serde_json::from_slice(b)
@@ -324,8 +329,9 @@ fn meta_token_id(m: &HashMap<String, MetadataValue>, key: &str, n: usize) -> Res
 
 impl GgufTokenizer {
     fn read(m: &HashMap<String, MetadataValue>) -> Result<Self> {
-        let model = meta_str(m, "tokenizer.ggml.model")?
-            .ok_or_else(|| err("the GGUF file has no tokenizer (`tokenizer.ggml.model` is missing)"))?;
+        let model = meta_str(m, "tokenizer.ggml.model")?.ok_or_else(|| {
+            err("the GGUF file has no tokenizer (`tokenizer.ggml.model` is missing)")
+        })?;
         let arch = meta_str(m, "general.architecture")?.unwrap_or("");
         let kind = match model {
             "llama" if matches!(arch, "gemma" | "gemma2" | "gemma3") => Kind::Gemma,
@@ -368,7 +374,9 @@ impl GgufTokenizer {
         let merges = meta_strings(m, "tokenizer.ggml.merges")?;
         let add_bos = match kind {
             // Older sentencepiece files have no flag; llama.cpp adds BOS then.
-            Kind::Gemma | Kind::Llama => meta_bool(m, "tokenizer.ggml.add_bos_token").unwrap_or(true),
+            Kind::Gemma | Kind::Llama => {
+                meta_bool(m, "tokenizer.ggml.add_bos_token").unwrap_or(true)
+            }
             // The chat template writes `<bos>` itself.
             Kind::Gemma4 => false,
             Kind::Gpt2 => meta_bool(m, "tokenizer.ggml.add_bos_token").unwrap_or(false),
@@ -421,15 +429,14 @@ impl GgufTokenizer {
                 })
                 .collect::<Result<Vec<_>>>()?,
             None => {
-                let order = match (self.kind, &self.scores) {
-                    (Kind::Gemma, _) => MergeOrder::Position,
-                    (_, Some(s)) => MergeOrder::Scores(s),
-                    (_, None) => {
-                        return Err(err(
+                let order =
+                    match (self.kind, &self.scores) {
+                        (Kind::Gemma, _) => MergeOrder::Position,
+                        (_, Some(s)) => MergeOrder::Scores(s),
+                        (_, None) => return Err(err(
                             "the GGUF file has neither merges nor token scores to derive them from",
-                        ))
-                    }
-                };
+                        )),
+                    };
                 derive_merges(&spelled, order)
             }
         };
@@ -516,24 +523,23 @@ impl GgufTokenizer {
         }
         tok.with_decoder(Some(decoder));
 
-        self.add_special_tokens(&mut tok, &spelled)?;
+        self.add_special_tokens(&mut tok)?;
 
-        let bos = self.bos.map(|i| &self.tokens[i]);
-        let eos = self.eos.map(|i| &self.tokens[i]);
-        let id = |t: &String| tok.token_to_id(t);
-        let bos_id = bos.and_then(id);
-        let eos_id = eos.and_then(id);
-        let add_bos = self.add_bos && bos_id.is_some();
-        let add_eos = self.add_eos && eos_id.is_some();
+        // The named tokens' text and id (as the tokenizer now maps the text).
+        let named = |i: Option<usize>| {
+            let text = self.tokens[i?].as_str();
+            Some((text, tok.token_to_id(text)?))
+        };
+        let (bos, eos) = (named(self.bos), named(self.eos));
         let post = template(
-            add_bos.then(|| (bos.unwrap().as_str(), bos_id.unwrap(), "BOS")),
-            add_eos.then(|| (eos.unwrap().as_str(), eos_id.unwrap(), "EOS")),
+            bos.filter(|_| self.add_bos).map(|(t, id)| (t, id, "BOS")),
+            eos.filter(|_| self.add_eos).map(|(t, id)| (t, id, "EOS")),
         )?;
         tok.with_post_processor(Some(post));
         Ok(LensTokenizer {
             tok,
-            bos: bos_id,
-            eos: eos_id,
+            bos: bos.map(|b| b.1),
+            eos: eos.map(|e| e.1),
             force_bos: false,
             display,
         })
@@ -542,7 +548,7 @@ impl GgufTokenizer {
     /// Control tokens as special added tokens, user-defined tokens present
     /// in the (respelled) vocabulary as plain added tokens, then the named
     /// special tokens (bos, eos, unk, pad) not already added.
-    fn add_special_tokens(&self, tok: &mut Tokenizer, spelled: &[String]) -> Result<()> {
+    fn add_special_tokens(&self, tok: &mut Tokenizer) -> Result<()> {
         let byte_alphabet: Option<HashSet<char>> =
             (self.kind == Kind::Gpt2).then(|| bytes_to_unicode().into_iter().collect());
         let typed = || self.tokens.iter().zip(self.token_types.iter().copied());
@@ -559,12 +565,10 @@ impl GgufTokenizer {
         if !control.is_empty() {
             tok.add_special_tokens(control).map_err(add_error)?;
         }
-        let in_vocab: HashSet<&str> = spelled.iter().map(String::as_str).collect();
-        let added = tok.get_vocab(true);
+        // `token in tokenizer.get_vocab()`: the model's (respelled) vocabulary
+        // or an added token.
         let user: Vec<AddedToken> = typed()
-            .filter(|(t, ty)| {
-                *ty == TOKEN_USER_DEFINED && (in_vocab.contains(t.as_str()) || added.contains_key(*t))
-            })
+            .filter(|(t, ty)| *ty == TOKEN_USER_DEFINED && tok.token_to_id(t).is_some())
             .map(|(t, _)| AddedToken::from(t.clone(), false).normalized(false))
             .collect();
         if !user.is_empty() {
@@ -591,7 +595,10 @@ impl GgufTokenizer {
 }
 
 /// transformers' post-processor: `[bos] $A [eos]` (and the pair form).
-fn template(bos: Option<(&str, u32, &str)>, eos: Option<(&str, u32, &str)>) -> Result<TemplateProcessing> {
+fn template(
+    bos: Option<(&str, u32, &str)>,
+    eos: Option<(&str, u32, &str)>,
+) -> Result<TemplateProcessing> {
     // A token's text is the template key unless the template syntax would
     // misread it (`:` separates the type id, `$` marks a sequence).
     let key = |(content, _, alias): (&str, u32, &str)| -> String {
@@ -647,8 +654,11 @@ fn template(bos: Option<(&str, u32, &str)>, eos: Option<(&str, u32, &str)>) -> R
 /// (`LlamaTokenizer` also strips the first leading space).
 fn sentencepiece_decoder(strip_first_space: bool) -> Result<DecoderWrapper> {
     let replace = Replace::new("▁", " ").map_err(|e| err(e.to_string()))?;
-    let mut steps: Vec<DecoderWrapper> =
-        vec![replace.into(), ByteFallback::new().into(), Fuse::new().into()];
+    let mut steps: Vec<DecoderWrapper> = vec![
+        replace.into(),
+        ByteFallback::new().into(),
+        Fuse::new().into(),
+    ];
     if strip_first_space {
         steps.push(Strip::new(' ', 1, 0).into());
     }
@@ -704,10 +714,23 @@ enum MergeOrder<'a> {
 fn derive_merges(tokens: &[String], order: MergeOrder) -> Vec<(String, String)> {
     // Python dicts built from the token list: a repeated token keeps its
     // first place in iteration order and the id (and score) of its last.
-    let mut vocab: HashMap<&str, u32> = HashMap::with_capacity(tokens.len());
+    // `first[t]` is where `t` first appears, `last[i]` (for such an `i`)
+    // where it last does.
+    let mut first: HashMap<&str, u32> = HashMap::with_capacity(tokens.len());
+    let mut last: Vec<u32> = (0..tokens.len() as u32).collect();
+    let mut is_first = vec![true; tokens.len()];
     for (i, t) in tokens.iter().enumerate() {
-        vocab.insert(t.as_str(), i as u32);
+        match first.entry(t.as_str()) {
+            Entry::Vacant(e) => {
+                e.insert(i as u32);
+            }
+            Entry::Occupied(e) => {
+                last[*e.get() as usize] = i as u32;
+                is_first[i] = false;
+            }
+        }
     }
+    let id = |piece: &str| first.get(piece).map(|&f| last[f as usize]);
     struct Cand {
         score: f64,
         len_l: u32,
@@ -717,14 +740,13 @@ fn derive_merges(tokens: &[String], order: MergeOrder) -> Vec<(String, String)> 
         split: u32,
         token: u32,
     }
-    let mut seen: HashSet<&str> = HashSet::with_capacity(tokens.len());
     let mut cands: Vec<Cand> = Vec::with_capacity(tokens.len() * 2);
     let mut local: Vec<Cand> = Vec::new();
-    for t in tokens {
-        if !seen.insert(t.as_str()) {
+    for (i, t) in tokens.iter().enumerate() {
+        if !is_first[i] {
             continue;
         }
-        let last = vocab[t.as_str()];
+        let last = last[i];
         let score = match order {
             MergeOrder::Position => -(last as f64),
             MergeOrder::Scores(s) => s[last as usize],
@@ -733,17 +755,21 @@ fn derive_merges(tokens: &[String], order: MergeOrder) -> Vec<(String, String)> 
         local.clear();
         for (k, (b, _)) in t.char_indices().enumerate().skip(1) {
             let (l, r) = t.split_at(b);
-            if let (Some(&il), Some(&ir)) = (vocab.get(l), vocab.get(r)) {
-                local.push(Cand {
-                    score,
-                    len_l: k as u32,
-                    len_r: n_chars - k as u32,
-                    l: il,
-                    r: ir,
-                    split: b as u32,
-                    token: last,
-                });
-            }
+            let Some(il) = id(l) else {
+                continue;
+            };
+            let Some(ir) = id(r) else {
+                continue;
+            };
+            local.push(Cand {
+                score,
+                len_l: k as u32,
+                len_r: n_chars - k as u32,
+                l: il,
+                r: ir,
+                split: b as u32,
+                token: last,
+            });
         }
         local.sort_by_key(|c| (c.l, c.r));
         cands.append(&mut local);
@@ -761,7 +787,6 @@ fn derive_merges(tokens: &[String], order: MergeOrder) -> Vec<(String, String)> 
         .into_iter()
         .map(|c| {
             let (l, r) = tokens[c.token as usize].split_at(c.split as usize);
-            debug_assert_eq!((vocab[l], vocab[r]), (c.l, c.r));
             (l.to_string(), r.to_string())
         })
         .collect()
@@ -786,8 +811,8 @@ mod tests {
     /// A tiny Gemma-like sentencepiece vocabulary, no merges stored.
     fn gemma_like() -> HashMap<String, MetadataValue> {
         let tokens = [
-            "<pad>", "<eos>", "<bos>", "<unk>", "<b>", "  ", "▁", "a", "b", "c", "ab", "▁ab", "abc",
-            "bc", "<0x41>",
+            "<pad>", "<eos>", "<bos>", "<unk>", "<b>", "  ", "▁", "a", "b", "c", "ab", "▁ab",
+            "abc", "bc", "<0x41>",
         ];
         let types = [3, 3, 3, 3, 4, 4, 1, 1, 1, 1, 1, 1, 1, 1, 6];
         HashMap::from([
@@ -800,9 +825,18 @@ mod tests {
                 MetadataValue::Array(tokens.iter().map(|_| MetadataValue::F32(0.0)).collect()),
             ),
             ("tokenizer.ggml.token_type".to_string(), ints(&types)),
-            ("tokenizer.ggml.bos_token_id".to_string(), MetadataValue::U32(2)),
-            ("tokenizer.ggml.eos_token_id".to_string(), MetadataValue::U32(1)),
-            ("tokenizer.ggml.unknown_token_id".to_string(), MetadataValue::U32(3)),
+            (
+                "tokenizer.ggml.bos_token_id".to_string(),
+                MetadataValue::U32(2),
+            ),
+            (
+                "tokenizer.ggml.eos_token_id".to_string(),
+                MetadataValue::U32(1),
+            ),
+            (
+                "tokenizer.ggml.unknown_token_id".to_string(),
+                MetadataValue::U32(3),
+            ),
         ])
     }
 
@@ -812,7 +846,11 @@ mod tests {
         m.insert("tokenizer.ggml.model".into(), s("wordpiece"));
         let e = LensTokenizer::from_gguf_metadata(&m).unwrap_err();
         assert!(matches!(e, EngineError::Tokenizer(_)), "{e:?}");
-        assert!(e.to_string().contains("unknown tokenizer model `wordpiece`"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("unknown tokenizer model `wordpiece`"),
+            "{e}"
+        );
         let file = GgufFile {
             metadata: m,
             weights: Default::default(),
@@ -847,6 +885,16 @@ mod tests {
         let m = derive_merges(&tokens, MergeOrder::Scores(&scores));
         let m: Vec<(&str, &str)> = m.iter().map(|(l, r)| (l.as_str(), r.as_str())).collect();
         assert_eq!(m, [("ab", "c"), ("a", "bc"), ("b", "c"), ("a", "b")]);
+        // Equal keys keep the vocabulary order; a repeated token counts once,
+        // with the id and score of its last occurrence (Python dicts).
+        let tokens: Vec<String> = ["a", "b", "c", "d", "cd", "ab", "dc", "ab", "abcd"]
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        let scores = [0.0, 0.0, 0.0, 0.0, -1.0, -1.0, -1.0, -3.0, -1.0];
+        let m = derive_merges(&tokens, MergeOrder::Scores(&scores));
+        let m: Vec<(&str, &str)> = m.iter().map(|(l, r)| (l.as_str(), r.as_str())).collect();
+        assert_eq!(m, [("ab", "cd"), ("c", "d"), ("d", "c"), ("a", "b")]);
     }
 
     #[test]
@@ -866,10 +914,42 @@ mod tests {
     }
 
     #[test]
+    fn llama_like_gguf() {
+        // Not Gemma: Metaspace adds "▁" in front, tokens keep their spelling
+        // ("  " is a user-defined added token), merges ranked by score.
+        let mut m = gemma_like();
+        m.insert("general.architecture".into(), s("llama"));
+        let t = LensTokenizer::from_gguf_metadata(&m).unwrap();
+        assert_eq!(t.encode("ab").unwrap(), [2, 11]);
+        assert_eq!(t.encode("ab  c").unwrap(), [2, 11, 5, 9]);
+        // The display text keeps the leading space the decoder would strip
+        // from a text's first token.
+        assert_eq!(t.token_str(11), " ab");
+        assert_eq!(t.inner().decode(&[11], false).unwrap(), "ab");
+        // An explicit `add_bos_token = false` is obeyed.
+        m.insert(
+            "tokenizer.ggml.add_bos_token".into(),
+            MetadataValue::Bool(false),
+        );
+        let t = LensTokenizer::from_gguf_metadata(&m).unwrap();
+        assert_eq!(t.encode("ab").unwrap(), [11]);
+    }
+
+    #[test]
     fn split_regexes_compile() {
-        for re in [LLAMA3_SPLIT, TEKKEN_SPLIT, GPT4O_SPLIT, QWEN2_SPLIT, QWEN35_SPLIT] {
-            Split::new(SplitPattern::Regex(re.into()), SplitDelimiterBehavior::Isolated, false)
-                .unwrap();
+        for re in [
+            LLAMA3_SPLIT,
+            TEKKEN_SPLIT,
+            GPT4O_SPLIT,
+            QWEN2_SPLIT,
+            QWEN35_SPLIT,
+        ] {
+            Split::new(
+                SplitPattern::Regex(re.into()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .unwrap();
         }
     }
 
@@ -927,7 +1007,8 @@ mod tests {
         assert_eq!(t.bos_id(), None);
         assert_eq!(t.vocab_size(), 4);
         // The config asks for BOS: prepended.
-        let cfg = br#"{"add_bos_token": true, "bos_token": "<s>", "eos_token": {"content": "world"}}"#;
+        let cfg =
+            br#"{"add_bos_token": true, "bos_token": "<s>", "eos_token": {"content": "world"}}"#;
         let t = LensTokenizer::from_json(TINY_WORDLEVEL.as_bytes(), Some(cfg)).unwrap();
         assert_eq!(t.encode("hello world").unwrap(), [0, 2, 3]);
         assert_eq!((t.bos_id(), t.eos_id()), (Some(0), Some(3)));
@@ -943,7 +1024,10 @@ mod tests {
         assert_eq!(t.token_str(5), " hi");
         assert_eq!(t.token_str(0), "<|begin|>");
         // add_bos_token true, already there: not doubled. False: left as is.
-        for cfg in [&br#"{"add_bos_token": true, "bos_token": "<|begin|>"}"#[..], br#"{"add_bos_token": false}"#] {
+        for cfg in [
+            &br#"{"add_bos_token": true, "bos_token": "<|begin|>"}"#[..],
+            br#"{"add_bos_token": false}"#,
+        ] {
             let t = LensTokenizer::from_json(TINY_BPE.as_bytes(), Some(cfg)).unwrap();
             assert_eq!(t.encode("hi").unwrap(), [0, 4]);
         }

@@ -73,10 +73,10 @@ fn check(cfg: ModelConfig) -> Result<ModelConfig> {
     if cfg.hidden == 0 || cfg.layers == 0 || cfg.heads == 0 || cfg.kv_heads == 0 {
         return bad("hidden size, layer and head counts must be positive");
     }
-    if cfg.head_dim == 0 || cfg.head_dim % 2 != 0 {
+    if cfg.head_dim == 0 || !cfg.head_dim.is_multiple_of(2) {
         return bad("head_dim must be positive and even");
     }
-    if cfg.heads % cfg.kv_heads != 0 {
+    if !cfg.heads.is_multiple_of(cfg.kv_heads) {
         return bad("attention heads must be a multiple of kv heads");
     }
     // Guard against absurd sizes before anything is allocated from them.
@@ -176,6 +176,11 @@ impl ModelConfig {
             "gemma3" | "gemma3_text" => Arch::Gemma3,
             "qwen3" => Arch::Qwen3,
             "llama" => Arch::Llama,
+            "" => {
+                return Err(EngineError::Config(
+                    "config.json has no `model_type`".into(),
+                ))
+            }
             other => return Err(EngineError::UnknownArchitecture(other.to_string())),
         };
         let num = |key: &str| -> Result<Option<f64>> {
@@ -191,7 +196,9 @@ impl ModelConfig {
             match num(key)? {
                 None => Ok(None),
                 Some(x) if x >= 0.0 && x.fract() == 0.0 && x < 1e15 => Ok(Some(x as usize)),
-                Some(_) => Err(EngineError::Config(format!("`{key}` is not a non-negative integer"))),
+                Some(_) => Err(EngineError::Config(format!(
+                    "`{key}` is not a non-negative integer"
+                ))),
             }
         };
         let req = |key: &str| -> Result<usize> {
@@ -224,10 +231,14 @@ impl ModelConfig {
             vec![None; layers]
         };
         if sliding.len() != layers {
-            return Err(EngineError::Config("`layer_types` length differs from num_hidden_layers".into()));
+            return Err(EngineError::Config(
+                "`layer_types` length differs from num_hidden_layers".into(),
+            ));
         }
         let attn_scale = if gemma {
-            num("query_pre_attn_scalar")?.unwrap_or(head_dim as f64).powf(-0.5)
+            num("query_pre_attn_scalar")?
+                .unwrap_or(head_dim as f64)
+                .powf(-0.5)
         } else {
             (head_dim as f64).powf(-0.5)
         };

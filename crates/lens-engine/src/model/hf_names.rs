@@ -8,7 +8,13 @@ pub fn canonical(arch: Arch, hf: &str) -> Option<String> {
     let name = hf
         .strip_prefix("language_model.")
         .or_else(|| hf.strip_prefix("model.language_model."))
-        .map(|s| if s.starts_with("model.") || s.starts_with("lm_head") { s.to_string() } else { format!("model.{s}") })
+        .map(|s| {
+            if s.starts_with("model.") || s.starts_with("lm_head") {
+                s.to_string()
+            } else {
+                format!("model.{s}")
+            }
+        })
         .unwrap_or_else(|| hf.to_string());
     match name.as_str() {
         "model.embed_tokens.weight" => return Some("token_embd.weight".into()),

@@ -104,7 +104,10 @@ impl Model {
                     path.display()
                 )));
             }
-            let shards = shard_paths.iter().map(|p| read(p)).collect::<Result<Vec<_>>>()?;
+            let shards = shard_paths
+                .iter()
+                .map(|p| read(p))
+                .collect::<Result<Vec<_>>>()?;
             let refs: Vec<&[u8]> = shards.iter().map(Vec::as_slice).collect();
             Self::from_hf_bytes(&name, &config, &tokenizer, tok_cfg.as_deref(), &refs)
         } else {

@@ -9,7 +9,7 @@ mod safetensors;
 pub use gguf::{GgufFile, MetadataValue};
 pub use safetensors::load_safetensors;
 
-use crate::error::{EngineError, Result};
+use crate::error::{candle_message, EngineError, Result};
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
@@ -166,7 +166,10 @@ impl WeightStore {
         shape: Vec<usize>,
     ) -> Result<Tensor> {
         let q = qtensor_from_ggml(dtype, bytes, shape, &Device::Cpu).map_err(|e| {
-            EngineError::Gguf(format!("cannot decode tensor `{name}` ({dtype:?}): {e}"))
+            EngineError::Gguf(format!(
+                "cannot decode tensor `{name}` ({dtype:?}): {}",
+                candle_message(&e)
+            ))
         })?;
         Ok(q.dequantize(&Device::Cpu)?)
     }

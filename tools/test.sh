@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs all the tests on a fresh machine: installs what is missing (tools/setup.sh),
+# then formatting and lints, the native tests on the real models and on tiny
+# random models, the wasm release build of the app, and the browser test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SETUP_BROWSER=1 bash tools/setup.sh
+export PATH="$PWD/tools/node_modules/.bin:$PATH"
+step() { echo; echo "== $* ($(date +%T))"; }
+
+step "format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --target wasm32-unknown-unknown -p linear-lens-web -- -D warnings
+
+step "native tests"
+cargo test --workspace
+
+step "wasm release build (trunk)"
+cargo fetch
+trunk build --release --offline
+
+step "browser end-to-end (headless Chromium)"
+log=$(mktemp)
+cargo build -p lens-cli
+cargo run -q -p lens-cli -- serve --port 0 --dist dist >"$log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 1 120); do grep -q '^serving ' "$log" && break; sleep 0.5; done
+url=$(grep -m1 '^serving ' "$log" | cut -d' ' -f2)
+[ -n "$url" ] || { cat "$log"; echo "error: the server did not start"; exit 1; }
+node tests/e2e/predict.mjs "$url"
+echo "browser: 1 passed, 0 failed"
