@@ -30,7 +30,11 @@ const PROMPTS: &[&str] = &[
 /// ‖a − b‖∞ / ‖b‖∞ over the vocabulary.
 fn rel_max(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
     diff / b.iter().map(|x| x.abs()).fold(0.0, f64::max)
 }
 
@@ -56,7 +60,8 @@ struct Golden {
 fn golden(model_id: &str) -> (Golden, Vec<Vec<f64>>) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden_logits");
     let meta: Golden =
-        serde_json::from_slice(&std::fs::read(dir.join(format!("{model_id}.json"))).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join(format!("{model_id}.json"))).unwrap())
+            .unwrap();
     let raw = std::fs::read(dir.join(format!("{model_id}.f32"))).unwrap();
     assert_eq!(raw.len(), meta.entries.len() * meta.vocab * 4);
     let logits = raw
@@ -88,10 +93,28 @@ fn check_against_transformers(model_id: &str, file: &str) {
             entry.prompt,
             ids.len()
         );
-        assert!(e32 <= 1e-4, "{:?}: f32 logits differ from transformers by {e32:.3e}", entry.prompt);
-        assert_eq!(argmax(&ours32.logits), entry.argmax, "{:?}: argmax differs", entry.prompt);
-        assert_eq!(argmax(&ours64.logits), entry.argmax, "{:?}: f64 argmax differs", entry.prompt);
-        assert!(e_prec <= 1e-5, "{:?}: f32 and f64 differ by {e_prec:.3e}", entry.prompt);
+        assert!(
+            e32 <= 1e-4,
+            "{:?}: f32 logits differ from transformers by {e32:.3e}",
+            entry.prompt
+        );
+        assert_eq!(
+            argmax(&ours32.logits),
+            entry.argmax,
+            "{:?}: argmax differs",
+            entry.prompt
+        );
+        assert_eq!(
+            argmax(&ours64.logits),
+            entry.argmax,
+            "{:?}: f64 argmax differs",
+            entry.prompt
+        );
+        assert!(
+            e_prec <= 1e-5,
+            "{:?}: f32 and f64 differ by {e_prec:.3e}",
+            entry.prompt
+        );
     }
 }
 
@@ -110,7 +133,8 @@ fn candle_llama(file: &str) -> candle_transformers::models::quantized_llama::Mod
     std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");
     let mut f = std::fs::File::open(model_path(file)).unwrap();
     let ct = gguf_file::Content::read(&mut f).unwrap();
-    candle_transformers::models::quantized_llama::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap()
+    candle_transformers::models::quantized_llama::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu)
+        .unwrap()
 }
 
 #[test]
@@ -121,7 +145,10 @@ fn smollm2_135m_matches_candle_transformers() {
         let ids = model.encode(prompt).unwrap();
         let ours32 = forward(&model, &ids, Precision::F32).unwrap();
         let ours64 = forward(&model, &ids, Precision::F64).unwrap();
-        let x = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let x = Tensor::new(ids.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
         let theirs: Vec<f64> = reference
             .forward(&x, 0)
             .unwrap()
@@ -133,9 +160,22 @@ fn smollm2_135m_matches_candle_transformers() {
             .unwrap();
         let e_ref = rel_max(&ours32.logits, &theirs);
         let e_prec = rel_max(&ours32.logits, &ours64.logits);
-        println!("smollm2 {prompt:?}: {} tokens, f32 vs candle {e_ref:.2e}, f32 vs f64 {e_prec:.2e}", ids.len());
-        assert!(e_ref <= 1e-4, "{prompt:?}: f32 logits differ from candle by {e_ref:.3e}");
-        assert_eq!(argmax(&ours32.logits), argmax(&theirs), "{prompt:?}: argmax differs");
-        assert!(e_prec <= 1e-5, "{prompt:?}: f32 and f64 differ by {e_prec:.3e}");
+        println!(
+            "smollm2 {prompt:?}: {} tokens, f32 vs candle {e_ref:.2e}, f32 vs f64 {e_prec:.2e}",
+            ids.len()
+        );
+        assert!(
+            e_ref <= 1e-4,
+            "{prompt:?}: f32 logits differ from candle by {e_ref:.3e}"
+        );
+        assert_eq!(
+            argmax(&ours32.logits),
+            argmax(&theirs),
+            "{prompt:?}: argmax differs"
+        );
+        assert!(
+            e_prec <= 1e-5,
+            "{prompt:?}: f32 and f64 differ by {e_prec:.3e}"
+        );
     }
 }
