@@ -119,15 +119,7 @@ pub fn forward(model: &Model, ids: &[u32], precision: Precision) -> Result<Forwa
 /// The residual stream after the last layer, `[n, d]` (before the final norm).
 pub fn forward_hidden(model: &Model, ids: &[u32], precision: Precision) -> Result<Tensor> {
     let c = &model.config;
-    if ids.is_empty() {
-        return Err(EngineError::EmptyPrompt);
-    }
-    if ids.len() > c.context_length {
-        return Err(EngineError::PromptTooLong {
-            tokens: ids.len(),
-            max: c.context_length,
-        });
-    }
+    check_ids(model, ids)?;
     let dtype = precision.dtype();
     let mut h = embed(model, ids, dtype)?;
     let ropes = RopeTables::new(model, ids.len(), dtype)?;
@@ -135,6 +127,20 @@ pub fn forward_hidden(model: &Model, ids: &[u32], precision: Precision) -> Resul
         h = layer(model, l, &h, &ropes, dtype)?.h_out;
     }
     Ok(h)
+}
+
+/// A token sequence the model can run: non-empty, within the context window.
+pub fn check_ids(model: &Model, ids: &[u32]) -> Result<()> {
+    if ids.is_empty() {
+        return Err(EngineError::EmptyPrompt);
+    }
+    if ids.len() > model.config.context_length {
+        return Err(EngineError::PromptTooLong {
+            tokens: ids.len(),
+            max: model.config.context_length,
+        });
+    }
+    Ok(())
 }
 
 /// Input embeddings as the first block receives them (Gemma: times `sqrt(d)`).

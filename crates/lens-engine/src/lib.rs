@@ -10,3 +10,6 @@ pub mod weights;
 pub use error::{EngineError, Result};
 pub use forward::{predict, ForwardOutput, Precision, Prediction, TopToken};
 pub use model::{Arch, Model, ModelConfig};
+pub mod frozen;
+pub mod jacobian;
+pub mod trace;

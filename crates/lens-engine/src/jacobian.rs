@@ -1,0 +1,161 @@
+//! The detached Jacobian: a batched transpose pass (vector-Jacobian products
+//! of the frozen-linear network) and forward-mode products through it.
+//!
+//! Row `r` of block `i` of `vjp(u)` is `u_r J_i`; the full Jacobian is
+//! `vjp(I)`. Cotangents start at the last position and spread to every
+//! position at the first attention they meet.
+
+use crate::error::Result;
+use crate::frozen::FrozenLayer;
+use crate::model::Model;
+use crate::trace::Trace;
+use candle_core::{Device, Tensor};
+
+/// Bounds on the transpose pass's working memory.
+#[derive(Debug, Clone, Copy)]
+pub struct PassOptions {
+    /// Bytes for temporaries (the output itself, `n·k·d` values, comes on top).
+    pub memory_budget: usize,
+}
+
+impl Default for PassOptions {
+    /// 256 MiB: fits a browser tab beside the model.
+    fn default() -> Self {
+        Self {
+            memory_budget: 256 << 20,
+        }
+    }
+}
+
+/// Counts of the work a pass really did (for `bench`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PassStats {
+    /// Floating-point operations of the matrix products, counted from shapes.
+    pub flops: f64,
+}
+
+/// `u` (`[k, d]`, cotangents on `y`) → `[n, k, d]`: `u J_i` for every position.
+pub fn vjp(
+    model: &Model,
+    trace: &Trace,
+    u: &Tensor,
+    opts: PassOptions,
+) -> Result<(Tensor, PassStats)> {
+    let c = &model.config;
+    let (k, d) = u.dims2()?;
+    let n = trace.n();
+    let dtype = trace.dtype();
+    let bytes = dtype.size_in_bytes();
+    // Temporaries per cotangent row and position: the attention's head-split
+    // copies, the MLP's factor form and a few d-wide buffers.
+    let per_row = n * (4 * d + 3 * c.heads * c.head_dim + c.ffn) * bytes;
+    let chunk = (opts.memory_budget / per_row.max(1)).clamp(1, k);
+    let scale = trace
+        .r_final
+        .broadcast_mul(&trace.w_final)?
+        .reshape((1, d))?;
+    let start = u.to_dtype(dtype)?.broadcast_mul(&scale)?;
+    let mut chunks: Vec<Tensor> = (0..k)
+        .step_by(chunk)
+        .map(|s| start.narrow(0, s, chunk.min(k - s))?.unsqueeze(0))
+        .collect::<candle_core::Result<_>>()?;
+    let mut stats = PassStats::default();
+    let (nh, hd, ffn) = (c.heads as f64, c.head_dim as f64, c.ffn as f64);
+    let (kvd, df, kf) = ((c.kv_heads * c.head_dim) as f64, d as f64, k as f64);
+    for l in (0..c.layers).rev() {
+        let fl = FrozenLayer::new(model, l, &trace.layers[l], dtype)?;
+        let m = chunks[0].dim(0)?;
+        let mf = m as f64;
+        // Composing W̃down diag(g̃) W̃up (2·d²·ffn per position) and applying it
+        // (2·k·d²) beats applying the factors (4·k·d·ffn) once k is large.
+        let compose_cost = 2.0 * df * df * ffn + 2.0 * kf * df * df;
+        let factor_cost = 4.0 * kf * df * ffn;
+        let maps_fit = m * d * d * bytes <= opts.memory_budget;
+        let maps = if compose_cost < factor_cost && maps_fit {
+            stats.flops += mf * compose_cost;
+            Some(fl.mlp_maps(n - m)?)
+        } else {
+            stats.flops += mf * factor_cost;
+            None
+        };
+        // Attention: Wo on m positions, Pᵀ mixing, Wv on all n.
+        stats.flops +=
+            2.0 * kf * (mf * df * nh * hd + nh * mf * n as f64 * hd + n as f64 * kvd * df);
+        for g in chunks.iter_mut() {
+            let after_mlp = fl.mlp_transpose(g, maps.as_ref())?;
+            *g = fl.attn_transpose(&after_mlp)?;
+        }
+    }
+    let refs: Vec<&Tensor> = chunks.iter().collect();
+    Ok((Tensor::cat(&refs, 1)?, stats))
+}
+
+/// The full detached Jacobian `[n, d, d]`, `J[i] = ∂y/∂x_i`.
+pub fn detached_jacobian(
+    model: &Model,
+    trace: &Trace,
+    opts: PassOptions,
+) -> Result<(Tensor, PassStats)> {
+    let d = model.config.hidden;
+    let eye = Tensor::eye(d, trace.dtype(), &Device::Cpu)?;
+    vjp(model, trace, &eye, opts)
+}
+
+/// Forward mode: tangents `v` (`[b, n, d]`, at the input embeddings) → `[b, d]`
+/// (`Σ_i J_i v_i` for each of the `b` tangents).
+pub fn jvp(model: &Model, trace: &Trace, v: &Tensor) -> Result<Tensor> {
+    let dtype = trace.dtype();
+    let mut t = v.to_dtype(dtype)?;
+    for (l, rec) in trace.layers.iter().enumerate() {
+        t = FrozenLayer::new(model, l, rec, dtype)?.forward(&t)?.0;
+    }
+    let n = trace.n();
+    let last = t.narrow(1, n - 1, 1)?.squeeze(1)?;
+    let scale = trace
+        .r_final
+        .broadcast_mul(&trace.w_final)?
+        .reshape((1, ()))?;
+    Ok(last.broadcast_mul(&scale)?)
+}
+
+/// The contributions `c_i = J_i x_i` (`[n, d]`) without forming `J`: forward
+/// mode with tangent `x_i` at position `i` alone, all `i` at once (in batches
+/// that fit `opts`).
+pub fn contributions(model: &Model, trace: &Trace, opts: PassOptions) -> Result<Tensor> {
+    let (n, d) = trace.x.dims2()?;
+    let dtype = trace.dtype();
+    let per_tangent = n
+        * (3 * d + model.config.ffn + 2 * model.config.heads * model.config.head_dim)
+        * dtype.size_in_bytes();
+    let batch = (opts.memory_budget / per_tangent.max(1)).clamp(1, n);
+    let mut out = Vec::new();
+    for s in (0..n).step_by(batch) {
+        let b = batch.min(n - s);
+        // Tangent j of this batch is x at position s + j, zero elsewhere.
+        let mut mask = vec![0f64; b * n];
+        for j in 0..b {
+            mask[j * n + s + j] = 1.0;
+        }
+        let mask = Tensor::from_vec(mask, (b, n, 1), &Device::Cpu)?.to_dtype(dtype)?;
+        let v = mask.broadcast_mul(&trace.x.reshape((1, n, d))?)?;
+        out.push(jvp(model, trace, &v)?);
+    }
+    let refs: Vec<&Tensor> = out.iter().collect();
+    Ok(Tensor::cat(&refs, 0)?)
+}
+
+/// `‖Σ_i J_i x_i − y‖ / ‖y‖` for a Jacobian `[n, d_out, d]`.
+pub fn reconstruction_error(j: &Tensor, x: &Tensor, y: &Tensor) -> Result<f64> {
+    let (n, d) = x.dims2()?;
+    let sum = j.matmul(&x.reshape((n, d, 1))?)?.sum(0)?.flatten_all()?;
+    rel_error(&sum, y)
+}
+
+/// `‖a − b‖₂ / ‖b‖₂`, computed in f64.
+pub fn rel_error(a: &Tensor, b: &Tensor) -> Result<f64> {
+    let a = a.flatten_all()?.to_dtype(candle_core::DType::F64)?;
+    let b = b.flatten_all()?.to_dtype(candle_core::DType::F64)?;
+    let num = (&a - &b)?.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
+    let den = b.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
+    Ok(num / den)
+}

@@ -1,0 +1,4 @@
+//! One file per view.
+
+pub mod load_status;
+pub mod prediction;

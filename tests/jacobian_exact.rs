@@ -1,0 +1,100 @@
+//! The detached Jacobian reconstructs the output exactly, on the real models:
+//! `‖Σ_i J_i x_i − y‖ / ‖y‖ ≤ 1e-13` in f64 (≤ 1e-5 in f32), the same for the
+//! forward-mode contributions `c_i = J_i x_i`, and the probe products agree
+//! with the full `J`.
+
+mod real_models;
+
+use candle_core::{DType, Device, Tensor};
+use lens_engine::forward::Precision;
+use lens_engine::jacobian::{
+    contributions, detached_jacobian, jvp, reconstruction_error, rel_error, vjp, PassOptions,
+};
+use lens_engine::trace::trace;
+use lens_engine::Model;
+use real_models::{model_path, GEMMA, SMOLLM};
+
+const PROMPTS: &[&str] = &[
+    "Hi",
+    "The bridge out of Marin is the",
+    "The capital of France is",
+    "def add(a, b):\n    return",
+    "1, 2, 3, 5, 8,",
+    "In the beginning of the twentieth century, the small coastal town had grown into a busy port where ships from many nations",
+];
+
+fn check(file: &str, precision: Precision, bound: f64, prompts: &[&str]) {
+    let model = Model::load_path(&model_path(file)).unwrap();
+    for prompt in prompts {
+        let ids = model.encode(prompt).unwrap();
+        let t0 = std::time::Instant::now();
+        let tr = trace(&model, &ids, precision).unwrap();
+        let (j, _) = detached_jacobian(&model, &tr, PassOptions::default()).unwrap();
+        let secs = t0.elapsed().as_secs_f64();
+        let err = reconstruction_error(&j, &tr.x, &tr.y).unwrap();
+        let c = contributions(&model, &tr, PassOptions::default()).unwrap();
+        let err_c = rel_error(&c.sum(0).unwrap(), &tr.y.flatten_all().unwrap()).unwrap();
+        // c_i from forward mode equals J_i x_i from the transpose pass.
+        let (n, d) = tr.x.dims2().unwrap();
+        let jx = j
+            .matmul(&tr.x.reshape((n, d, 1)).unwrap())
+            .unwrap()
+            .squeeze(2)
+            .unwrap();
+        let err_cj = rel_error(&c, &jx).unwrap();
+        println!(
+            "{file} {} {prompt:?} n={n}: J {secs:.2}s, reconstruction {err:.2e}, contributions {err_c:.2e}, c vs Jx {err_cj:.2e}",
+            precision.name()
+        );
+        assert!(err <= bound, "{prompt:?}: reconstruction {err:.3e}");
+        assert!(err_c <= bound, "{prompt:?}: contributions {err_c:.3e}");
+        assert!(err_cj <= bound * 10.0, "{prompt:?}: c vs Jx {err_cj:.3e}");
+    }
+}
+
+#[test]
+fn gemma_f64_reconstruction_is_exact() {
+    check(GEMMA, Precision::F64, 1e-13, PROMPTS);
+}
+
+#[test]
+fn smollm_f64_reconstruction_is_exact() {
+    check(SMOLLM, Precision::F64, 1e-13, PROMPTS);
+}
+
+#[test]
+fn f32_reconstruction_within_1e5() {
+    check(GEMMA, Precision::F32, 1e-5, &PROMPTS[1..3]);
+    check(SMOLLM, Precision::F32, 1e-5, &PROMPTS[1..3]);
+}
+
+/// `J·v` (forward mode) and `uᵀJ` (transpose pass with few rows) agree with
+/// the full `J` to ≤ 1e-13 in f64.
+#[test]
+fn probe_products_match_full_jacobian() {
+    let model = Model::load_path(&model_path(SMOLLM)).unwrap();
+    let ids = model.encode("The bridge out of Marin is the").unwrap();
+    let tr = trace(&model, &ids, Precision::F64).unwrap();
+    let (j, _) = detached_jacobian(&model, &tr, PassOptions::default()).unwrap();
+    let (n, d) = tr.x.dims2().unwrap();
+    let v = Tensor::randn(0f64, 1.0, (3, n, d), &Device::Cpu).unwrap();
+    let jv = jvp(&model, &tr, &v).unwrap(); // [3, d]
+                                            // Σ_i J_i v_i from the full J
+    let full = j
+        .unsqueeze(0)
+        .unwrap()
+        .broadcast_matmul(&v.unsqueeze(3).unwrap())
+        .unwrap()
+        .squeeze(3)
+        .unwrap()
+        .sum(1)
+        .unwrap();
+    let e_jv = rel_error(&jv, &full).unwrap();
+    let u = Tensor::randn(0f64, 1.0, (4, d), &Device::Cpu).unwrap();
+    let (ut_j, _) = vjp(&model, &tr, &u, PassOptions::default()).unwrap(); // [n, 4, d]
+    let full_t = u.unsqueeze(0).unwrap().broadcast_matmul(&j).unwrap(); // [n, 4, d]
+    let e_vjp = rel_error(&ut_j, &full_t).unwrap();
+    println!("probe J·v {e_jv:.2e}, uᵀJ {e_vjp:.2e}");
+    assert!(e_jv <= 1e-13 && e_vjp <= 1e-13);
+    assert_eq!(jv.dtype(), DType::F64);
+}
