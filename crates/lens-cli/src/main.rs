@@ -1,6 +1,8 @@
 //! `linear-lens`: the engine on the command line.
 
+mod bench;
 mod models;
+mod npy;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +36,44 @@ enum Command {
         /// Print one JSON object on stdout.
         #[arg(long)]
         json: bool,
+    },
+    /// The detached Jacobian of a prompt: exactness, per-token norms, layer taps.
+    Analyze {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value = "f64")]
+        precision: Precision,
+        /// 1-based layers whose taps (layer/attn/mlp, cumulative/layerwise) to compute, e.g. 1,6,12,18.
+        #[arg(long, value_delimiter = ',')]
+        layers: Vec<usize>,
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// Skip the ordinary (nothing frozen) Jacobian.
+        #[arg(long)]
+        no_ordinary: bool,
+        /// Write the report as JSON to this file ("-" for stdout).
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// Time the full detached Jacobian (one JSON object on stdout).
+    Bench {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value = "f64")]
+        precision: Precision,
+        /// Threads for the matrix products (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Runs; the best time is reported.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// Also write J as a .npy f64 array [n, d, d] (J[i][o][c] = ∂y_o/∂x_ic).
+        #[arg(long)]
+        save_jacobian: Option<std::path::PathBuf>,
     },
     /// Serve the web page (trunk's dist) and the model cache on 127.0.0.1.
     Serve {
@@ -120,6 +160,108 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::Bench {
+            model,
+            prompt,
+            precision,
+            threads,
+            repeat,
+            save_jacobian,
+        } => {
+            if let Some(t) = threads {
+                if t == 0 {
+                    return Err("--threads must be at least 1".into());
+                }
+                // candle reads this on every matmul.
+                std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+            }
+            let m = load(&model)?;
+            let report = bench::run(
+                &model,
+                &m,
+                &prompt,
+                precision,
+                repeat,
+                save_jacobian.as_deref(),
+            )?;
+            println!(
+                "{}",
+                serde_json::to_string(&report).map_err(|e| e.to_string())?
+            );
+            Ok(())
+        }
+        Command::Analyze {
+            model,
+            prompt,
+            precision,
+            layers,
+            top,
+            no_ordinary,
+            json,
+        } => {
+            let m = load(&model)?;
+            let opts = lens_engine::analysis::AnalyzeOptions {
+                precision,
+                top,
+                layers,
+                ordinary: !no_ordinary,
+                pass: Default::default(),
+            };
+            let start = std::time::Instant::now();
+            let clock = move || start.elapsed().as_secs_f64() * 1e3;
+            let mut report = lens_engine::analysis::analyze(&m, &prompt, &opts, &clock)
+                .map_err(|e| e.to_string())?;
+            report.model = model;
+            match json {
+                Some(path) => {
+                    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+                    if path.as_os_str() == "-" {
+                        println!("{text}");
+                    } else {
+                        std::fs::write(&path, text)
+                            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                    }
+                }
+                None => print_analysis(&report),
+            }
+            Ok(())
+        }
         Command::Serve { port, dist, models } => serve::run(port, &dist, models),
     }
+}
+
+fn print_analysis(r: &lens_engine::analysis::Report) {
+    println!("model: {}  precision: {:?}", r.model, r.precision);
+    println!("tokens ({}): {:?}", r.tokens.len(), r.tokens);
+    for t in &r.top {
+        println!("  next {:>10.4} {:>8.4}  {:?}", t.logit, t.prob, t.token);
+    }
+    let rec = &r.reconstruction;
+    println!("reconstruction ‖Σ J_i x_i − y‖/‖y‖:");
+    println!("  detached      {:.3e}", rec.detached_rel_error);
+    println!("  contributions {:.3e}", rec.contributions_rel_error);
+    if let Some(o) = rec.ordinary_rel_error {
+        println!("  ordinary      {o:.3e}  (not frozen: no exact reconstruction)");
+    }
+    println!("per token: ‖J_i‖_F  ‖J_i x_i‖");
+    for t in &r.per_token {
+        println!(
+            "  {:>12.4} {:>12.4}  {:?}",
+            t.jacobian_fro_norm, t.contribution_norm, t.token
+        );
+    }
+    for l in &r.layers {
+        println!(
+            "  layer {:>3} {:<5} {:<10} rel error {:.3e}",
+            l.layer,
+            format!("{:?}", l.kind).to_lowercase(),
+            l.mode,
+            l.rel_error
+        );
+    }
+    let t = &r.timings_ms;
+    println!(
+        "timings (ms): forward {:.0}, contributions {:.0}, jacobian {:.0}, layers {:.0}, ordinary {:.0}",
+        t.forward, t.contributions, t.jacobian, t.layers, t.ordinary
+    );
 }

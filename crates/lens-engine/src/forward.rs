@@ -129,6 +129,28 @@ pub fn forward_hidden(model: &Model, ids: &[u32], precision: Precision) -> Resul
     Ok(h)
 }
 
+/// The ordinary forward from given input embeddings `x` (`[n, d]`, as the
+/// first block receives them, Gemma's `sqrt(d)` included): `y` `[1, d]`, the
+/// final-normed last position. For derivative checks (finite differences).
+pub fn forward_from_embeddings(model: &Model, x: &Tensor, precision: Precision) -> Result<Tensor> {
+    let dtype = precision.dtype();
+    let n = x.dim(0)?;
+    if n == 0 {
+        return Err(EngineError::EmptyPrompt);
+    }
+    let mut h = x.to_dtype(dtype)?;
+    let ropes = RopeTables::new(model, n, dtype)?;
+    for l in 0..model.config.layers {
+        h = layer(model, l, &h, &ropes, dtype)?.h_out;
+    }
+    let last = h.narrow(0, n - 1, 1)?;
+    rms_norm(
+        &last,
+        &norm_weight(model, "output_norm.weight", dtype)?,
+        model.config.norm_eps,
+    )
+}
+
 /// A token sequence the model can run: non-empty, within the context window.
 pub fn check_ids(model: &Model, ids: &[u32]) -> Result<()> {
     if ids.is_empty() {

@@ -118,10 +118,16 @@ impl FrozenLayer {
             .reshape((m, d, d))?)
     }
 
-    /// Transpose of the MLP module plus its residual on cotangents `gc`
-    /// `[m, k, d]` at the last `m` positions. `maps` = `mlp_maps(n - m)` when
-    /// composing pays (k large), else the factors are applied.
-    pub fn mlp_transpose(&self, gc: &Tensor, maps: Option<&Tensor>) -> Result<Tensor> {
+    /// Transpose of the MLP module (plus its residual when `residual`) on
+    /// cotangents `gc` `[m, k, d]` at the last `m` positions. `maps` =
+    /// `mlp_maps(n - m)` when composing pays (k large), else the factors are
+    /// applied.
+    pub fn mlp_transpose(
+        &self,
+        gc: &Tensor,
+        maps: Option<&Tensor>,
+        residual: bool,
+    ) -> Result<Tensor> {
         let (m, k, d) = gc.dims3()?;
         let through = match maps {
             Some(c) => gc.matmul(c)?,
@@ -135,12 +141,13 @@ impl FrozenLayer {
                     .reshape((m, k, d))?
             }
         };
-        Ok((gc + through)?)
+        Ok(if residual { (gc + through)? } else { through })
     }
 
-    /// Transpose of the attention module plus its residual: cotangents `gc`
-    /// `[m, k, d]` at the last `m` (query) positions → `[n, k, d]` at all.
-    pub fn attn_transpose(&self, gc: &Tensor) -> Result<Tensor> {
+    /// Transpose of the attention module (plus its residual when `residual`):
+    /// cotangents `gc` `[m, k, d]` at the last `m` (query) positions →
+    /// `[n, k, d]` at all.
+    pub fn attn_transpose(&self, gc: &Tensor, residual: bool) -> Result<Tensor> {
         let (m, k, d) = gc.dims3()?;
         let n = self.p_hat.dim(1)?;
         let (nkv, hd, g) = (self.kv_heads, self.head_dim, self.group());
@@ -164,7 +171,9 @@ impl FrozenLayer {
             .contiguous()?
             .reshape((n * k, nkv * hd))?;
         let ga = gv.matmul(&self.wv)?.reshape((n, k, d))?;
-        if m == n {
+        if !residual {
+            Ok(ga)
+        } else if m == n {
             Ok((ga + gc)?)
         } else {
             let zeros = Tensor::zeros((n - m, k, d), gc.dtype(), gc.device())?;

@@ -6,10 +6,12 @@
 //! position at the first attention they meet.
 
 use crate::error::Result;
+use crate::forward::rms_scale;
 use crate::frozen::FrozenLayer;
 use crate::model::Model;
 use crate::trace::Trace;
 use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
 
 /// Bounds on the transpose pass's working memory.
 #[derive(Debug, Clone, Copy)]
@@ -34,10 +36,85 @@ pub struct PassStats {
     pub flops: f64,
 }
 
+/// Which vector a Jacobian ends at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TapKind {
+    /// The residual stream after the block.
+    Layer,
+    /// The attention module's output (as added to the residual).
+    Attn,
+    /// The MLP module's output (as added to the residual).
+    Mlp,
+}
+
+/// Where a Jacobian starts and ends. The end vector (at the last position) is
+/// passed through the final norm frozen at its own value, so that it decodes
+/// like the output; `y` itself is `Tap::output(L)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tap {
+    /// 0-based block index.
+    pub layer: usize,
+    pub kind: TapKind,
+    /// From the input embeddings (cumulative) or from the block's input (layerwise).
+    pub cumulative: bool,
+}
+
+impl Tap {
+    /// The model's output `y` (after the last block), from the embeddings.
+    pub fn output(layers: usize) -> Self {
+        Self {
+            layer: layers - 1,
+            kind: TapKind::Layer,
+            cumulative: true,
+        }
+    }
+
+    /// The vector the tap ends at (last position, before the final norm), `[1, d]`.
+    pub fn raw_vector(&self, trace: &Trace) -> Result<Tensor> {
+        let rec = &trace.layers[self.layer];
+        let v = match self.kind {
+            TapKind::Layer => &rec.h_out,
+            TapKind::Attn => &rec.attn_out,
+            TapKind::Mlp => &rec.mlp_out,
+        };
+        Ok(v.narrow(0, v.dim(0)? - 1, 1)?)
+    }
+
+    /// The input the tap's Jacobian multiplies: embeddings or the block input.
+    pub fn input<'a>(&self, trace: &'a Trace) -> &'a Tensor {
+        if self.cumulative {
+            &trace.x
+        } else {
+            &trace.layers[self.layer].h_in
+        }
+    }
+}
+
+/// The tap's end vector through the final norm frozen at its own value, with
+/// the diagonal `r · w` that the transpose pass starts from.
+pub fn tap_output(model: &Model, trace: &Trace, tap: Tap) -> Result<(Tensor, Tensor)> {
+    let raw = tap.raw_vector(trace)?;
+    let r = rms_scale(&raw, model.config.norm_eps)?;
+    let scale = r.broadcast_mul(&trace.w_final)?.reshape((1, ()))?;
+    Ok((raw.broadcast_mul(&scale)?, scale))
+}
+
 /// `u` (`[k, d]`, cotangents on `y`) → `[n, k, d]`: `u J_i` for every position.
 pub fn vjp(
     model: &Model,
     trace: &Trace,
+    u: &Tensor,
+    opts: PassOptions,
+) -> Result<(Tensor, PassStats)> {
+    vjp_tap(model, trace, Tap::output(model.config.layers), u, opts)
+}
+
+/// Like [`vjp`] for the Jacobian of any tap: `[n, k, d]` at the tap's input.
+pub fn vjp_tap(
+    model: &Model,
+    trace: &Trace,
+    tap: Tap,
     u: &Tensor,
     opts: PassOptions,
 ) -> Result<(Tensor, PassStats)> {
@@ -50,10 +127,7 @@ pub fn vjp(
     // copies, the MLP's factor form and a few d-wide buffers.
     let per_row = n * (4 * d + 3 * c.heads * c.head_dim + c.ffn) * bytes;
     let chunk = (opts.memory_budget / per_row.max(1)).clamp(1, k);
-    let scale = trace
-        .r_final
-        .broadcast_mul(&trace.w_final)?
-        .reshape((1, d))?;
+    let (_, scale) = tap_output(model, trace, tap)?;
     let start = u.to_dtype(dtype)?.broadcast_mul(&scale)?;
     let mut chunks: Vec<Tensor> = (0..k)
         .step_by(chunk)
@@ -62,32 +136,54 @@ pub fn vjp(
     let mut stats = PassStats::default();
     let (nh, hd, ffn) = (c.heads as f64, c.head_dim as f64, c.ffn as f64);
     let (kvd, df, kf) = ((c.kv_heads * c.head_dim) as f64, d as f64, k as f64);
-    for l in (0..c.layers).rev() {
+    let lowest = if tap.cumulative { 0 } else { tap.layer };
+    for l in (lowest..=tap.layer).rev() {
         let fl = FrozenLayer::new(model, l, &trace.layers[l], dtype)?;
+        let top = l == tap.layer;
+        // The tap's own block: an attention tap skips the MLP; an MLP tap or
+        // an attention tap enters its module without the residual path.
+        let with_mlp = !(top && tap.kind == TapKind::Attn);
+        let mlp_residual = !(top && tap.kind != TapKind::Layer);
+        let attn_residual = !(top && tap.kind == TapKind::Attn);
         let m = chunks[0].dim(0)?;
         let mf = m as f64;
-        // Composing W̃down diag(g̃) W̃up (2·d²·ffn per position) and applying it
-        // (2·k·d²) beats applying the factors (4·k·d·ffn) once k is large.
-        let compose_cost = 2.0 * df * df * ffn + 2.0 * kf * df * df;
-        let factor_cost = 4.0 * kf * df * ffn;
-        let maps_fit = m * d * d * bytes <= opts.memory_budget;
-        let maps = if compose_cost < factor_cost && maps_fit {
-            stats.flops += mf * compose_cost;
-            Some(fl.mlp_maps(n - m)?)
-        } else {
-            stats.flops += mf * factor_cost;
-            None
-        };
+        if with_mlp {
+            // Composing W̃down diag(g̃) W̃up (2·d²·ffn per position) and applying
+            // it (2·k·d²) beats applying the factors (4·k·d·ffn) once k is large.
+            let compose_cost = 2.0 * df * df * ffn + 2.0 * kf * df * df;
+            let factor_cost = 4.0 * kf * df * ffn;
+            let maps_fit = m * d * d * bytes <= opts.memory_budget;
+            let maps = if compose_cost < factor_cost && maps_fit {
+                stats.flops += mf * compose_cost;
+                Some(fl.mlp_maps(n - m)?)
+            } else {
+                stats.flops += mf * factor_cost;
+                None
+            };
+            for g in chunks.iter_mut() {
+                *g = fl.mlp_transpose(g, maps.as_ref(), mlp_residual)?;
+            }
+        }
         // Attention: Wo on m positions, Pᵀ mixing, Wv on all n.
         stats.flops +=
             2.0 * kf * (mf * df * nh * hd + nh * mf * n as f64 * hd + n as f64 * kvd * df);
         for g in chunks.iter_mut() {
-            let after_mlp = fl.mlp_transpose(g, maps.as_ref())?;
-            *g = fl.attn_transpose(&after_mlp)?;
+            *g = fl.attn_transpose(g, attn_residual)?;
         }
     }
     let refs: Vec<&Tensor> = chunks.iter().collect();
     Ok((Tensor::cat(&refs, 1)?, stats))
+}
+
+/// The full Jacobian of a tap, `[n, d, d]`.
+pub fn tap_jacobian(
+    model: &Model,
+    trace: &Trace,
+    tap: Tap,
+    opts: PassOptions,
+) -> Result<(Tensor, PassStats)> {
+    let eye = Tensor::eye(model.config.hidden, trace.dtype(), &Device::Cpu)?;
+    vjp_tap(model, trace, tap, &eye, opts)
 }
 
 /// The full detached Jacobian `[n, d, d]`, `J[i] = ∂y/∂x_i`.

@@ -10,6 +10,8 @@ pub mod weights;
 pub use error::{EngineError, Result};
 pub use forward::{predict, ForwardOutput, Precision, Prediction, TopToken};
 pub use model::{Arch, Model, ModelConfig};
+pub mod analysis;
 pub mod frozen;
 pub mod jacobian;
+pub mod ordinary;
 pub mod trace;

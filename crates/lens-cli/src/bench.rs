@@ -1,0 +1,126 @@
+//! `linear-lens bench`: how fast the detached Jacobian is on this machine,
+//! against the machine's own matmul rate measured in the same run.
+
+use lens_engine::forward::Precision;
+use lens_engine::jacobian::{detached_jacobian, PassOptions};
+use lens_engine::trace::trace;
+use lens_engine::Model;
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub precision: &'static str,
+    pub n_tokens: usize,
+    pub threads: usize,
+    pub forward_ms: f64,
+    pub jacobian_ms: f64,
+    /// Counted from the shapes the pass really multiplied.
+    pub jacobian_gflop: f64,
+    /// The factor-form count (METHOD.md: 6.88 MFLOP per position·layer·row
+    /// for Gemma 3 270M), for comparison across methods.
+    pub naive_gflop: f64,
+    pub jacobian_gflops: f64,
+    pub gemm_gflops: f64,
+    pub efficiency: f64,
+    pub peak_rss_mib: f64,
+}
+
+/// Flops per position, layer and cotangent row of the factor form: `up` and
+/// `down` (4·d·ffn), `o` (2·d·H·hd) and `v` (2·kv·hd·d).
+pub fn naive_flops_per_row(model: &Model) -> f64 {
+    let c = &model.config;
+    let (d, ffn) = (c.hidden as f64, c.ffn as f64);
+    4.0 * d * ffn
+        + 2.0 * d * (c.heads * c.head_dim) as f64
+        + 2.0 * (c.kv_heads * c.head_dim) as f64 * d
+}
+
+/// Best-of-3 rate of a matmul shaped like the pass's big products.
+pub fn gemm_gflops(precision: Precision) -> Result<f64, String> {
+    use candle_core::{Device, Tensor};
+    let (m, k, n) = (1280, 640, 2048);
+    let e = |e: candle_core::Error| e.to_string();
+    let a = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)
+        .map_err(e)?
+        .to_dtype(precision.dtype())
+        .map_err(e)?;
+    let b = Tensor::randn(0f32, 1.0, (k, n), &Device::Cpu)
+        .map_err(e)?
+        .to_dtype(precision.dtype())
+        .map_err(e)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..4 {
+        let t = Instant::now();
+        let c = a.matmul(&b).map_err(e)?;
+        std::hint::black_box(c);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (m * k * n) as f64 / best / 1e9)
+}
+
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+pub fn run(
+    model_name: &str,
+    model: &Model,
+    prompt: &str,
+    precision: Precision,
+    repeat: usize,
+    save_jacobian: Option<&std::path::Path>,
+) -> Result<BenchReport, String> {
+    let e = |e: lens_engine::EngineError| e.to_string();
+    let ids = model.encode(prompt).map_err(e)?;
+    let n = ids.len();
+    let (mut forward_ms, mut jacobian_ms) = (f64::INFINITY, f64::INFINITY);
+    let mut flops = 0.0;
+    for i in 0..repeat.max(1) {
+        let t = Instant::now();
+        let tr = trace(model, &ids, precision).map_err(e)?;
+        forward_ms = forward_ms.min(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        let (j, stats) = detached_jacobian(model, &tr, PassOptions::default()).map_err(e)?;
+        jacobian_ms = jacobian_ms.min(t.elapsed().as_secs_f64() * 1e3);
+        flops = stats.flops;
+        if let (0, Some(path)) = (i, save_jacobian) {
+            let data: Vec<f64> = j
+                .flatten_all()
+                .and_then(|t| t.to_dtype(candle_core::DType::F64))
+                .and_then(|t| t.to_vec1())
+                .map_err(|e| e.to_string())?;
+            let d = model.config.hidden;
+            crate::npy::write_f64(path, &[n, d, d], &data)
+                .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+        }
+    }
+    let c = &model.config;
+    let naive = naive_flops_per_row(model) * (n * c.layers * c.hidden) as f64;
+    let gemm = gemm_gflops(precision)?;
+    let secs = jacobian_ms / 1e3;
+    Ok(BenchReport {
+        model: model_name.to_string(),
+        precision: precision.name(),
+        n_tokens: n,
+        threads: candle_core::utils::get_num_threads(),
+        forward_ms,
+        jacobian_ms,
+        jacobian_gflop: flops / 1e9,
+        naive_gflop: naive / 1e9,
+        jacobian_gflops: flops / 1e9 / secs,
+        gemm_gflops: gemm,
+        efficiency: naive / 1e9 / secs / gemm,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
