@@ -151,12 +151,15 @@ impl FrozenLayer {
         let (m, k, d) = gc.dims3()?;
         let n = self.p_hat.dim(1)?;
         let (nkv, hd, g) = (self.kv_heads, self.head_dim, self.group());
-        let gm = gc.reshape((m * k, d))?.matmul(&self.wo)?; // [m·k, H·hd]
-        let gm = gm
-            .reshape((m, k, self.heads, hd))?
-            .permute((2, 0, 1, 3))?
-            .contiguous()?
-            .reshape((nkv, g * m, k * hd))?;
+        let flat = gc.reshape((m * k, d))?;
+        // One product per head writes that head's block contiguously, so the
+        // stack is already [kv, g·m, k·hd] (head h = kv·g + gi): no strided
+        // permute of the large cotangent block.
+        let heads = (0..self.heads)
+            .map(|h| flat.matmul(&self.wo.narrow(1, h * hd, hd)?))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let gm = Tensor::stack(&heads, 0)?.reshape((nkv, g * m, k * hd))?;
+        drop(heads);
         // Pᵀ of the query rows n-m.., stacked over the heads sharing a kv head.
         let pt = self
             .p_hat
@@ -164,13 +167,19 @@ impl FrozenLayer {
             .reshape((nkv, g * m, n))?
             .transpose(1, 2)?
             .contiguous()?; // [kv, n, g·m]
-        let gv = pt.matmul(&gm)?; // [kv, n, k·hd]
-        let gv = gv
-            .reshape((nkv, n, k, hd))?
-            .permute((1, 2, 0, 3))?
-            .contiguous()?
-            .reshape((n * k, nkv * hd))?;
-        let ga = gv.matmul(&self.wv)?.reshape((n, k, d))?;
+                            // [kv, n, k·hd]
+        let gv = pt.matmul(&gm)?;
+        // Back to the residual: Σ_kv Gv_kv W̃v_kv, again without a permute.
+        let per_kv = |kv: usize| {
+            gv.get(kv)?
+                .reshape((n * k, hd))?
+                .matmul(&self.wv.narrow(0, kv * hd, hd)?)
+        };
+        let mut ga = per_kv(0)?;
+        for kv in 1..nkv {
+            ga = (ga + per_kv(kv)?)?;
+        }
+        let ga = ga.reshape((n, k, d))?;
         if !residual {
             Ok(ga)
         } else if m == n {
