@@ -23,8 +23,8 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use common::{
-    hf_config, random_hf_tensors, temp_dir, word_level_tokenizer_json, word_vocab, words,
-    write_hf_dir, Family, Rng, Spec,
+    hf_config, prompt, random_hf_tensors, temp_dir, word_level_tokenizer_json, word_vocab,
+    write_hf_dir, Family, Spec,
 };
 use lens_engine::forward::Precision;
 use lens_engine::jacobian::{detached_jacobian, rel_error, PassOptions};
@@ -413,15 +413,6 @@ fn tiny_model(name: &str, spec: &Spec, extra: Value) -> PathBuf {
     let tok = word_level_tokenizer_json(&word_vocab(spec.vocab));
     write_hf_dir(&dir, &config, &random_hf_tensors(spec), &tok, None);
     dir
-}
-
-/// A prompt of `n` random word tokens.
-fn prompt(seed: u64, n: usize, vocab: usize) -> String {
-    let mut rng = Rng::new(seed);
-    let ids: Vec<u32> = (0..n)
-        .map(|_| 3 + (rng.next_u64() % (vocab as u64 - 3)) as u32)
-        .collect();
-    words(&ids)
 }
 
 /// What one model and prompt measured.

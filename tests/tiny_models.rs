@@ -25,8 +25,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::{gemma3, llama, qwen3};
 use common::{
-    hf_config, random_hf_tensors, rel_err, temp_dir, word_level_tokenizer_json, word_vocab, words,
-    write_hf_dir, Family, Rng, Spec,
+    hf_config, prompt, random_hf_tensors, rel_err, temp_dir, word_level_tokenizer_json, word_vocab,
+    write_hf_dir, Family, Spec,
 };
 use lens_engine::forward::{attention_mask, forward, Precision};
 use lens_engine::Model;
@@ -51,15 +51,6 @@ fn write_and_load(
     let tok = word_level_tokenizer_json(&word_vocab(vocab));
     write_hf_dir(dir, config, tensors, &tok, tokenizer_config);
     Model::load_path(dir).unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
-}
-
-/// A prompt of `n` random word tokens (ids 3..vocab).
-fn prompt(seed: u64, n: usize, vocab: usize) -> String {
-    let mut rng = Rng::new(seed);
-    let ids: Vec<u32> = (0..n)
-        .map(|_| 3 + (rng.next_u64() % (vocab as u64 - 3)) as u32)
-        .collect();
-    words(&ids)
 }
 
 fn input(ids: &[u32]) -> Tensor {

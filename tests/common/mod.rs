@@ -267,6 +267,15 @@ pub fn words(ids: &[u32]) -> String {
         .join(" ")
 }
 
+/// A prompt of `n` random word tokens (ids 3..vocab).
+pub fn prompt(seed: u64, n: usize, vocab: usize) -> String {
+    let mut rng = Rng::new(seed);
+    let ids: Vec<u32> = (0..n)
+        .map(|_| 3 + (rng.next_u64() % (vocab as u64 - 3)) as u32)
+        .collect();
+    words(&ids)
+}
+
 /// Writes a Hugging Face model directory: `config.json`, `tokenizer.json`,
 /// optional `tokenizer_config.json`, `model.safetensors` (f32).
 pub fn write_hf_dir(
