@@ -38,6 +38,8 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    #[error("backend: {0}")]
+    Backend(String),
     #[error("tensor computation failed: {}", candle_message(.0))]
     Compute(#[from] candle_core::Error),
 }

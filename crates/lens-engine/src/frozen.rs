@@ -1,6 +1,7 @@
 //! One block of the frozen-linear network, with every frozen diagonal folded
 //! into its matrices so that both directions (forward mode and the transpose
-//! pass) are matrix products plus residual adds:
+//! pass) are matrix products plus residual adds, written against
+//! [`Backend`]:
 //!
 //! - attention: `o'_i = W̃o Σ_j P̂[h,i,j] (W̃v x_j)_{kv(h)}` with
 //!   `W̃v = Wv diag(w_attn)`, `W̃o = diag(w_post) Wo` and
@@ -9,32 +10,115 @@
 //!   `W̃down = diag(w_post_ffn) Wdown`, `g̃_p = g_p · r_ffn_p · r_post_ffn_p`.
 //!
 //! The `q`, `k` and gate branches carry nothing: they only produced `P`, `g`.
+//!
+//! Layouts: tangents `[b, n, d]`; cotangent blocks `[m, k, d]` (the last `m`
+//! positions, `k` rows each), so a row of `J_i` is contiguous.
 
+use crate::backend::{Backend, Batch, MatView, Store, Strided};
 use crate::error::Result;
 use crate::forward::{matrix, norm_weight, LayerRecord};
 use crate::model::{Arch, Model};
-use candle_core::{DType, Tensor};
+use candle_core::{Device, Tensor};
 
-pub struct FrozenLayer {
+pub struct FrozenLayer<B: Backend> {
+    pub n: usize,
+    pub d: usize,
+    pub ffn: usize,
     pub heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
     /// `[kv·hd, d]`
-    pub wv: Tensor,
+    wv: B::Buf,
     /// `[d, heads·hd]`
-    pub wo: Tensor,
+    wo: B::Buf,
     /// `[ffn, d]`
-    pub w_up: Tensor,
+    w_up: B::Buf,
     /// `[d, ffn]`
-    pub w_down: Tensor,
+    w_down: B::Buf,
     /// `[heads, n, n]`, rows are queries.
-    pub p_hat: Tensor,
+    p_hat: B::Buf,
+    /// `P̂ᵀ` grouped by kv head: `[kv, n (key), group·n (head, query)]`.
+    p_t: B::Buf,
     /// `[n, ffn]`
-    pub g_tilde: Tensor,
+    g_tilde: B::Buf,
 }
 
-impl FrozenLayer {
-    pub fn new(model: &Model, l: usize, rec: &LayerRecord, dtype: DType) -> Result<Self> {
+/// Positions whose MLP maps are formed and applied together.
+const MAP_GROUP: usize = 4;
+
+/// Scratch the transpose pass reuses from layer to layer.
+pub struct Workspace<B: Backend> {
+    /// Per-head cotangents after `W̃o`, `[heads, m, k, hd]`.
+    gm: Option<B::Buf>,
+    /// Per-kv-head cotangents after `Pᵀ`, `[kv, n, k, hd]`.
+    gv: Option<B::Buf>,
+    /// `diag(g̃_p) W̃up` of a group of positions, `[group, ffn, d]`.
+    scaled: Option<B::Buf>,
+    /// The group's MLP maps, `[group, d, d]`.
+    map: Option<B::Buf>,
+    /// `I`, `[d, d]`.
+    eye: Option<B::Buf>,
+    /// Cotangent blocks given back, for the next layer's outputs: fresh
+    /// allocations of this size cost page faults on every layer.
+    spare: Vec<B::Buf>,
+}
+
+impl<B: Backend> Workspace<B> {
+    /// A buffer of at least `len` elements with unspecified contents.
+    fn take(&mut self, be: &B, len: usize) -> Result<B::Buf> {
+        let best = (0..self.spare.len())
+            .filter(|&i| be.len(&self.spare[i]) >= len)
+            .min_by_key(|&i| be.len(&self.spare[i]));
+        match best {
+            Some(i) => Ok(self.spare.swap_remove(i)),
+            None => be.zeros(len),
+        }
+    }
+
+    fn give(&mut self, buf: B::Buf) {
+        self.spare.push(buf);
+    }
+}
+
+impl<B: Backend> Default for Workspace<B> {
+    fn default() -> Self {
+        Self {
+            gm: None,
+            gv: None,
+            scaled: None,
+            map: None,
+            eye: None,
+            spare: Vec::new(),
+        }
+    }
+}
+
+/// A buffer of at least `len` elements, kept for the next call.
+fn scratch<'a, B: Backend>(
+    be: &B,
+    slot: &'a mut Option<B::Buf>,
+    len: usize,
+) -> Result<&'a mut B::Buf> {
+    if slot.as_ref().is_none_or(|b| be.len(b) < len) {
+        *slot = None; // free before allocating the larger one
+        *slot = Some(be.zeros(len)?);
+    }
+    match slot {
+        Some(b) => Ok(b),
+        None => unreachable!("slot filled above"),
+    }
+}
+
+/// Cotangents on the last `m` positions, `k` rows each: `[m, k, d]`.
+pub struct Cotangents<B: Backend> {
+    pub buf: B::Buf,
+    pub m: usize,
+    pub k: usize,
+}
+
+impl<B: Backend> FrozenLayer<B> {
+    pub fn new(be: &B, model: &Model, l: usize, rec: &LayerRecord) -> Result<Self> {
+        let dtype = be.dtype();
         let c = &model.config;
         let name = |s: &str| format!("blk.{l}.{s}.weight");
         let gemma = c.arch == Arch::Gemma3;
@@ -62,15 +146,24 @@ impl FrozenLayer {
             g_tilde = g_tilde.broadcast_mul(r)?;
         }
         Ok(Self {
+            n,
+            d,
+            ffn: c.ffn,
             heads: c.heads,
             kv_heads: c.kv_heads,
             head_dim: c.head_dim,
-            wv: wv.contiguous()?,
-            wo: wo.contiguous()?,
-            w_up: w_up.contiguous()?,
-            w_down: w_down.contiguous()?,
-            p_hat: p_hat.contiguous()?,
-            g_tilde: g_tilde.contiguous()?,
+            wv: be.upload(&wv)?,
+            wo: be.upload(&wo)?,
+            w_up: be.upload(&w_up)?,
+            w_down: be.upload(&w_down)?,
+            p_t: be.upload(
+                &p_hat
+                    .reshape((c.kv_heads, c.heads / c.kv_heads, n, n))?
+                    .permute((0, 3, 1, 2))?
+                    .contiguous()?,
+            )?,
+            p_hat: be.upload(&p_hat)?,
+            g_tilde: be.upload(&g_tilde)?,
         })
     }
 
@@ -78,115 +171,355 @@ impl FrozenLayer {
         self.heads / self.kv_heads
     }
 
-    /// Forward mode: tangents `t` `[b, n, d]` at the block input → at its
-    /// output (attention and MLP module outputs returned too).
-    pub fn forward(&self, t: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let (b, n, d) = t.dims3()?;
-        let (nkv, hd, g) = (self.kv_heads, self.head_dim, self.group());
-        let v = t.reshape((b * n, d))?.matmul(&self.wv.t()?)?;
-        let v = v.reshape((b, n, nkv, hd))?.transpose(1, 2)?.contiguous()?; // [b, kv, n, hd]
-        let p = self.p_hat.reshape((1, nkv, g * n, n))?;
-        let mixed = p.broadcast_matmul(&v)?; // [b, kv, g·n, hd] = [b, H, n, hd]
-        let mixed = mixed
-            .reshape((b, self.heads, n, hd))?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b * n, self.heads * hd))?;
-        let attn = mixed.matmul(&self.wo.t()?)?.reshape((b, n, d))?;
-        let h = (t + &attn)?;
-        let u = h.reshape((b * n, d))?.matmul(&self.w_up.t()?)?;
-        let u = u.reshape((b, n, ()))?.broadcast_mul(&self.g_tilde)?;
-        let mlp = u
-            .reshape((b * n, ()))?
-            .matmul(&self.w_down.t()?)?
-            .reshape((b, n, d))?;
-        let out = (&h + &mlp)?;
-        Ok((out, attn, mlp))
+    /// `kv·hd`, `heads·hd`
+    fn widths(&self) -> (usize, usize) {
+        (self.kv_heads * self.head_dim, self.heads * self.head_dim)
     }
 
-    /// The per-position MLP maps `C_p = W̃down diag(g̃_p) W̃up` (`[m, d, d]`)
-    /// for positions `from..n`.
-    pub fn mlp_maps(&self, from: usize) -> Result<Tensor> {
-        let n = self.g_tilde.dim(0)?;
-        let (d, ffn) = self.w_down.dims2()?;
-        let m = n - from;
-        let g = self.g_tilde.narrow(0, from, m)?.reshape((m, 1, ffn))?;
-        let scaled = self.w_down.reshape((1, d, ffn))?.broadcast_mul(&g)?;
-        Ok(scaled
-            .reshape((m * d, ffn))?
-            .matmul(&self.w_up)?
-            .reshape((m, d, d))?)
+    /// Forward mode: `b` tangents `t` (`[b, n, d]`, at the block input) →
+    /// the same at its output.
+    pub fn forward(&self, be: &B, t: &B::Buf, b: usize) -> Result<B::Buf> {
+        let (n, d, ffn, hd) = (self.n, self.d, self.ffn, self.head_dim);
+        let (kvw, hw) = self.widths();
+        let rows = b * n;
+        let mut v = be.zeros(rows * kvw)?;
+        let wv_t = MatView::dense(0, kvw, d).t();
+        be.gemm(
+            &mut v,
+            MatView::dense(0, rows, kvw),
+            t,
+            MatView::dense(0, rows, d),
+            &self.wv,
+            wv_t,
+            Batch::ONE,
+            false,
+        )?;
+        // Each head mixes its kv head's values over key positions, every tangent at once.
+        let mut mixed = be.zeros(rows * hw)?;
+        for h in 0..self.heads {
+            let kv = h / self.group();
+            let dst = MatView {
+                offset: h * hd,
+                rows: n,
+                cols: hd,
+                rs: hw,
+                cs: 1,
+            };
+            let vals = MatView {
+                offset: kv * hd,
+                rows: n,
+                cols: hd,
+                rs: kvw,
+                cs: 1,
+            };
+            let batch = Batch {
+                count: b,
+                dst: n * hw,
+                a: 0,
+                b: n * kvw,
+            };
+            be.gemm(
+                &mut mixed,
+                dst,
+                &self.p_hat,
+                MatView::dense(h * n * n, n, n),
+                &v,
+                vals,
+                batch,
+                false,
+            )?;
+        }
+        drop(v);
+        // h = t + W̃o·mixed
+        let mut h = be.zeros(rows * d)?;
+        be.elementwise(
+            Store::Set,
+            &mut h,
+            0,
+            [1, rows, d],
+            (t, Strided::dense(0, [1, rows, d])),
+            None,
+        )?;
+        let wo_t = MatView::dense(0, d, hw).t();
+        be.gemm(
+            &mut h,
+            MatView::dense(0, rows, d),
+            &mixed,
+            MatView::dense(0, rows, hw),
+            &self.wo,
+            wo_t,
+            Batch::ONE,
+            true,
+        )?;
+        drop(mixed);
+        // out = h + W̃down diag(g̃) W̃up h
+        let mut u = be.zeros(rows * ffn)?;
+        let up_t = MatView::dense(0, ffn, d).t();
+        be.gemm(
+            &mut u,
+            MatView::dense(0, rows, ffn),
+            &h,
+            MatView::dense(0, rows, d),
+            &self.w_up,
+            up_t,
+            Batch::ONE,
+            false,
+        )?;
+        let g = Strided {
+            offset: 0,
+            strides: [0, ffn, 1],
+        };
+        be.elementwise(Store::Mul, &mut u, 0, [b, n, ffn], (&self.g_tilde, g), None)?;
+        let down_t = MatView::dense(0, d, ffn).t();
+        be.gemm(
+            &mut h,
+            MatView::dense(0, rows, d),
+            &u,
+            MatView::dense(0, rows, ffn),
+            &self.w_down,
+            down_t,
+            Batch::ONE,
+            true,
+        )?;
+        Ok(h)
     }
 
     /// Transpose of the MLP module (plus its residual when `residual`) on
-    /// cotangents `gc` `[m, k, d]` at the last `m` positions. `maps` =
-    /// `mlp_maps(n - m)` when composing pays (k large), else the factors are
-    /// applied.
+    /// every chunk of cotangents (all on the same last `m` positions).
+    /// `compose`: form each position's map `C_p = W̃down diag(g̃_p) W̃up`
+    /// once (`2·d²·ffn`) and apply it to every chunk (`2·k·d²`), which pays
+    /// when `k` is large; otherwise apply the factors (`4·k·d·ffn`).
     pub fn mlp_transpose(
         &self,
-        gc: &Tensor,
-        maps: Option<&Tensor>,
+        be: &B,
+        chunks: &mut [Cotangents<B>],
         residual: bool,
-    ) -> Result<Tensor> {
-        let (m, k, d) = gc.dims3()?;
-        let through = match maps {
-            Some(c) => gc.matmul(c)?,
-            None => {
-                let n = self.g_tilde.dim(0)?;
-                let u = gc.reshape((m * k, d))?.matmul(&self.w_down)?;
-                let g = self.g_tilde.narrow(0, n - m, m)?.unsqueeze(1)?;
-                let u = u.reshape((m, k, ()))?.broadcast_mul(&g)?;
-                u.reshape((m * k, ()))?
-                    .matmul(&self.w_up)?
-                    .reshape((m, k, d))?
-            }
+        compose: bool,
+        ws: &mut Workspace<B>,
+    ) -> Result<()> {
+        let (n, d, ffn) = (self.n, self.d, self.ffn);
+        let Some(m) = chunks.first().map(|c| c.m) else {
+            return Ok(());
         };
-        Ok(if residual { (gc + through)? } else { through })
+        // The composed form writes whole blocks (its maps carry the residual
+        // as `I + C_p`); the factor form adds onto the residual path.
+        let mut outs = Vec::with_capacity(chunks.len());
+        for c in chunks.iter() {
+            let mut out = ws.take(be, m * c.k * d)?;
+            if compose {
+                // written whole below
+            } else if residual {
+                let dims = [1, m * c.k, d];
+                be.elementwise(
+                    Store::Set,
+                    &mut out,
+                    0,
+                    dims,
+                    (&c.buf, Strided::dense(0, dims)),
+                    None,
+                )?;
+            } else {
+                be.fill(&mut out, 0, m * c.k * d, 0.0)?;
+            }
+            outs.push(out);
+        }
+        let up = MatView::dense(0, ffn, d);
+        let down = MatView::dense(0, d, ffn);
+        if compose {
+            // A few positions at a time, so that their products can run side by side.
+            for p0 in (0..m).step_by(MAP_GROUP) {
+                let q = MAP_GROUP.min(m - p0);
+                let scaled = scratch(be, &mut ws.scaled, q * ffn * d)?;
+                let g = Strided {
+                    offset: (n - m + p0) * ffn,
+                    strides: [ffn, 1, 0],
+                };
+                let w = Strided {
+                    offset: 0,
+                    strides: [0, d, 1],
+                };
+                let dims = [q, ffn, d];
+                be.elementwise(
+                    Store::Set,
+                    scaled,
+                    0,
+                    dims,
+                    (&self.w_up, w),
+                    Some((&self.g_tilde, g)),
+                )?;
+                let maps = scratch(be, &mut ws.map, q * d * d)?;
+                if residual {
+                    let eye = match &ws.eye {
+                        Some(e) => e,
+                        None => {
+                            ws.eye
+                                .insert(be.upload(&Tensor::eye(d, be.dtype(), &Device::Cpu)?)?)
+                        }
+                    };
+                    let e = Strided {
+                        offset: 0,
+                        strides: [0, d, 1],
+                    };
+                    be.elementwise(Store::Set, maps, 0, [q, d, d], (eye, e), None)?;
+                }
+                let batch = Batch {
+                    count: q,
+                    dst: d * d,
+                    a: 0,
+                    b: ffn * d,
+                };
+                let dd = MatView::dense(0, d, d);
+                be.gemm(maps, dd, &self.w_down, down, scaled, up, batch, residual)?;
+                let maps = &*maps;
+                for (c, out) in chunks.iter().zip(outs.iter_mut()) {
+                    let block = MatView::dense(p0 * c.k * d, c.k, d);
+                    let batch = Batch {
+                        count: q,
+                        dst: c.k * d,
+                        a: c.k * d,
+                        b: d * d,
+                    };
+                    be.gemm(out, block, &c.buf, block, maps, dd, batch, false)?;
+                }
+            }
+        } else {
+            for (c, out) in chunks.iter().zip(outs.iter_mut()) {
+                let rows = m * c.k;
+                let mut u = be.zeros(rows * ffn)?;
+                be.gemm(
+                    &mut u,
+                    MatView::dense(0, rows, ffn),
+                    &c.buf,
+                    MatView::dense(0, rows, d),
+                    &self.w_down,
+                    down,
+                    Batch::ONE,
+                    false,
+                )?;
+                let g = Strided {
+                    offset: (n - m) * ffn,
+                    strides: [ffn, 0, 1],
+                };
+                be.elementwise(
+                    Store::Mul,
+                    &mut u,
+                    0,
+                    [m, c.k, ffn],
+                    (&self.g_tilde, g),
+                    None,
+                )?;
+                be.gemm(
+                    out,
+                    MatView::dense(0, rows, d),
+                    &u,
+                    MatView::dense(0, rows, ffn),
+                    &self.w_up,
+                    up,
+                    Batch::ONE,
+                    true,
+                )?;
+            }
+        }
+        for (c, out) in chunks.iter_mut().zip(outs) {
+            ws.give(std::mem::replace(&mut c.buf, out));
+        }
+        Ok(())
     }
 
     /// Transpose of the attention module (plus its residual when `residual`):
-    /// cotangents `gc` `[m, k, d]` at the last `m` (query) positions →
-    /// `[n, k, d]` at all.
-    pub fn attn_transpose(&self, gc: &Tensor, residual: bool) -> Result<Tensor> {
-        let (m, k, d) = gc.dims3()?;
-        let n = self.p_hat.dim(1)?;
-        let (nkv, hd, g) = (self.kv_heads, self.head_dim, self.group());
-        let flat = gc.reshape((m * k, d))?;
-        // One product per head writes that head's block contiguously, so the
-        // stack is already [kv, g·m, k·hd] (head h = kv·g + gi): no strided
-        // permute of the large cotangent block.
-        let heads = (0..self.heads)
-            .map(|h| flat.matmul(&self.wo.narrow(1, h * hd, hd)?))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let gm = Tensor::stack(&heads, 0)?.reshape((nkv, g * m, k * hd))?;
-        drop(heads);
-        // Pᵀ of the query rows n-m.., stacked over the heads sharing a kv head.
-        let pt = self
-            .p_hat
-            .narrow(1, n - m, m)?
-            .reshape((nkv, g * m, n))?
-            .transpose(1, 2)?
-            .contiguous()?; // [kv, n, g·m]
-                            // [kv, n, k·hd]
-        let gv = pt.matmul(&gm)?;
-        // Back to the residual: Σ_kv Gv_kv W̃v_kv, again without a permute.
-        let per_kv = |kv: usize| {
-            gv.get(kv)?
-                .reshape((n * k, hd))?
-                .matmul(&self.wv.narrow(0, kv * hd, hd)?)
+    /// cotangents on the last `m` (query) positions → on all `n`.
+    pub fn attn_transpose(
+        &self,
+        be: &B,
+        c: &mut Cotangents<B>,
+        residual: bool,
+        ws: &mut Workspace<B>,
+    ) -> Result<()> {
+        let (n, d, hd, g) = (self.n, self.d, self.head_dim, self.group());
+        let (m, k) = (c.m, c.k);
+        let hw = self.heads * hd;
+        let mut out = ws.take(be, n * k * d)?;
+        // Per head: G·W̃o[:, head], each head's block contiguous: [heads, m·k, hd].
+        let gm = scratch(be, &mut ws.gm, self.heads * m * k * hd)?;
+        let batch = Batch {
+            count: self.heads,
+            dst: m * k * hd,
+            a: 0,
+            b: hd,
         };
-        let mut ga = per_kv(0)?;
-        for kv in 1..nkv {
-            ga = (ga + per_kv(kv)?)?;
+        let wo_head = MatView::dense(0, d, hw).cols(0, hd);
+        be.gemm(
+            gm,
+            MatView::dense(0, m * k, hd),
+            &c.buf,
+            MatView::dense(0, m * k, d),
+            &self.wo,
+            wo_head,
+            batch,
+            false,
+        )?;
+        // Pᵀ over the query rows n-m.., summed over the heads sharing a kv
+        // head: [kv, n, k·hd].
+        let gv = scratch(be, &mut ws.gv, self.kv_heads * n * k * hd)?;
+        for kv in 0..self.kv_heads {
+            let h0 = kv * g;
+            let dst = MatView::dense(kv * n * k * hd, n, k * hd);
+            if m == n {
+                // One product over (head, query) pairs: each output element
+                // is written once instead of once per head.
+                let pt = MatView::dense(kv * n * g * n, n, g * n);
+                let heads = MatView::dense(h0 * n * k * hd, g * n, k * hd);
+                be.gemm(gv, dst, &self.p_t, pt, gm, heads, Batch::ONE, false)?;
+            } else {
+                let pt = MatView {
+                    offset: h0 * n * n + (n - m) * n,
+                    rows: n,
+                    cols: m,
+                    rs: 1,
+                    cs: n,
+                };
+                let batch = Batch {
+                    count: g,
+                    dst: 0,
+                    a: n * n,
+                    b: m * k * hd,
+                };
+                let heads = MatView::dense(h0 * m * k * hd, m, k * hd);
+                be.gemm(gv, dst, &self.p_hat, pt, gm, heads, batch, false)?;
+            }
         }
-        let ga = ga.reshape((n, k, d))?;
-        if !residual {
-            Ok(ga)
-        } else if m == n {
-            Ok((ga + gc)?)
-        } else {
-            let zeros = Tensor::zeros((n - m, k, d), gc.dtype(), gc.device())?;
-            Ok((ga + Tensor::cat(&[&zeros, gc], 0)?)?)
+        // Back to the residual: Σ_kv Gv_kv W̃v_kv, on top of the residual path.
+        let zeros = if residual { (n - m) * k * d } else { n * k * d };
+        be.fill(&mut out, 0, zeros, 0.0)?;
+        if residual {
+            let dims = [1, m * k, d];
+            be.elementwise(
+                Store::Set,
+                &mut out,
+                (n - m) * k * d,
+                dims,
+                (&c.buf, Strided::dense(0, dims)),
+                None,
+            )?;
         }
+        let batch = Batch {
+            count: self.kv_heads,
+            dst: 0,
+            a: n * k * hd,
+            b: hd * d,
+        };
+        be.gemm(
+            &mut out,
+            MatView::dense(0, n * k, d),
+            gv,
+            MatView::dense(0, n * k, hd),
+            &self.wv,
+            MatView::dense(0, hd, d),
+            batch,
+            true,
+        )?;
+        ws.give(std::mem::replace(&mut c.buf, out));
+        c.m = n;
+        Ok(())
     }
 }

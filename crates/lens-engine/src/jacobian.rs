@@ -5,12 +5,13 @@
 //! `vjp(I)`. Cotangents start at the last position and spread to every
 //! position at the first attention they meet.
 
-use crate::error::Result;
+use crate::backend::{Backend, CpuBackend};
+use crate::error::{EngineError, Result};
 use crate::forward::rms_scale;
-use crate::frozen::FrozenLayer;
+use crate::frozen::{Cotangents, FrozenLayer, Workspace};
 use crate::model::Model;
 use crate::trace::Trace;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Bounds on the transpose pass's working memory.
@@ -111,7 +112,26 @@ pub fn vjp(
 }
 
 /// Like [`vjp`] for the Jacobian of any tap: `[n, k, d]` at the tap's input.
+/// Runs on the CPU backend in the trace's precision.
 pub fn vjp_tap(
+    model: &Model,
+    trace: &Trace,
+    tap: Tap,
+    u: &Tensor,
+    opts: PassOptions,
+) -> Result<(Tensor, PassStats)> {
+    match trace.dtype() {
+        DType::F64 => vjp_tap_on(&CpuBackend::<f64>::new(), model, trace, tap, u, opts),
+        DType::F32 => vjp_tap_on(&CpuBackend::<f32>::new(), model, trace, tap, u, opts),
+        other => Err(EngineError::Backend(format!(
+            "no CPU backend for {other:?}"
+        ))),
+    }
+}
+
+/// The transpose pass on any backend.
+pub fn vjp_tap_on<B: Backend>(
+    be: &B,
     model: &Model,
     trace: &Trace,
     tap: Tap,
@@ -121,58 +141,73 @@ pub fn vjp_tap(
     let c = &model.config;
     let (k, d) = u.dims2()?;
     let n = trace.n();
-    let dtype = trace.dtype();
-    let bytes = dtype.size_in_bytes();
-    // Temporaries per cotangent row and position: the attention's head-split
-    // copies, the MLP's factor form and a few d-wide buffers.
-    let per_row = n * (4 * d + 3 * c.heads * c.head_dim + c.ffn) * bytes;
-    let chunk = (opts.memory_budget / per_row.max(1)).clamp(1, k);
-    let (_, scale) = tap_output(model, trace, tap)?;
-    let start = u.to_dtype(dtype)?.broadcast_mul(&scale)?;
-    let mut chunks: Vec<Tensor> = (0..k)
-        .step_by(chunk)
-        .map(|s| start.narrow(0, s, chunk.min(k - s))?.unsqueeze(0))
-        .collect::<candle_core::Result<_>>()?;
-    let mut stats = PassStats::default();
+    let bytes = be.dtype().size_in_bytes();
     let (nh, hd, ffn) = (c.heads as f64, c.head_dim as f64, c.ffn as f64);
     let (kvd, df, kf) = ((c.kv_heads * c.head_dim) as f64, d as f64, k as f64);
+    // Composing W̃down diag(g̃) W̃up (2·d²·ffn per position, once for all
+    // rows) and applying it (2·k·d²) beats applying the factors (4·k·d·ffn)
+    // once k is large.
+    let compose_cost = 2.0 * df * df * ffn + 2.0 * kf * df * df;
+    let factor_cost = 4.0 * kf * df * ffn;
+    let compose = compose_cost < factor_cost;
+    // Working values per cotangent row, all positions: the cotangents, the
+    // attention's output, the MLP's output, the per-head and per-kv-head
+    // blocks, and the factor form's ffn-wide product.
+    let per_row = n
+        * (3 * d
+            + c.heads * c.head_dim
+            + c.kv_heads * c.head_dim
+            + if compose { 0 } else { c.ffn })
+        * bytes;
+    let chunk = (opts.memory_budget / per_row.max(1)).clamp(1, k.max(1));
+    let (_, scale) = tap_output(model, trace, tap)?;
+    let start = u.to_dtype(be.dtype())?.broadcast_mul(&scale)?;
+    let mut chunks = (0..k)
+        .step_by(chunk)
+        .map(|s| {
+            let kc = chunk.min(k - s);
+            Ok(Cotangents {
+                buf: be.upload(&start.narrow(0, s, kc)?)?,
+                m: 1,
+                k: kc,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut ws = Workspace::default();
+    let mut stats = PassStats::default();
     let lowest = if tap.cumulative { 0 } else { tap.layer };
     for l in (lowest..=tap.layer).rev() {
-        let fl = FrozenLayer::new(model, l, &trace.layers[l], dtype)?;
+        let fl = FrozenLayer::new(be, model, l, &trace.layers[l])?;
         let top = l == tap.layer;
         // The tap's own block: an attention tap skips the MLP; an MLP tap or
         // an attention tap enters its module without the residual path.
         let with_mlp = !(top && tap.kind == TapKind::Attn);
         let mlp_residual = !(top && tap.kind != TapKind::Layer);
         let attn_residual = !(top && tap.kind == TapKind::Attn);
-        let m = chunks[0].dim(0)?;
+        let m = chunks.first().map_or(n, |c| c.m);
         let mf = m as f64;
         if with_mlp {
-            // Composing W̃down diag(g̃) W̃up (2·d²·ffn per position) and applying
-            // it (2·k·d²) beats applying the factors (4·k·d·ffn) once k is large.
-            let compose_cost = 2.0 * df * df * ffn + 2.0 * kf * df * df;
-            let factor_cost = 4.0 * kf * df * ffn;
-            let maps_fit = m * d * d * bytes <= opts.memory_budget;
-            let maps = if compose_cost < factor_cost && maps_fit {
-                stats.flops += mf * compose_cost;
-                Some(fl.mlp_maps(n - m)?)
-            } else {
-                stats.flops += mf * factor_cost;
-                None
-            };
-            for g in chunks.iter_mut() {
-                *g = fl.mlp_transpose(g, maps.as_ref(), mlp_residual)?;
-            }
+            stats.flops += mf * if compose { compose_cost } else { factor_cost };
+            fl.mlp_transpose(be, &mut chunks, mlp_residual, compose, &mut ws)?;
         }
         // Attention: Wo on m positions, Pᵀ mixing, Wv on all n.
         stats.flops +=
             2.0 * kf * (mf * df * nh * hd + nh * mf * n as f64 * hd + n as f64 * kvd * df);
         for g in chunks.iter_mut() {
-            *g = fl.attn_transpose(g, attn_residual)?;
+            fl.attn_transpose(be, g, attn_residual, &mut ws)?;
         }
     }
-    let refs: Vec<&Tensor> = chunks.iter().collect();
-    Ok((Tensor::cat(&refs, 1)?, stats))
+    drop(ws);
+    let blocks = chunks
+        .iter()
+        .map(|g| be.download(&g.buf, 0, &[g.m, g.k, d]))
+        .collect::<Result<Vec<_>>>()?;
+    let out = match blocks.len() {
+        0 => Tensor::zeros((n, 0, d), be.dtype(), &Device::Cpu)?,
+        1 => blocks.into_iter().next().expect("one block"),
+        _ => Tensor::cat(&blocks, 1)?,
+    };
+    Ok((out, stats))
 }
 
 /// The full Jacobian of a tap, `[n, d, d]`.
@@ -200,13 +235,24 @@ pub fn detached_jacobian(
 /// Forward mode: tangents `v` (`[b, n, d]`, at the input embeddings) → `[b, d]`
 /// (`Σ_i J_i v_i` for each of the `b` tangents).
 pub fn jvp(model: &Model, trace: &Trace, v: &Tensor) -> Result<Tensor> {
-    let dtype = trace.dtype();
-    let mut t = v.to_dtype(dtype)?;
-    for (l, rec) in trace.layers.iter().enumerate() {
-        t = FrozenLayer::new(model, l, rec, dtype)?.forward(&t)?.0;
+    match trace.dtype() {
+        DType::F64 => jvp_on(&CpuBackend::<f64>::new(), model, trace, v),
+        DType::F32 => jvp_on(&CpuBackend::<f32>::new(), model, trace, v),
+        other => Err(EngineError::Backend(format!(
+            "no CPU backend for {other:?}"
+        ))),
     }
-    let n = trace.n();
-    let last = t.narrow(1, n - 1, 1)?.squeeze(1)?;
+}
+
+/// Forward mode on any backend.
+pub fn jvp_on<B: Backend>(be: &B, model: &Model, trace: &Trace, v: &Tensor) -> Result<Tensor> {
+    let (b, n, d) = v.dims3()?;
+    let mut t = be.upload(v)?;
+    for (l, rec) in trace.layers.iter().enumerate() {
+        t = FrozenLayer::new(be, model, l, rec)?.forward(be, &t, b)?;
+    }
+    let out = be.download(&t, 0, &[b, n, d])?;
+    let last = out.narrow(1, n - 1, 1)?.squeeze(1)?;
     let scale = trace
         .r_final
         .broadcast_mul(&trace.w_final)?

@@ -11,6 +11,7 @@ pub use error::{EngineError, Result};
 pub use forward::{predict, ForwardOutput, Precision, Prediction, TopToken};
 pub use model::{Arch, Model, ModelConfig};
 pub mod analysis;
+pub mod backend;
 pub mod frozen;
 pub mod jacobian;
 pub mod ordinary;

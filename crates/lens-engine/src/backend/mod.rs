@@ -1,0 +1,191 @@
+//! The small set of operations the frozen-linear passes are written against
+//! (forward mode, the transpose pass, taps, probes), so that a GPU backend
+//! runs the same passes by implementing the same trait.
+//!
+//! Buffers are flat arrays of the backend's float type; every operation
+//! names the part of a buffer it reads or writes with element offsets and
+//! strides, so the passes never copy a block just to change its layout:
+//! a transposed operand, a head's column slice or a query row range of `P`
+//! are all views.
+
+pub mod cpu;
+
+pub use cpu::CpuBackend;
+
+use crate::error::Result;
+use candle_core::{DType, Tensor};
+
+/// A `rows × cols` matrix inside a buffer: element `(r, c)` is at
+/// `offset + r·rs + c·cs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatView {
+    pub offset: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl MatView {
+    /// A row-major block at `offset`.
+    pub fn dense(offset: usize, rows: usize, cols: usize) -> Self {
+        Self {
+            offset,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The same elements read as the transpose.
+    pub fn t(self) -> Self {
+        Self {
+            offset: self.offset,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
+    /// Columns `from..from + cols`.
+    pub fn cols(self, from: usize, cols: usize) -> Self {
+        Self {
+            offset: self.offset + from * self.cs,
+            cols,
+            ..self
+        }
+    }
+
+    /// Rows `from..from + rows`.
+    pub fn rows(self, from: usize, rows: usize) -> Self {
+        Self {
+            offset: self.offset + from * self.rs,
+            rows,
+            ..self
+        }
+    }
+
+    /// The largest element index the view touches, or `None` when empty.
+    pub fn last(&self) -> Option<usize> {
+        if self.rows == 0 || self.cols == 0 {
+            return None;
+        }
+        Some(self.offset + (self.rows - 1) * self.rs + (self.cols - 1) * self.cs)
+    }
+}
+
+/// Several products of the same shape, each operand `stride` elements after
+/// the previous one (`0` reuses the operand).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    pub count: usize,
+    pub dst: usize,
+    pub a: usize,
+    pub b: usize,
+}
+
+impl Batch {
+    pub const ONE: Batch = Batch {
+        count: 1,
+        dst: 0,
+        a: 0,
+        b: 0,
+    };
+}
+
+/// A 3-d read view: element `[i, j, l]` is at
+/// `offset + i·strides[0] + j·strides[1] + l·strides[2]`; a zero stride
+/// broadcasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Strided {
+    pub offset: usize,
+    pub strides: [usize; 3],
+}
+
+impl Strided {
+    /// A row-major `[_, d1, d2]` block at `offset`.
+    pub fn dense(offset: usize, dims: [usize; 3]) -> Self {
+        Self {
+            offset,
+            strides: [dims[1] * dims[2], dims[2], 1],
+        }
+    }
+
+    /// The largest element index read for `dims`, or `None` when empty.
+    pub fn last(&self, dims: [usize; 3]) -> Option<usize> {
+        if dims.contains(&0) {
+            return None;
+        }
+        Some(
+            self.offset
+                + (0..3)
+                    .map(|a| (dims[a] - 1) * self.strides[a])
+                    .sum::<usize>(),
+        )
+    }
+}
+
+/// How an elementwise result lands in the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// `dst = v`
+    Set,
+    /// `dst += v`
+    Add,
+    /// `dst *= v`
+    Mul,
+}
+
+/// The operations of the frozen-linear passes. `Buf` holds values of the
+/// backend's precision ([`Backend::dtype`]).
+pub trait Backend {
+    type Buf;
+
+    /// The precision every buffer holds.
+    fn dtype(&self) -> DType;
+
+    /// `len` zeros.
+    fn zeros(&self, len: usize) -> Result<Self::Buf>;
+
+    /// Number of elements in `buf`.
+    fn len(&self, buf: &Self::Buf) -> usize;
+
+    /// A host tensor's elements in row-major order, converted to `dtype()`.
+    fn upload(&self, t: &Tensor) -> Result<Self::Buf>;
+
+    /// `shape`'s worth of elements from `offset`, as a host tensor.
+    fn download(&self, buf: &Self::Buf, offset: usize, shape: &[usize]) -> Result<Tensor>;
+
+    /// `dst ← a·b` (or `dst += a·b` when `accumulate`), `batch.count` times;
+    /// with `batch.dst == 0` the products are summed into one destination.
+    /// `dst` must not overlap itself within one product.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        dst: &mut Self::Buf,
+        dv: MatView,
+        a: &Self::Buf,
+        av: MatView,
+        b: &Self::Buf,
+        bv: MatView,
+        batch: Batch,
+        accumulate: bool,
+    ) -> Result<()>;
+
+    /// On the dense `dims` block of `dst` at `dst_offset`:
+    /// `dst (store) a` or `dst (store) a ⊙ b`.
+    fn elementwise(
+        &self,
+        store: Store,
+        dst: &mut Self::Buf,
+        dst_offset: usize,
+        dims: [usize; 3],
+        a: (&Self::Buf, Strided),
+        b: Option<(&Self::Buf, Strided)>,
+    ) -> Result<()>;
+
+    /// `dst[offset..offset + len] = value`.
+    fn fill(&self, dst: &mut Self::Buf, offset: usize, len: usize, value: f64) -> Result<()>;
+}
