@@ -53,6 +53,22 @@ enum Command {
         /// Skip the ordinary (nothing frozen) Jacobian.
         #[arg(long)]
         no_ordinary: bool,
+        /// Singular values kept per spectrum (J_cat and each J_i); 0 skips the SVD.
+        #[arg(long, default_value_t = 16)]
+        svd: usize,
+        /// Singular pairs decoded into tokens (J_cat and the last token's J_i).
+        #[arg(long, default_value_t = 5)]
+        decode: usize,
+        /// Token whose logit is attributed to the input tokens, e.g. " Paris" or id:123
+        /// (default: the predicted one).
+        #[arg(long)]
+        target: Option<String>,
+        /// Largest columns and rows of the last token's J_i, decoded; 0 skips.
+        #[arg(long, default_value_t = 5)]
+        columns: usize,
+        /// Leave the attention probabilities out of the report.
+        #[arg(long)]
+        no_attention: bool,
         /// Write the report as JSON to this file ("-" for stdout).
         #[arg(long)]
         json: Option<std::path::PathBuf>,
@@ -197,15 +213,24 @@ fn run(cli: Cli) -> Result<(), String> {
             layers,
             top,
             no_ordinary,
+            svd,
+            decode,
+            target,
+            columns,
+            no_attention,
             json,
         } => {
             let m = load(&model)?;
             let opts = lens_engine::analysis::AnalyzeOptions {
-                precision,
                 top,
                 layers,
                 ordinary: !no_ordinary,
-                pass: Default::default(),
+                svd,
+                decode,
+                target,
+                columns,
+                attention: !no_attention,
+                ..lens_engine::analysis::AnalyzeOptions::new(precision)
             };
             let start = std::time::Instant::now();
             let clock = move || start.elapsed().as_secs_f64() * 1e3;
@@ -243,12 +268,60 @@ fn print_analysis(r: &lens_engine::analysis::Report) {
     if let Some(o) = rec.ordinary_rel_error {
         println!("  ordinary      {o:.3e}  (not frozen: no exact reconstruction)");
     }
-    println!("per token: ‖J_i‖_F  ‖J_i x_i‖");
-    for t in &r.per_token {
+    let a = &r.attribution;
+    println!(
+        "per token: ‖J_i‖_F  ‖J_i x_i‖  c_i·y/‖y‖  logit of {:?} (= {:.4}; attribution sums to it within {:.1e})",
+        a.target_token, a.logit, a.sum_rel_error
+    );
+    for (t, share) in r.per_token.iter().zip(&a.per_token) {
         println!(
-            "  {:>12.4} {:>12.4}  {:?}",
-            t.jacobian_fro_norm, t.contribution_norm, t.token
+            "  {:>10.4} {:>10.4} {:>10.4} {:>10.4}  {:?}",
+            t.jacobian_fro_norm, t.contribution_norm, t.projection_on_y, share, t.token
         );
+    }
+    if let Some(svd) = &r.svd {
+        let s = &svd.concat;
+        println!(
+            "SVD of J_cat: stable rank {:.3}, σ = {}",
+            s.stable_rank,
+            join(&s.singular_values, 6)
+        );
+        if let Some(last) = svd.per_token.last() {
+            println!(
+                "SVD of the last token's J_i: stable rank {:.3}, σ = {}",
+                last.stable_rank,
+                join(&last.singular_values, 6)
+            );
+        }
+    }
+    if let Some(d) = &r.decode {
+        for (name, pairs) in [("J_cat", &d.concat), ("last token's J_i", &d.last_token)] {
+            println!("decoded singular vectors of {name}:");
+            for p in pairs {
+                println!(
+                    "  {:>2} σ={:<9.4} u → {}   v (pos {}) → {}",
+                    p.k,
+                    p.sigma,
+                    words(&p.u_tokens),
+                    p.v_position,
+                    words(&p.v_tokens)
+                );
+            }
+        }
+    }
+    if let Some(c) = &r.columns {
+        println!(
+            "largest columns of J_{} (input coordinates → output words):",
+            c.position
+        );
+        for l in &c.columns {
+            println!(
+                "  col {:>4} ‖·‖={:<9.4} → {}",
+                l.index,
+                l.norm,
+                words(&l.tokens)
+            );
+        }
     }
     for l in &r.layers {
         println!(
@@ -261,7 +334,24 @@ fn print_analysis(r: &lens_engine::analysis::Report) {
     }
     let t = &r.timings_ms;
     println!(
-        "timings (ms): forward {:.0}, contributions {:.0}, jacobian {:.0}, layers {:.0}, ordinary {:.0}",
-        t.forward, t.contributions, t.jacobian, t.layers, t.ordinary
+        "timings (ms): forward {:.0}, contributions {:.0}, jacobian {:.0}, svd {:.0}, decode {:.0}, layers {:.0}, ordinary {:.0}",
+        t.forward, t.contributions, t.jacobian, t.svd, t.decode, t.layers, t.ordinary
     );
+}
+
+fn join(values: &[f64], count: usize) -> String {
+    values
+        .iter()
+        .take(count)
+        .map(|v| format!("{v:.4}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn words(tokens: &[lens_engine::analysis::decode::TokenScore]) -> String {
+    tokens
+        .iter()
+        .map(|t| format!("{:?}", t.token))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -1,6 +1,10 @@
 //! Analyses of the detached Jacobian, gathered in a `Report` (plain serde
 //! data) that the CLI prints and the page draws.
 
+pub mod attribution;
+pub mod decode;
+pub mod svd;
+
 use crate::error::Result;
 use crate::forward::{top_k, Precision, TopToken};
 use crate::jacobian::{
@@ -9,8 +13,11 @@ use crate::jacobian::{
 };
 use crate::model::Model;
 use crate::trace::trace;
+use attribution::{attribute, Attribution};
 use candle_core::DType;
+use decode::{Decoded, Queue, TokenScore};
 use serde::{Deserialize, Serialize};
+use svd::{decompose_concat, decompose_token, jacobian_values, Decomposition, Spectrum};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reconstruction {
@@ -26,7 +33,56 @@ pub struct Reconstruction {
 pub struct TokenRow {
     pub token: String,
     pub jacobian_fro_norm: f64,
+    /// `‖c_i‖`, `c_i = J_i x_i`.
     pub contribution_norm: f64,
+    /// `c_i · y / ‖y‖` (they sum to `‖y‖`).
+    pub projection_on_y: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SvdReport {
+    /// `J_cat = [J_1 … J_n]`.
+    pub concat: Spectrum,
+    /// Each `J_i`.
+    pub per_token: Vec<Spectrum>,
+}
+
+/// One singular pair read as words.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DecodedPair {
+    /// 1-based rank.
+    pub k: usize,
+    pub sigma: f64,
+    /// Top tokens of `W_U u_k` (`u_k` signed so that `u_k · y ≥ 0`).
+    pub u_tokens: Vec<TokenScore>,
+    /// Input embeddings nearest `v_k` by cosine (for `J_cat`: the block of
+    /// `v_k` at `v_position`, the position where it is largest).
+    pub v_tokens: Vec<TokenScore>,
+    pub v_position: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DecodeReport {
+    pub concat: Vec<DecodedPair>,
+    pub last_token: Vec<DecodedPair>,
+}
+
+/// A column or row of `J_i` with its norm, decoded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Line {
+    pub index: usize,
+    pub norm: f64,
+    pub tokens: Vec<TokenScore>,
+}
+
+/// The largest columns (input coordinates, decoded through the
+/// unembedding) and rows (output coordinates, decoded as nearest input
+/// embeddings) of `J_i` for the last token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Columns {
+    pub position: usize,
+    pub columns: Vec<Line>,
+    pub rows: Vec<Line>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +102,8 @@ pub struct Timings {
     pub contributions: f64,
     pub layers: f64,
     pub ordinary: f64,
+    pub svd: f64,
+    pub decode: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,6 +116,15 @@ pub struct Report {
     pub reconstruction: Reconstruction,
     pub per_token: Vec<TokenRow>,
     pub layers: Vec<LayerRow>,
+    pub svd: Option<SvdReport>,
+    pub decode: Option<DecodeReport>,
+    /// Of the `--target` token, or the predicted one.
+    pub attribution: Attribution,
+    /// Of the predicted token, when the target is another one.
+    pub attribution_predicted: Option<Attribution>,
+    pub columns: Option<Columns>,
+    /// The frozen attention probabilities `[layer][head][query][key]`.
+    pub attention: Option<Vec<Vec<Vec<Vec<f64>>>>>,
     pub timings_ms: Timings,
 }
 
@@ -69,6 +136,37 @@ pub struct AnalyzeOptions {
     pub layers: Vec<usize>,
     pub ordinary: bool,
     pub pass: PassOptions,
+    /// Singular values kept per spectrum (0: no SVD).
+    pub svd: usize,
+    /// Singular pairs decoded (0: none).
+    pub decode: usize,
+    /// Tokens listed per decoded vector.
+    pub decode_top: usize,
+    /// The token to attribute (as the user names it: `" Paris"`, `id:123`);
+    /// default the predicted one.
+    pub target: Option<String>,
+    /// Largest columns / rows of the last token's `J_i` (0: none).
+    pub columns: usize,
+    pub attention: bool,
+}
+
+impl AnalyzeOptions {
+    /// The defaults of `linear-lens analyze`.
+    pub fn new(precision: Precision) -> Self {
+        Self {
+            precision,
+            top: 5,
+            layers: Vec::new(),
+            ordinary: true,
+            pass: PassOptions::default(),
+            svd: 16,
+            decode: 5,
+            decode_top: 5,
+            target: None,
+            columns: 5,
+            attention: true,
+        }
+    }
 }
 
 /// Runs the analyses. `now_ms` is the caller's clock (the engine has none:
@@ -108,16 +206,106 @@ pub fn analyze(
         .sqrt()?
         .to_dtype(DType::F64)?
         .to_vec1::<f64>()?;
+    let y = tr.y_vec()?;
+    let y_norm = y.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let yt = candle_core::Tensor::from_slice(&y, (y.len(), 1), &candle_core::Device::Cpu)?;
+    let proj = c
+        .to_dtype(DType::F64)?
+        .matmul(&yt)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
     let per_token = ids
         .iter()
-        .zip(fro.iter().zip(&cn))
-        .map(|(&id, (&f, &c))| TokenRow {
+        .zip(fro.iter().zip(&cn).zip(&proj))
+        .map(|(&id, ((&f, &c), &p))| TokenRow {
             token: model.tokenizer.token_str(id),
             jacobian_fro_norm: f,
             contribution_norm: c,
+            projection_on_y: p / y_norm,
         })
         .collect();
+
+    // Attribution of the target's logit (and of the prediction's beside it).
+    let predicted = top_k(model, &logits, 1)
+        .first()
+        .map(|t| t.id)
+        .unwrap_or_default();
+    let target = match &opts.target {
+        Some(name) => model.tokenizer.token_id(name)?,
+        None => predicted,
+    };
+    let attribution = attribute(model, &tr, &c, target)?;
+    let attribution_predicted = if target != predicted {
+        Some(attribute(model, &tr, &c, predicted)?)
+    } else {
+        None
+    };
+
+    let n = ids.len();
+    let t = now_ms();
+    let (values, dims) = jacobian_values(&j)?;
     drop(j);
+    let keep = opts.svd.max(opts.decode);
+    let (mut concat, mut last): (Option<Decomposition>, Option<Decomposition>) = (None, None);
+    let svd = if keep > 0 {
+        let cat = decompose_concat(&values, dims, opts.decode, Some(&y))?;
+        let mut per = Vec::with_capacity(n);
+        for i in 0..n {
+            let want = if i + 1 == n { opts.decode } else { 0 };
+            let dec = decompose_token(&values, dims, i, want, Some(&y))?;
+            per.push(dec.spectrum(opts.svd));
+            if i + 1 == n {
+                last = Some(dec);
+            }
+        }
+        let report = SvdReport {
+            concat: cat.spectrum(opts.svd),
+            per_token: per,
+        };
+        concat = Some(cat);
+        Some(report)
+    } else {
+        None
+    };
+    timings.svd = now_ms() - t;
+
+    let t = now_ms();
+    // Every vector to read as words, decoded in one pass over the vocabulary.
+    let mut queue = Queue::default();
+    let pairs = |q: &mut Queue, dec: Option<Decomposition>, base: usize| {
+        dec.map(|d| queue_pairs(q, &d, dims[2], base))
+            .unwrap_or_default()
+    };
+    let cat_pairs = pairs(&mut queue, concat, 0);
+    let last_pairs = pairs(&mut queue, last, n - 1);
+    let lines = if opts.columns > 0 {
+        Some(queue_lines(&mut queue, &values, dims, n - 1, opts.columns))
+    } else {
+        None
+    };
+    let decoded = queue.run(model, opts.decode_top)?;
+    let decode = if opts.decode > 0 && keep > 0 {
+        Some(DecodeReport {
+            concat: answer_pairs(cat_pairs, &decoded),
+            last_token: answer_pairs(last_pairs, &decoded),
+        })
+    } else {
+        None
+    };
+    let columns = lines.map(|l| answer_lines(l, &decoded));
+    timings.decode = now_ms() - t;
+    drop(values);
+
+    let attention = if opts.attention {
+        let mut all = Vec::with_capacity(tr.layers.len());
+        for rec in &tr.layers {
+            let p = rec.p.to_dtype(DType::F64)?;
+            all.push(p.to_vec3::<f64>()?);
+        }
+        Some(all)
+    } else {
+        None
+    };
 
     let t = now_ms();
     let mut layers = Vec::new();
@@ -175,6 +363,107 @@ pub fn analyze(
         },
         per_token,
         layers,
+        svd,
+        decode,
+        attribution,
+        attribution_predicted,
+        columns,
+        attention,
         timings_ms: timings,
     })
+}
+
+/// A decoded pair waiting for its words: `(sigma, u index, v index, position)`.
+type PairRequest = (f64, usize, usize, usize);
+
+/// Queues the decomposition's pairs; `width` is the input dimension (a
+/// `J_cat` right vector is read at its largest position block; `base` is
+/// the position of a single `J_i`).
+fn queue_pairs(q: &mut Queue, dec: &Decomposition, width: usize, base: usize) -> Vec<PairRequest> {
+    dec.u
+        .iter()
+        .zip(&dec.v)
+        .zip(&dec.singular_values)
+        .map(|((u, v), &sigma)| {
+            let (pos, block) = v
+                .chunks(width)
+                .enumerate()
+                .max_by(|a, b| norm(a.1).total_cmp(&norm(b.1)))
+                .unwrap_or((0, &[]));
+            (
+                sigma,
+                q.unembed(u.clone()),
+                q.embed(block.to_vec()),
+                base + pos,
+            )
+        })
+        .collect()
+}
+
+fn answer_pairs(requests: Vec<PairRequest>, decoded: &Decoded) -> Vec<DecodedPair> {
+    requests
+        .into_iter()
+        .enumerate()
+        .map(|(k, (sigma, u, v, pos))| DecodedPair {
+            k: k + 1,
+            sigma,
+            u_tokens: decoded.unembed[u].clone(),
+            v_tokens: decoded.embed[v].clone(),
+            v_position: pos,
+        })
+        .collect()
+}
+
+fn norm(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+/// The largest columns and rows of `J_i` queued for decoding:
+/// `(position, [(index, norm, queue index)] columns, ... rows)`.
+type LineRequests = (usize, Vec<(usize, f64, usize)>, Vec<(usize, f64, usize)>);
+
+/// Queues the `count` largest columns and rows of `J_i`.
+fn queue_lines(
+    q: &mut Queue,
+    values: &[f64],
+    dims: [usize; 3],
+    i: usize,
+    count: usize,
+) -> LineRequests {
+    let [_, r, c] = dims;
+    let block = &values[i * r * c..(i + 1) * r * c];
+    let column = |j: usize| (0..r).map(|a| block[a * c + j]).collect::<Vec<f64>>();
+    let row = |a: usize| block[a * c..(a + 1) * c].to_vec();
+    let largest = |len: usize, get: &dyn Fn(usize) -> Vec<f64>| {
+        let mut idx: Vec<(usize, f64)> = (0..len).map(|j| (j, norm(&get(j)))).collect();
+        idx.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        idx.truncate(count);
+        idx
+    };
+    let cols = largest(c, &column)
+        .into_iter()
+        .map(|(j, nm)| (j, nm, q.unembed(column(j))))
+        .collect();
+    let rows = largest(r, &row)
+        .into_iter()
+        .map(|(a, nm)| (a, nm, q.embed(row(a))))
+        .collect();
+    (i, cols, rows)
+}
+
+fn answer_lines((position, cols, rows): LineRequests, decoded: &Decoded) -> Columns {
+    let lines = |list: Vec<(usize, f64, usize)>, answers: &[Vec<TokenScore>]| {
+        list.into_iter()
+            .map(|(index, norm, at)| Line {
+                index,
+                norm,
+                tokens: answers[at].clone(),
+            })
+            .collect()
+    };
+    Columns {
+        position,
+        columns: lines(cols, &decoded.unembed),
+        rows: lines(rows, &decoded.embed),
+    }
 }

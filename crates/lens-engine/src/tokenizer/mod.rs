@@ -124,6 +124,42 @@ impl LensTokenizer {
         Ok(ids)
     }
 
+    /// The one token a user names: `text` as the tokenizer splits it (with
+    /// no BOS), e.g. `" Paris"`; or `id:N` for a raw id.
+    pub fn token_id(&self, text: &str) -> Result<u32> {
+        if let Some(n) = text.strip_prefix("id:") {
+            let id: u32 = n
+                .trim()
+                .parse()
+                .map_err(|_| err(format!("`{text}` is not a token id")))?;
+            if (id as usize) >= self.vocab_size() {
+                return Err(EngineError::TokenOutOfRange {
+                    id,
+                    vocab: self.vocab_size(),
+                });
+            }
+            return Ok(id);
+        }
+        let enc = self
+            .tok
+            .encode(text, false)
+            .map_err(|e| err(format!("cannot tokenize `{text}`: {e}")))?;
+        match enc.get_ids() {
+            [id] => Ok(*id),
+            [] => Err(err(format!(
+                "`{text}` is no token; name one, e.g. \" Paris\""
+            ))),
+            ids => Err(err(format!(
+                "`{text}` is {} tokens ({}); name a single token",
+                ids.len(),
+                ids.iter()
+                    .map(|&i| format!("{:?}", self.token_str(i)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
     /// The display text of one token (`" Paris"`; special tokens as their
     /// literal text, e.g. `"<bos>"`; a partial UTF-8 byte as `"�"`).
     pub fn token_str(&self, id: u32) -> String {

@@ -1,0 +1,46 @@
+//! Exact logit attribution: the logit of token `t` is `w_t · y` and
+//! `y = Σ_i c_i` with `c_i = J_i x_i`, so `w_t · c_i` splits it exactly among
+//! the input tokens.
+
+use super::decode::unembedding_name;
+use crate::error::Result;
+use crate::model::Model;
+use crate::trace::Trace;
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attribution {
+    pub target_id: u32,
+    pub target_token: String,
+    /// `w_t · y`.
+    pub logit: f64,
+    /// `w_t · c_i` for each input position.
+    pub per_token: Vec<f64>,
+    /// `|Σ_i w_t·c_i − logit| / |logit|`.
+    pub sum_rel_error: f64,
+}
+
+/// Attribution of token `target`'s logit to the contributions `c` (`[n, d]`).
+pub fn attribute(model: &Model, trace: &Trace, c: &Tensor, target: u32) -> Result<Attribution> {
+    let w = model
+        .weights
+        .select_rows(unembedding_name(model), &[target], DType::F64)?
+        .reshape(((), 1))?;
+    let dot = |m: &Tensor| -> Result<Vec<f64>> {
+        Ok(m.to_dtype(DType::F64)?
+            .matmul(&w)?
+            .flatten_all()?
+            .to_vec1::<f64>()?)
+    };
+    let logit = dot(&trace.y)?[0];
+    let per_token = dot(c)?;
+    let sum: f64 = per_token.iter().sum();
+    Ok(Attribution {
+        target_id: target,
+        target_token: model.tokenizer.token_str(target),
+        logit,
+        per_token,
+        sum_rel_error: (sum - logit).abs() / logit.abs().max(f64::MIN_POSITIVE),
+    })
+}
