@@ -193,6 +193,9 @@ def main():
     ap.add_argument("--compare", metavar="OURS.npy")
     ap.add_argument("--save-jacobian", metavar="J.npy",
                     help="write torch's J as float64 [n, d, d] (the layout --compare reads)")
+    ap.add_argument("--svd-fixture", metavar="FILE.json",
+                    help="write the singular values of J_cat = [J_1 ... J_n] and of each J_i "
+                         "(torch.linalg.svdvals, float64) as a test fixture")
     args = ap.parse_args()
 
     if args.threads:
@@ -270,6 +273,22 @@ def main():
                                            / torch.linalg.norm(J_ours_layout))
         report["ours_reconstruction_rel_error"] = float(
             torch.linalg.norm(torch.einsum("noc,nc->o", ours, x) - y) / torch.linalg.norm(y))
+    if args.svd_fixture:
+        d = J_ours_layout.shape[1]
+        jcat = J_ours_layout.permute(1, 0, 2).reshape(d, -1)  # [d, n*d]
+        fixture = {
+            "generator": "tools/torch_reference.py --svd-fixture",
+            "reference": report["reference"],
+            "model": display,
+            "prompt": args.prompt,
+            "token_ids": report["token_ids"],
+            "concat_singular_values": torch.linalg.svdvals(jcat).tolist(),
+            "per_token_singular_values": [torch.linalg.svdvals(Ji).tolist()
+                                          for Ji in J_ours_layout],
+        }
+        with open(args.svd_fixture, "w") as fh:
+            json.dump(fixture, fh)
+            fh.write("\n")
     print(json.dumps(report))
 
 
