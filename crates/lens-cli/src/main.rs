@@ -323,14 +323,30 @@ fn print_analysis(r: &lens_engine::analysis::Report) {
             );
         }
     }
+    if !r.layers.is_empty() {
+        println!("layers: stable rank, σ₁, u₁ → tokens | logit lens (the tap's vector decoded)");
+    }
     for l in &r.layers {
         println!(
-            "  layer {:>3} {:<5} {:<10} rel error {:.3e}",
+            "  layer {:>3} {:<5} {:<10} rel error {:.1e}  rank {:>8.3}  σ₁ {:>9.4}  u₁ → {:<40} | {}",
             l.layer,
             format!("{:?}", l.kind).to_lowercase(),
             l.mode,
-            l.rel_error
+            l.rel_error,
+            l.stable_rank,
+            l.singular_values.first().copied().unwrap_or(0.0),
+            l.u_tokens.first().map(|t| words(t)).unwrap_or_default(),
+            words(&l.logit_lens_tokens)
         );
+    }
+    if !r.path.is_empty() {
+        println!("path of u₁, u₂ (cumulative, on the output's):");
+        for p in &r.path {
+            println!(
+                "  layer {:>3}  ({:>7.4}, {:>7.4})  {:?}",
+                p.layer, p.x, p.y, p.label
+            );
+        }
     }
     let t = &r.timings_ms;
     println!(

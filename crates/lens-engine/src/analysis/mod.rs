@@ -93,6 +93,27 @@ pub struct LayerRow {
     /// "cumulative" (from the embeddings) or "layerwise" (from the block input).
     pub mode: String,
     pub rel_error: f64,
+    /// Of the tap's `J_cat` (`‖J‖_F² / σ₁²`).
+    pub stable_rank: f64,
+    /// The tap's largest singular values.
+    pub singular_values: Vec<f64>,
+    /// Top tokens of `W_U u_k` for `u_1..u_3` (signed towards the tap's vector).
+    pub u_tokens: Vec<Vec<TokenScore>>,
+    /// The logit lens: the tap's vector through the final norm (frozen at its
+    /// own value) and the unembedding.
+    pub logit_lens_tokens: Vec<TokenScore>,
+}
+
+/// Where a layer's top two left singular vectors (cumulative, residual
+/// stream) point, as coordinates on the output's: `u_k(ℓ) · u_k(L)`, each
+/// signed towards its own vector.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PathPoint {
+    pub layer: usize,
+    pub x: f64,
+    pub y: f64,
+    /// Top token of `u_1(ℓ)`.
+    pub label: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -123,6 +144,8 @@ pub struct Report {
     /// Of the predicted token, when the target is another one.
     pub attribution_predicted: Option<Attribution>,
     pub columns: Option<Columns>,
+    /// The path of the top singular vectors across `layers` (cumulative).
+    pub path: Vec<PathPoint>,
     /// The frozen attention probabilities `[layer][head][query][key]`.
     pub attention: Option<Vec<Vec<Vec<Vec<f64>>>>>,
     pub timings_ms: Timings,
@@ -248,7 +271,7 @@ pub fn analyze(
     let keep = opts.svd.max(opts.decode);
     let (mut concat, mut last): (Option<Decomposition>, Option<Decomposition>) = (None, None);
     let svd = if keep > 0 {
-        let cat = decompose_concat(&values, dims, opts.decode, Some(&y))?;
+        let cat = decompose_concat(&values, dims, opts.decode.max(2), Some(&y))?;
         let mut per = Vec::with_capacity(n);
         for i in 0..n {
             let want = if i + 1 == n { opts.decode } else { 0 };
@@ -272,8 +295,12 @@ pub fn analyze(
     let t = now_ms();
     // Every vector to read as words, decoded in one pass over the vocabulary.
     let mut queue = Queue::default();
+    let final_u: Vec<Vec<f64>> = concat
+        .as_ref()
+        .map(|c| c.u.iter().take(2).cloned().collect())
+        .unwrap_or_default();
     let pairs = |q: &mut Queue, dec: Option<Decomposition>, base: usize| {
-        dec.map(|d| queue_pairs(q, &d, dims[2], base))
+        dec.map(|d| queue_pairs(q, &d, dims[2], base, opts.decode))
             .unwrap_or_default()
     };
     let cat_pairs = pairs(&mut queue, concat, 0);
@@ -309,6 +336,11 @@ pub fn analyze(
 
     let t = now_ms();
     let mut layers = Vec::new();
+    let mut queue = Queue::default();
+    // Per row: (u queue indices, logit-lens queue index); per path point:
+    // the layer, its u_1, u_2.
+    let mut asked = Vec::new();
+    let mut path_us = Vec::new();
     for &l in &opts.layers {
         if l == 0 || l > model.config.layers {
             return Err(crate::EngineError::Config(format!(
@@ -325,6 +357,18 @@ pub fn analyze(
                 };
                 let (jt, _) = tap_jacobian(model, &tr, tap, opts.pass)?;
                 let (target, _) = tap_output(model, &tr, tap)?;
+                let rel_error = reconstruction_error(&jt, tap.input(&tr), &target)?;
+                let (tv, tdims) = jacobian_values(&jt)?;
+                drop(jt);
+                let target: Vec<f64> = target.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
+                let dec = decompose_concat(&tv, tdims, 3, Some(&target))?;
+                drop(tv);
+                if cumulative && kind == TapKind::Layer && dec.u.len() >= 2 {
+                    path_us.push((l, dec.u[0].clone(), dec.u[1].clone()));
+                }
+                let us: Vec<usize> = dec.u.iter().map(|u| queue.unembed(u.clone())).collect();
+                asked.push((us, queue.unembed(target)));
+                let spectrum = dec.spectrum(opts.svd.max(1));
                 layers.push(LayerRow {
                     layer: l,
                     kind,
@@ -334,11 +378,44 @@ pub fn analyze(
                         "layerwise"
                     }
                     .into(),
-                    rel_error: reconstruction_error(&jt, tap.input(&tr), &target)?,
+                    rel_error,
+                    stable_rank: spectrum.stable_rank,
+                    singular_values: spectrum.singular_values,
+                    u_tokens: Vec::new(),
+                    logit_lens_tokens: Vec::new(),
                 });
             }
         }
     }
+    let decoded = queue.run(model, opts.decode_top.max(1))?;
+    for (row, (us, lens)) in layers.iter_mut().zip(asked) {
+        row.u_tokens = us.iter().map(|&i| decoded.unembed[i].clone()).collect();
+        row.logit_lens_tokens = decoded.unembed[lens].clone();
+    }
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let path = if final_u.len() == 2 {
+        path_us
+            .iter()
+            .zip(
+                layers
+                    .iter()
+                    .filter(|r| r.kind == TapKind::Layer && r.mode == "cumulative"),
+            )
+            .map(|((l, u1, u2), row)| PathPoint {
+                layer: *l,
+                x: dot(u1, &final_u[0]),
+                y: dot(u2, &final_u[1]),
+                label: row
+                    .u_tokens
+                    .first()
+                    .and_then(|t| t.first())
+                    .map(|t| t.token.clone())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     timings.layers = now_ms() - t;
 
     let ordinary_rel_error = if opts.ordinary {
@@ -368,6 +445,7 @@ pub fn analyze(
         attribution,
         attribution_predicted,
         columns,
+        path,
         attention,
         timings_ms: timings,
     })
@@ -379,9 +457,16 @@ type PairRequest = (f64, usize, usize, usize);
 /// Queues the decomposition's pairs; `width` is the input dimension (a
 /// `J_cat` right vector is read at its largest position block; `base` is
 /// the position of a single `J_i`).
-fn queue_pairs(q: &mut Queue, dec: &Decomposition, width: usize, base: usize) -> Vec<PairRequest> {
+fn queue_pairs(
+    q: &mut Queue,
+    dec: &Decomposition,
+    width: usize,
+    base: usize,
+    count: usize,
+) -> Vec<PairRequest> {
     dec.u
         .iter()
+        .take(count)
         .zip(&dec.v)
         .zip(&dec.singular_values)
         .map(|((u, v), &sigma)| {
