@@ -86,12 +86,12 @@ impl Queue {
     pub fn run(self, model: &Model, top: usize) -> Result<Decoded> {
         let un = unembedding_name(model);
         if un == "token_embd.weight" {
-            let (unembed, embed) = scan(model, un, &self.unembed, &self.embed, top)?;
-            Ok(Decoded { unembed, embed })
+            scan(model, un, &self.unembed, &self.embed, top)
         } else {
-            let (unembed, _) = scan(model, un, &self.unembed, &[], top)?;
-            let (_, embed) = scan(model, "token_embd.weight", &[], &self.embed, top)?;
-            Ok(Decoded { unembed, embed })
+            Ok(Decoded {
+                unembed: scan(model, un, &self.unembed, &[], top)?.unembed,
+                embed: scan(model, "token_embd.weight", &[], &self.embed, top)?.embed,
+            })
         }
     }
 }
@@ -104,11 +104,14 @@ fn scan(
     plain: &[Vec<f64>],
     cosine: &[Vec<f64>],
     top: usize,
-) -> Result<(Vec<Vec<TokenScore>>, Vec<Vec<TokenScore>>)> {
+) -> Result<Decoded> {
     let d = model.config.hidden;
     let (kp, k) = (plain.len(), plain.len() + cosine.len());
     if k == 0 || top == 0 {
-        return Ok((vec![Vec::new(); kp], vec![Vec::new(); cosine.len()]));
+        return Ok(Decoded {
+            unembed: vec![Vec::new(); kp],
+            embed: vec![Vec::new(); cosine.len()],
+        });
     }
     let mut flat = Vec::with_capacity(d * k);
     for (j, v) in plain.iter().chain(cosine).enumerate() {
@@ -177,7 +180,10 @@ fn scan(
         })
         .collect();
     let embed = named.split_off(kp);
-    Ok((named, embed))
+    Ok(Decoded {
+        unembed: named,
+        embed,
+    })
 }
 
 /// The `top` largest by score, sorted descending (ties by id).
