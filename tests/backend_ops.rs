@@ -17,6 +17,7 @@ fn at(buf: &[f64], v: &MatView, extra: usize, r: usize, c: usize) -> f64 {
 }
 
 /// `dst (+)= a·b` for every batch item by plain loops.
+#[allow(clippy::too_many_arguments)]
 fn reference(
     dst: &mut [f64],
     dv: MatView,
