@@ -69,6 +69,19 @@ enum Command {
         /// Leave the attention probabilities out of the report.
         #[arg(long)]
         no_attention: bool,
+        /// Steer the continuation of --prompt with this source prompt's operator
+        /// (its cumulative detached Jacobian at --steer-layer).
+        #[arg(long)]
+        steer_source: Option<String>,
+        /// Steering strength λ.
+        #[arg(long, default_value_t = 1.028)]
+        steer_lambda: f64,
+        /// 1-based layer (default: ⌊2L/3⌋).
+        #[arg(long)]
+        steer_layer: Option<usize>,
+        /// Tokens to generate, steered and unsteered.
+        #[arg(long, default_value_t = 12)]
+        steer_tokens: usize,
         /// Write the report as JSON to this file ("-" for stdout).
         #[arg(long)]
         json: Option<std::path::PathBuf>,
@@ -218,9 +231,22 @@ fn run(cli: Cli) -> Result<(), String> {
             target,
             columns,
             no_attention,
+            steer_source,
+            steer_lambda,
+            steer_layer,
+            steer_tokens,
             json,
         } => {
             let m = load(&model)?;
+            let steer = steer_source.map(|src| {
+                let mut so = lens_engine::analysis::steering::SteerOptions::new(&m, &src);
+                so.lambda = steer_lambda;
+                so.tokens = steer_tokens;
+                if let Some(l) = steer_layer {
+                    so.layer = l;
+                }
+                so
+            });
             let opts = lens_engine::analysis::AnalyzeOptions {
                 top,
                 layers,
@@ -230,6 +256,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 target,
                 columns,
                 attention: !no_attention,
+                steer,
                 ..lens_engine::analysis::AnalyzeOptions::new(precision)
             };
             let start = std::time::Instant::now();
@@ -348,10 +375,22 @@ fn print_analysis(r: &lens_engine::analysis::Report) {
             );
         }
     }
+    if let Some(s) = &r.steering {
+        println!(
+            "steering with {:?} at layer {}, λ = {}:",
+            s.source, s.layer, s.lambda
+        );
+        println!("  steered:   {:?}", s.steered);
+        println!("  unsteered: {:?}", s.unsteered);
+        println!(
+            "  p({:?}) at the first generated position: {:.3e} steered, {:.3e} unsteered",
+            s.source_token, s.source_token_prob_steered, s.source_token_prob_unsteered
+        );
+    }
     let t = &r.timings_ms;
     println!(
-        "timings (ms): forward {:.0}, contributions {:.0}, jacobian {:.0}, svd {:.0}, decode {:.0}, layers {:.0}, ordinary {:.0}",
-        t.forward, t.contributions, t.jacobian, t.svd, t.decode, t.layers, t.ordinary
+        "timings (ms): forward {:.0}, contributions {:.0}, jacobian {:.0}, svd {:.0}, decode {:.0}, layers {:.0}, steering {:.0}, ordinary {:.0}",
+        t.forward, t.contributions, t.jacobian, t.svd, t.decode, t.layers, t.steering, t.ordinary
     );
 }
 

@@ -138,6 +138,40 @@ pub fn vjp_tap_on<B: Backend>(
     u: &Tensor,
     opts: PassOptions,
 ) -> Result<(Tensor, PassStats)> {
+    let (_, scale) = tap_output(model, trace, tap)?;
+    let start = u.to_dtype(be.dtype())?.broadcast_mul(&scale)?;
+    transpose_pass(be, model, trace, tap, &start, opts)
+}
+
+/// The full Jacobian of the tap's raw vector (the residual stream or module
+/// output at the last position, without the final norm), `[n, d, d]`.
+pub fn raw_tap_jacobian(
+    model: &Model,
+    trace: &Trace,
+    tap: Tap,
+    opts: PassOptions,
+) -> Result<(Tensor, PassStats)> {
+    let eye = Tensor::eye(model.config.hidden, trace.dtype(), &Device::Cpu)?;
+    match trace.dtype() {
+        DType::F64 => transpose_pass(&CpuBackend::<f64>::new(), model, trace, tap, &eye, opts),
+        DType::F32 => transpose_pass(&CpuBackend::<f32>::new(), model, trace, tap, &eye, opts),
+        other => Err(EngineError::Backend(format!(
+            "no CPU backend for {other:?}"
+        ))),
+    }
+}
+
+/// The transpose pass from cotangents `start` (`[k, d]`) on the tap's raw
+/// vector down to the tap's input.
+fn transpose_pass<B: Backend>(
+    be: &B,
+    model: &Model,
+    trace: &Trace,
+    tap: Tap,
+    start: &Tensor,
+    opts: PassOptions,
+) -> Result<(Tensor, PassStats)> {
+    let u = start;
     let c = &model.config;
     let (k, d) = u.dims2()?;
     let n = trace.n();
@@ -160,8 +194,7 @@ pub fn vjp_tap_on<B: Backend>(
             + if compose { 0 } else { c.ffn })
         * bytes;
     let chunk = (opts.memory_budget / per_row.max(1)).clamp(1, k.max(1));
-    let (_, scale) = tap_output(model, trace, tap)?;
-    let start = u.to_dtype(be.dtype())?.broadcast_mul(&scale)?;
+    let start = start.to_dtype(be.dtype())?;
     let mut chunks = (0..k)
         .step_by(chunk)
         .map(|s| {

@@ -3,6 +3,7 @@
 
 pub mod attribution;
 pub mod decode;
+pub mod steering;
 pub mod svd;
 
 use crate::error::Result;
@@ -125,6 +126,7 @@ pub struct Timings {
     pub ordinary: f64,
     pub svd: f64,
     pub decode: f64,
+    pub steering: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -148,6 +150,8 @@ pub struct Report {
     pub path: Vec<PathPoint>,
     /// The frozen attention probabilities `[layer][head][query][key]`.
     pub attention: Option<Vec<Vec<Vec<Vec<f64>>>>>,
+    /// The prompt continued with and without another prompt's operator.
+    pub steering: Option<steering::Steering>,
     pub timings_ms: Timings,
 }
 
@@ -171,6 +175,8 @@ pub struct AnalyzeOptions {
     /// Largest columns / rows of the last token's `J_i` (0: none).
     pub columns: usize,
     pub attention: bool,
+    /// Steer the prompt's continuation with another prompt's operator.
+    pub steer: Option<steering::SteerOptions>,
 }
 
 impl AnalyzeOptions {
@@ -188,6 +194,7 @@ impl AnalyzeOptions {
             target: None,
             columns: 5,
             attention: true,
+            steer: None,
         }
     }
 }
@@ -418,6 +425,16 @@ pub fn analyze(
     };
     timings.layers = now_ms() - t;
 
+    let steering = match &opts.steer {
+        Some(so) => {
+            let t = now_ms();
+            let s = steering::steer(model, prompt, so, opts.precision, opts.pass)?;
+            timings.steering = now_ms() - t;
+            Some(s)
+        }
+        None => None,
+    };
+
     let ordinary_rel_error = if opts.ordinary {
         let t = now_ms();
         let jo = crate::ordinary::ordinary_jacobian(model, &tr, opts.pass)?;
@@ -447,6 +464,7 @@ pub fn analyze(
         columns,
         path,
         attention,
+        steering,
         timings_ms: timings,
     })
 }
