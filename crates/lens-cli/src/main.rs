@@ -69,6 +69,10 @@ enum Command {
         /// Leave the attention probabilities out of the report.
         #[arg(long)]
         no_attention: bool,
+        /// Do not form J: the top singular triplets of J_cat by block Lanczos on
+        /// probe products (for long prompts).
+        #[arg(long)]
+        matrix_free: bool,
         /// Steer the continuation of --prompt with this source prompt's operator
         /// (its cumulative detached Jacobian at --steer-layer).
         #[arg(long)]
@@ -231,6 +235,7 @@ fn run(cli: Cli) -> Result<(), String> {
             target,
             columns,
             no_attention,
+            matrix_free,
             steer_source,
             steer_lambda,
             steer_layer,
@@ -257,6 +262,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 columns,
                 attention: !no_attention,
                 steer,
+                matrix_free,
                 ..lens_engine::analysis::AnalyzeOptions::new(precision)
             };
             let start = std::time::Instant::now();
@@ -290,7 +296,10 @@ fn print_analysis(r: &lens_engine::analysis::Report) {
     }
     let rec = &r.reconstruction;
     println!("reconstruction ‖Σ J_i x_i − y‖/‖y‖:");
-    println!("  detached      {:.3e}", rec.detached_rel_error);
+    match rec.detached_rel_error {
+        Some(e) => println!("  detached      {e:.3e}"),
+        None => println!("  detached      (J not formed: --matrix-free)"),
+    }
     println!("  contributions {:.3e}", rec.contributions_rel_error);
     if let Some(o) = rec.ordinary_rel_error {
         println!("  ordinary      {o:.3e}  (not frozen: no exact reconstruction)");
@@ -303,7 +312,11 @@ fn print_analysis(r: &lens_engine::analysis::Report) {
     for (t, share) in r.per_token.iter().zip(&a.per_token) {
         println!(
             "  {:>10.4} {:>10.4} {:>10.4} {:>10.4}  {:?}",
-            t.jacobian_fro_norm, t.contribution_norm, t.projection_on_y, share, t.token
+            t.jacobian_fro_norm.unwrap_or(f64::NAN),
+            t.contribution_norm,
+            t.projection_on_y,
+            share,
+            t.token
         );
     }
     if let Some(svd) = &r.svd {
@@ -320,6 +333,23 @@ fn print_analysis(r: &lens_engine::analysis::Report) {
                 join(&last.singular_values, 6)
             );
         }
+    }
+    if let Some(mf) = &r.matrix_free {
+        println!(
+            "matrix-free ({}; {} products, {} blocks): σ = {}",
+            mf.method,
+            mf.products,
+            mf.blocks,
+            join(&mf.singular_values, 8)
+        );
+        println!(
+            "  residuals ‖J v − σ u‖: {}",
+            mf.residuals
+                .iter()
+                .map(|r| format!("{r:.1e}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
     }
     if let Some(d) = &r.decode {
         for (name, pairs) in [("J_cat", &d.concat), ("last token's J_i", &d.last_token)] {

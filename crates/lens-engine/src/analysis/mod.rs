@@ -3,6 +3,7 @@
 
 pub mod attribution;
 pub mod decode;
+pub mod lanczos;
 pub mod steering;
 pub mod svd;
 
@@ -22,8 +23,9 @@ use svd::{decompose_concat, decompose_token, jacobian_values, Decomposition, Spe
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reconstruction {
-    /// `‖Σ_i J_i x_i − y‖ / ‖y‖` of the detached Jacobian.
-    pub detached_rel_error: f64,
+    /// `‖Σ_i J_i x_i − y‖ / ‖y‖` of the detached Jacobian (`None` when it
+    /// was not formed: matrix-free mode).
+    pub detached_rel_error: Option<f64>,
     /// The same for the ordinary Jacobian (nothing frozen), when computed.
     pub ordinary_rel_error: Option<f64>,
     /// `‖Σ_i c_i − y‖ / ‖y‖` of the forward-mode contributions.
@@ -33,7 +35,8 @@ pub struct Reconstruction {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenRow {
     pub token: String,
-    pub jacobian_fro_norm: f64,
+    /// `‖J_i‖_F` (`None` in matrix-free mode).
+    pub jacobian_fro_norm: Option<f64>,
     /// `‖c_i‖`, `c_i = J_i x_i`.
     pub contribution_norm: f64,
     /// `c_i · y / ‖y‖` (they sum to `‖y‖`).
@@ -60,6 +63,18 @@ pub struct DecodedPair {
     /// `v_k` at `v_position`, the position where it is largest).
     pub v_tokens: Vec<TokenScore>,
     pub v_position: usize,
+}
+
+/// The top of `J_cat`'s spectrum found without forming `J`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MatrixFree {
+    pub method: String,
+    /// Vector products with `J` or `Jᵀ`.
+    pub products: usize,
+    pub blocks: usize,
+    pub singular_values: Vec<f64>,
+    /// `‖J_cat v_k − σ_k u_k‖` for each triplet.
+    pub residuals: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,6 +155,9 @@ pub struct Report {
     pub per_token: Vec<TokenRow>,
     pub layers: Vec<LayerRow>,
     pub svd: Option<SvdReport>,
+    /// With `matrix_free`: the top triplets of `J_cat` (then `svd` is absent
+    /// and `decode.concat` reads these triplets).
+    pub matrix_free: Option<MatrixFree>,
     pub decode: Option<DecodeReport>,
     /// Of the `--target` token, or the predicted one.
     pub attribution: Attribution,
@@ -177,6 +195,9 @@ pub struct AnalyzeOptions {
     pub attention: bool,
     /// Steer the prompt's continuation with another prompt's operator.
     pub steer: Option<steering::SteerOptions>,
+    /// Do not form `J`: top singular triplets of `J_cat` from probe
+    /// products (long prompts).
+    pub matrix_free: bool,
 }
 
 impl AnalyzeOptions {
@@ -195,6 +216,7 @@ impl AnalyzeOptions {
             columns: 5,
             attention: true,
             steer: None,
+            matrix_free: false,
         }
     }
 }
@@ -219,17 +241,31 @@ pub fn analyze(
     let contributions_rel_error = rel_error(&c.sum(0)?, &tr.y.flatten_all()?)?;
     timings.contributions = now_ms() - t;
 
+    let n = ids.len();
     let t = now_ms();
-    let (j, _) = detached_jacobian(model, &tr, opts.pass)?;
-    let detached_rel_error = reconstruction_error(&j, &tr.x, &tr.y)?;
+    let j = if opts.matrix_free {
+        None
+    } else {
+        Some(detached_jacobian(model, &tr, opts.pass)?.0)
+    };
+    let detached_rel_error = match &j {
+        Some(j) => Some(reconstruction_error(j, &tr.x, &tr.y)?),
+        None => None,
+    };
     timings.jacobian = now_ms() - t;
 
-    let fro = j
-        .sqr()?
-        .sum((1, 2))?
-        .sqrt()?
-        .to_dtype(DType::F64)?
-        .to_vec1::<f64>()?;
+    let fro: Vec<Option<f64>> = match &j {
+        Some(j) => j
+            .sqr()?
+            .sum((1, 2))?
+            .sqrt()?
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => vec![None; n],
+    };
     let cn = c
         .sqr()?
         .sum(1)?
@@ -247,9 +283,9 @@ pub fn analyze(
     let per_token = ids
         .iter()
         .zip(fro.iter().zip(&cn).zip(&proj))
-        .map(|(&id, ((&f, &c), &p))| TokenRow {
+        .map(|(&id, ((f, &c), &p))| TokenRow {
             token: model.tokenizer.token_str(id),
-            jacobian_fro_norm: f,
+            jacobian_fro_norm: *f,
             contribution_norm: c,
             projection_on_y: p / y_norm,
         })
@@ -271,13 +307,32 @@ pub fn analyze(
         None
     };
 
-    let n = ids.len();
     let t = now_ms();
-    let (values, dims) = jacobian_values(&j)?;
-    drop(j);
+    let d = model.config.hidden;
+    let (values, dims) = match j {
+        Some(j) => jacobian_values(&j)?,
+        None => (Vec::new(), [n, d, d]),
+    };
     let keep = opts.svd.max(opts.decode);
     let (mut concat, mut last): (Option<Decomposition>, Option<Decomposition>) = (None, None);
-    let svd = if keep > 0 {
+    let mut matrix_free = None;
+    let svd = if opts.matrix_free {
+        let k = opts.decode.max(2).max(opts.svd.min(8));
+        let mf = lanczos::top_triplets(model, &tr, lanczos::KrylovOptions::new(k), opts.pass)?;
+        matrix_free = Some(MatrixFree {
+            method: mf.method.clone(),
+            products: mf.products,
+            blocks: mf.blocks,
+            singular_values: mf.triplets.iter().map(|t| t.sigma).collect(),
+            residuals: mf.triplets.iter().map(|t| t.residual).collect(),
+        });
+        concat = Some(Decomposition {
+            singular_values: mf.triplets.iter().map(|t| t.sigma).collect(),
+            u: mf.triplets.iter().map(|t| t.u.clone()).collect(),
+            v: mf.triplets.into_iter().map(|t| t.v).collect(),
+        });
+        None
+    } else if keep > 0 {
         let cat = decompose_concat(&values, dims, opts.decode.max(2), Some(&y))?;
         let mut per = Vec::with_capacity(n);
         for i in 0..n {
@@ -312,7 +367,7 @@ pub fn analyze(
     };
     let cat_pairs = pairs(&mut queue, concat, 0);
     let last_pairs = pairs(&mut queue, last, n - 1);
-    let lines = if opts.columns > 0 {
+    let lines = if opts.columns > 0 && !opts.matrix_free {
         Some(queue_lines(&mut queue, &values, dims, n - 1, opts.columns))
     } else {
         None
@@ -458,6 +513,7 @@ pub fn analyze(
         per_token,
         layers,
         svd,
+        matrix_free,
         decode,
         attribution,
         attribution_predicted,

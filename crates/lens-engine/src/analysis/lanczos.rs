@@ -1,0 +1,239 @@
+//! Top singular triplets of `J_cat = [J_1 … J_n]` (`d × n·d`) without forming
+//! `J`, for prompts whose full Jacobian would not fit: block Krylov
+//! (block Lanczos with full reorthogonalization) on `A = J_cat J_catᵀ`
+//! (`d × d`), each `A·X` being one transpose pass with the block's rows
+//! (`Jᵀ X`) and one forward-mode pass with those as tangents (`J (Jᵀ X)`).
+//! Rayleigh–Ritz on the Krylov basis gives `σ_k² `, `u_k`; then
+//! `v_k = Jᵀ u_k / σ_k`. The residual `‖A u_k − σ_k² u_k‖` bounds the error
+//! of `σ_k²` (some eigenvalue of `A` lies that close) and equals
+//! `σ_k ‖J v_k − σ_k u_k‖`.
+
+use crate::error::{EngineError, Result};
+use crate::jacobian::{jvp, vjp, PassOptions};
+use crate::model::Model;
+use crate::trace::Trace;
+use candle_core::{DType, Device, Tensor};
+use faer::Mat;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy)]
+pub struct KrylovOptions {
+    /// Triplets wanted.
+    pub k: usize,
+    /// Vectors per block (≥ k; a few more than k converge faster).
+    pub block: usize,
+    /// Stop when every wanted residual `‖A u − θ u‖ ≤ tol · θ₁`.
+    pub tol: f64,
+    /// At most this many blocks.
+    pub max_blocks: usize,
+    pub seed: u64,
+}
+
+impl KrylovOptions {
+    pub fn new(k: usize) -> Self {
+        Self {
+            k,
+            block: (k + 8).max(12),
+            tol: 1e-10,
+            max_blocks: 40,
+            seed: 0x1e57,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Triplet {
+    pub sigma: f64,
+    /// Left singular vector (output space, `d`), signed so that `u · y ≥ 0`.
+    pub u: Vec<f64>,
+    /// Right singular vector (`n·d`, position-major).
+    pub v: Vec<f64>,
+    /// `‖J_cat v − σ u‖` (and `Jᵀ u = σ v` holds by construction).
+    pub residual: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KrylovSvd {
+    pub method: String,
+    /// Vector products with `J` or `Jᵀ` (one per row of a block, each way).
+    pub products: usize,
+    pub blocks: usize,
+    pub triplets: Vec<Triplet>,
+}
+
+/// `d × b` column blocks kept as `b` vectors of `d`.
+type Block = Vec<Vec<f64>>;
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn norm(a: &[f64]) -> f64 {
+    dot(a, a).sqrt()
+}
+
+/// Orthonormalizes `x` against `basis` and itself (twice, for f64-level
+/// orthogonality); drops vectors that vanish.
+fn orthonormalize(x: Block, basis: &[Vec<f64>]) -> Block {
+    let mut out: Block = Vec::with_capacity(x.len());
+    for mut v in x {
+        let before = norm(&v);
+        for _ in 0..2 {
+            for q in basis.iter().chain(out.iter()) {
+                let c = dot(&v, q);
+                v.iter_mut().zip(q).for_each(|(a, b)| *a -= c * b);
+            }
+        }
+        let after = norm(&v);
+        if after > 1e-10 * before.max(f64::MIN_POSITIVE) && after > 0.0 {
+            v.iter_mut().for_each(|a| *a /= after);
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// `Jᵀ x_j` for each vector (`[b][n·d]`).
+fn jt(model: &Model, trace: &Trace, x: &Block, opts: PassOptions) -> Result<Vec<Vec<f64>>> {
+    let (b, d) = (x.len(), model.config.hidden);
+    let flat: Vec<f64> = x.iter().flatten().copied().collect();
+    let u = Tensor::from_vec(flat, (b, d), &Device::Cpu)?.to_dtype(trace.dtype())?;
+    let (g, _) = vjp(model, trace, &u, opts)?; // [n, b, d]
+    let g = g.transpose(0, 1)?.contiguous()?.to_dtype(DType::F64)?; // [b, n, d]
+    Ok(g.flatten_from(1)?.to_vec2::<f64>()?)
+}
+
+/// `J t_j` for tangents `t_j` of `n·d` values each.
+fn j(model: &Model, trace: &Trace, t: &[Vec<f64>]) -> Result<Block> {
+    let (b, n, d) = (t.len(), trace.n(), model.config.hidden);
+    let flat: Vec<f64> = t.iter().flatten().copied().collect();
+    let v = Tensor::from_vec(flat, (b, n, d), &Device::Cpu)?.to_dtype(trace.dtype())?;
+    Ok(jvp(model, trace, &v)?
+        .to_dtype(DType::F64)?
+        .to_vec2::<f64>()?)
+}
+
+/// A deterministic pseudo-random start block.
+fn start_block(d: usize, b: usize, seed: u64) -> Block {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..b)
+        .map(|_| {
+            (0..d)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The top `opts.k` singular triplets of `J_cat` by block Krylov iteration.
+pub fn top_triplets(
+    model: &Model,
+    trace: &Trace,
+    opts: KrylovOptions,
+    pass: PassOptions,
+) -> Result<KrylovSvd> {
+    let d = model.config.hidden;
+    let k = opts.k.min(d);
+    if k == 0 {
+        return Err(EngineError::Config(
+            "ask for at least one singular triplet".into(),
+        ));
+    }
+    let b = opts.block.max(k).min(d);
+    let y = trace.y_vec()?;
+    let mut basis: Block = Vec::new(); // Q
+    let mut images: Block = Vec::new(); // A Q
+    let mut x = orthonormalize(start_block(d, b, opts.seed), &[]);
+    let mut products = 0;
+    let mut blocks = 0;
+    let mut ritz: Option<(Vec<f64>, Block, Block)> = None; // θ, U, A U
+    while !x.is_empty() && blocks < opts.max_blocks {
+        let ax = j(model, trace, &jt(model, trace, &x, pass)?)?;
+        products += 2 * x.len();
+        blocks += 1;
+        basis.extend(x);
+        images.extend(ax.iter().cloned());
+        // Rayleigh–Ritz: T = Qᵀ A Q, symmetrized.
+        let m = basis.len();
+        let t = Mat::<f64>::from_fn(m, m, |r, c| {
+            0.5 * (dot(&basis[r], &images[c]) + dot(&basis[c], &images[r]))
+        });
+        let eig = t
+            .self_adjoint_eigen(faer::Side::Lower)
+            .map_err(|e| EngineError::Backend(format!("eigen solver: {e:?}")))?;
+        let (s, w) = (eig.S().column_vector(), eig.U());
+        // Eigenvalues ascending: take the top k.
+        let take = k.min(m);
+        let mut theta = Vec::with_capacity(take);
+        let (mut us, mut aus) = (Vec::with_capacity(take), Vec::with_capacity(take));
+        for idx in (m - take..m).rev() {
+            theta.push(s[idx].max(0.0));
+            let mut u = vec![0.0; d];
+            let mut au = vec![0.0; d];
+            for r in 0..m {
+                let c = w[(r, idx)];
+                u.iter_mut().zip(&basis[r]).for_each(|(a, q)| *a += c * q);
+                au.iter_mut().zip(&images[r]).for_each(|(a, q)| *a += c * q);
+            }
+            us.push(u);
+            aus.push(au);
+        }
+        let top = theta.first().copied().unwrap_or(0.0);
+        let converged = take == k
+            && us.iter().zip(&aus).zip(&theta).all(|((u, au), th)| {
+                let r: Vec<f64> = au.iter().zip(u).map(|(a, b)| a - th * b).collect();
+                norm(&r) <= opts.tol * top
+            });
+        ritz = Some((theta, us, aus));
+        if converged || m >= d {
+            break;
+        }
+        x = orthonormalize(ax, &basis);
+    }
+    let Some((theta, mut us, aus)) = ritz else {
+        return Err(EngineError::Config("no Krylov step was possible".into()));
+    };
+    // Sign towards y, then v = Jᵀ u / σ.
+    for u in us.iter_mut() {
+        if dot(u, &y) < 0.0 {
+            u.iter_mut().for_each(|a| *a = -*a);
+        }
+    }
+    let vs = jt(model, trace, &us, pass)?;
+    products += us.len();
+    let triplets = theta
+        .iter()
+        .zip(us)
+        .zip(vs)
+        .zip(&aus)
+        .map(|(((&th, u), v), au)| {
+            let sigma = th.sqrt();
+            // ‖J v − σ u‖ = ‖A u − σ² u‖ / σ (au is A u up to u's sign).
+            let sgn = if dot(au, &u) < 0.0 { -1.0 } else { 1.0 };
+            let r: Vec<f64> = au.iter().zip(&u).map(|(a, b)| sgn * a - th * b).collect();
+            let residual = if sigma > 0.0 { norm(&r) / sigma } else { 0.0 };
+            let v = if sigma > 0.0 {
+                v.into_iter().map(|x| x / sigma).collect()
+            } else {
+                v
+            };
+            Triplet {
+                sigma,
+                u,
+                v,
+                residual,
+            }
+        })
+        .collect();
+    Ok(KrylovSvd {
+        method: format!("block Lanczos on J·Jᵀ (block {b}, full reorthogonalization)"),
+        products,
+        blocks,
+        triplets,
+    })
+}
