@@ -14,6 +14,25 @@ use crate::trace::Trace;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+/// Runs `$body` with `$be` the CPU backend of precision `$dtype`.
+macro_rules! on_cpu {
+    ($dtype:expr, |$be:ident| $body:expr) => {
+        match $dtype {
+            DType::F64 => {
+                let $be = CpuBackend::<f64>::new();
+                $body
+            }
+            DType::F32 => {
+                let $be = CpuBackend::<f32>::new();
+                $body
+            }
+            other => Err(EngineError::Backend(format!(
+                "no CPU backend for {other:?}"
+            ))),
+        }
+    };
+}
+
 /// Bounds on the transpose pass's working memory.
 #[derive(Debug, Clone, Copy)]
 pub struct PassOptions {
@@ -120,13 +139,9 @@ pub fn vjp_tap(
     u: &Tensor,
     opts: PassOptions,
 ) -> Result<(Tensor, PassStats)> {
-    match trace.dtype() {
-        DType::F64 => vjp_tap_on(&CpuBackend::<f64>::new(), model, trace, tap, u, opts),
-        DType::F32 => vjp_tap_on(&CpuBackend::<f32>::new(), model, trace, tap, u, opts),
-        other => Err(EngineError::Backend(format!(
-            "no CPU backend for {other:?}"
-        ))),
-    }
+    on_cpu!(trace.dtype(), |be| vjp_tap_on(
+        &be, model, trace, tap, u, opts
+    ))
 }
 
 /// The transpose pass on any backend.
@@ -152,13 +167,9 @@ pub fn raw_tap_jacobian(
     opts: PassOptions,
 ) -> Result<(Tensor, PassStats)> {
     let eye = Tensor::eye(model.config.hidden, trace.dtype(), &Device::Cpu)?;
-    match trace.dtype() {
-        DType::F64 => transpose_pass(&CpuBackend::<f64>::new(), model, trace, tap, &eye, opts),
-        DType::F32 => transpose_pass(&CpuBackend::<f32>::new(), model, trace, tap, &eye, opts),
-        other => Err(EngineError::Backend(format!(
-            "no CPU backend for {other:?}"
-        ))),
-    }
+    on_cpu!(trace.dtype(), |be| transpose_pass(
+        &be, model, trace, tap, &eye, opts
+    ))
 }
 
 /// The transpose pass from cotangents `start` (`[k, d]`) on the tap's raw
@@ -268,13 +279,7 @@ pub fn detached_jacobian(
 /// Forward mode: tangents `v` (`[b, n, d]`, at the input embeddings) → `[b, d]`
 /// (`Σ_i J_i v_i` for each of the `b` tangents).
 pub fn jvp(model: &Model, trace: &Trace, v: &Tensor) -> Result<Tensor> {
-    match trace.dtype() {
-        DType::F64 => jvp_on(&CpuBackend::<f64>::new(), model, trace, v),
-        DType::F32 => jvp_on(&CpuBackend::<f32>::new(), model, trace, v),
-        other => Err(EngineError::Backend(format!(
-            "no CPU backend for {other:?}"
-        ))),
-    }
+    on_cpu!(trace.dtype(), |be| jvp_on(&be, model, trace, v))
 }
 
 /// Forward mode on any backend.

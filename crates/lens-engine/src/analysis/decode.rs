@@ -29,32 +29,6 @@ pub fn unembedding_name(model: &Model) -> &'static str {
     }
 }
 
-/// Top `top` tokens of `W_U u` for each `u` (`d` values each).
-pub fn through_unembedding(
-    model: &Model,
-    vectors: &[Vec<f64>],
-    top: usize,
-) -> Result<Vec<Vec<TokenScore>>> {
-    let mut q = Queue::default();
-    vectors.iter().for_each(|v| {
-        q.unembed(v.clone());
-    });
-    Ok(q.run(model, top)?.unembed)
-}
-
-/// The `top` input-embedding rows nearest each `v` by cosine.
-pub fn nearest_embeddings(
-    model: &Model,
-    vectors: &[Vec<f64>],
-    top: usize,
-) -> Result<Vec<Vec<TokenScore>>> {
-    let mut q = Queue::default();
-    vectors.iter().for_each(|v| {
-        q.embed(v.clone());
-    });
-    Ok(q.run(model, top)?.embed)
-}
-
 /// Vectors to decode, gathered so that each vocabulary matrix is read once
 /// (once in all when the model ties its embeddings).
 #[derive(Debug, Default)]
