@@ -311,8 +311,9 @@ fn print_analysis(r: &lens_engine::analysis::Report) {
     );
     for (t, share) in r.per_token.iter().zip(&a.per_token) {
         println!(
-            "  {:>10.4} {:>10.4} {:>10.4} {:>10.4}  {:?}",
-            t.jacobian_fro_norm.unwrap_or(f64::NAN),
+            "  {:>10} {:>10.4} {:>10.4} {:>10.4}  {:?}",
+            t.jacobian_fro_norm
+                .map_or("-".to_string(), |f| format!("{f:.4}")),
             t.contribution_norm,
             t.projection_on_y,
             share,
@@ -353,6 +354,9 @@ fn print_analysis(r: &lens_engine::analysis::Report) {
     }
     if let Some(d) = &r.decode {
         for (name, pairs) in [("J_cat", &d.concat), ("last token's J_i", &d.last_token)] {
+            if pairs.is_empty() {
+                continue;
+            }
             println!("decoded singular vectors of {name}:");
             for p in pairs {
                 println!(
