@@ -1,5 +1,5 @@
-//! Top singular triplets of `J_cat = [J_1 … J_n]` (`d × n·d`) without forming
-//! `J`, for prompts whose full Jacobian would not fit: block Krylov
+//! Top singular triplets of `J_cat = [J_1 … J_n]` (`d × n·d`), or of one
+//! `J_i`, without forming `J`, for prompts whose full Jacobian would not fit: block Krylov
 //! (block Lanczos with full reorthogonalization) on `A = J_cat J_catᵀ`
 //! (`d × d`), each `A·X` being one transpose pass with the block's rows
 //! (`Jᵀ X`) and one forward-mode pass with those as tangents (`J (Jᵀ X)`).
@@ -27,6 +27,8 @@ pub struct KrylovOptions {
     /// At most this many blocks.
     pub max_blocks: usize,
     pub seed: u64,
+    /// `Some(i)`: the triplets of `J_i` instead of `J_cat`.
+    pub position: Option<usize>,
 }
 
 impl KrylovOptions {
@@ -37,6 +39,7 @@ impl KrylovOptions {
             tol: 1e-10,
             max_blocks: 40,
             seed: 0x1e57,
+            position: None,
         }
     }
 }
@@ -46,7 +49,7 @@ pub struct Triplet {
     pub sigma: f64,
     /// Left singular vector (output space, `d`), signed so that `u · y ≥ 0`.
     pub u: Vec<f64>,
-    /// Right singular vector (`n·d`, position-major).
+    /// Right singular vector (`n·d`, position-major; `d` for one `J_i`).
     pub v: Vec<f64>,
     /// `‖J_cat v − σ u‖` (and `Jᵀ u = σ v` holds by construction).
     pub residual: f64,
@@ -93,20 +96,39 @@ fn orthonormalize(x: Block, basis: &[Vec<f64>]) -> Block {
     out
 }
 
-/// `Jᵀ x_j` for each vector (`[b][n·d]`).
-fn jt(model: &Model, trace: &Trace, x: &Block, opts: PassOptions) -> Result<Vec<Vec<f64>>> {
+/// `Jᵀ x_j` for each vector: `[b][n·d]`, or `[b][d]` (`J_iᵀ x_j`) at `position`.
+fn jt(
+    model: &Model,
+    trace: &Trace,
+    x: &Block,
+    position: Option<usize>,
+    opts: PassOptions,
+) -> Result<Vec<Vec<f64>>> {
     let (b, d) = (x.len(), model.config.hidden);
     let flat: Vec<f64> = x.iter().flatten().copied().collect();
     let u = Tensor::from_vec(flat, (b, d), &Device::Cpu)?.to_dtype(trace.dtype())?;
     let (g, _) = vjp(model, trace, &u, opts)?; // [n, b, d]
-    let g = g.transpose(0, 1)?.contiguous()?.to_dtype(DType::F64)?; // [b, n, d]
+    let g = match position {
+        Some(i) => g.narrow(0, i, 1)?,
+        None => g,
+    };
+    let g = g.transpose(0, 1)?.contiguous()?.to_dtype(DType::F64)?; // [b, n|1, d]
     Ok(g.flatten_from(1)?.to_vec2::<f64>()?)
 }
 
-/// `J t_j` for tangents `t_j` of `n·d` values each.
-fn j(model: &Model, trace: &Trace, t: &[Vec<f64>]) -> Result<Block> {
+/// `J t_j` for tangents `t_j` of `n·d` values each (or `d` at `position`).
+fn j(model: &Model, trace: &Trace, t: &[Vec<f64>], position: Option<usize>) -> Result<Block> {
     let (b, n, d) = (t.len(), trace.n(), model.config.hidden);
-    let flat: Vec<f64> = t.iter().flatten().copied().collect();
+    let flat: Vec<f64> = match position {
+        Some(i) => {
+            let mut full = vec![0.0; b * n * d];
+            for (r, v) in t.iter().enumerate() {
+                full[(r * n + i) * d..(r * n + i + 1) * d].copy_from_slice(v);
+            }
+            full
+        }
+        None => t.iter().flatten().copied().collect(),
+    };
     let v = Tensor::from_vec(flat, (b, n, d), &Device::Cpu)?.to_dtype(trace.dtype())?;
     Ok(jvp(model, trace, &v)?
         .to_dtype(DType::F64)?
@@ -139,6 +161,14 @@ pub fn top_triplets(
 ) -> Result<KrylovSvd> {
     let d = model.config.hidden;
     let k = opts.k.min(d);
+    if let Some(i) = opts.position {
+        if i >= trace.n() {
+            return Err(EngineError::Config(format!(
+                "position {i} is past the prompt's {} tokens",
+                trace.n()
+            )));
+        }
+    }
     if k == 0 {
         return Err(EngineError::Config(
             "ask for at least one singular triplet".into(),
@@ -153,7 +183,12 @@ pub fn top_triplets(
     let mut blocks = 0;
     let mut ritz: Option<(Vec<f64>, Block, Block)> = None; // θ, U, A U
     while !x.is_empty() && blocks < opts.max_blocks {
-        let ax = j(model, trace, &jt(model, trace, &x, pass)?)?;
+        let ax = j(
+            model,
+            trace,
+            &jt(model, trace, &x, opts.position, pass)?,
+            opts.position,
+        )?;
         products += 2 * x.len();
         blocks += 1;
         basis.extend(x);
@@ -204,7 +239,7 @@ pub fn top_triplets(
             u.iter_mut().for_each(|a| *a = -*a);
         }
     }
-    let vs = jt(model, trace, &us, pass)?;
+    let vs = jt(model, trace, &us, opts.position, pass)?;
     products += us.len();
     let triplets = theta
         .iter()
@@ -230,8 +265,12 @@ pub fn top_triplets(
             }
         })
         .collect();
+    let of = match opts.position {
+        Some(i) => format!("J_{i}·J_{i}ᵀ"),
+        None => "J_cat·J_catᵀ".to_string(),
+    };
     Ok(KrylovSvd {
-        method: format!("block Lanczos on J·Jᵀ (block {b}, full reorthogonalization)"),
+        method: format!("block Lanczos on {of} (block {b}, full reorthogonalization)"),
         products,
         blocks,
         triplets,

@@ -326,11 +326,15 @@ pub fn analyze(
             singular_values: mf.triplets.iter().map(|t| t.sigma).collect(),
             residuals: mf.triplets.iter().map(|t| t.residual).collect(),
         });
-        concat = Some(Decomposition {
-            singular_values: mf.triplets.iter().map(|t| t.sigma).collect(),
-            u: mf.triplets.iter().map(|t| t.u.clone()).collect(),
-            v: mf.triplets.into_iter().map(|t| t.v).collect(),
-        });
+        concat = Some(triplets_as_decomposition(mf.triplets));
+        if opts.decode > 0 {
+            let at_last = lanczos::KrylovOptions {
+                position: Some(n - 1),
+                ..lanczos::KrylovOptions::new(opts.decode)
+            };
+            let mf_last = lanczos::top_triplets(model, &tr, at_last, opts.pass)?;
+            last = Some(triplets_as_decomposition(mf_last.triplets));
+        }
         None
     } else if keep > 0 {
         let cat = decompose_concat(&values, dims, opts.decode.max(2), Some(&y))?;
@@ -523,6 +527,14 @@ pub fn analyze(
         steering,
         timings_ms: timings,
     })
+}
+
+fn triplets_as_decomposition(triplets: Vec<lanczos::Triplet>) -> Decomposition {
+    Decomposition {
+        singular_values: triplets.iter().map(|t| t.sigma).collect(),
+        u: triplets.iter().map(|t| t.u.clone()).collect(),
+        v: triplets.into_iter().map(|t| t.v).collect(),
+    }
 }
 
 /// A decoded pair waiting for its words: `(sigma, u index, v index, position)`.
