@@ -176,12 +176,14 @@ impl<B: Backend> FrozenLayer<B> {
         (self.kv_heads * self.head_dim, self.heads * self.head_dim)
     }
 
-    /// Forward mode: `b` tangents `t` (`[b, n, d]`, at the block input) →
-    /// the same at its output.
-    pub fn forward(&self, be: &B, t: &B::Buf, b: usize) -> Result<B::Buf> {
+    /// Forward mode: `b` tangents `t` (`[b, n - from, d]`, at the block input,
+    /// on positions `from..n`; the tangents are zero before `from`, so
+    /// those positions are skipped) → the same at its output.
+    pub fn forward(&self, be: &B, t: &B::Buf, b: usize, from: usize) -> Result<B::Buf> {
         let (n, d, ffn, hd) = (self.n, self.d, self.ffn, self.head_dim);
         let (kvw, hw) = self.widths();
-        let rows = b * n;
+        let m = n - from;
+        let rows = b * m;
         let mut v = be.zeros(rows * kvw)?;
         let wv_t = MatView::dense(0, kvw, d).t();
         be.gemm(
@@ -200,34 +202,33 @@ impl<B: Backend> FrozenLayer<B> {
             let kv = h / self.group();
             let dst = MatView {
                 offset: h * hd,
-                rows: n,
+                rows: m,
                 cols: hd,
                 rs: hw,
                 cs: 1,
             };
             let vals = MatView {
                 offset: kv * hd,
-                rows: n,
+                rows: m,
                 cols: hd,
                 rs: kvw,
                 cs: 1,
             };
             let batch = Batch {
                 count: b,
-                dst: n * hw,
+                dst: m * hw,
                 a: 0,
-                b: n * kvw,
+                b: m * kvw,
             };
-            be.gemm(
-                &mut mixed,
-                dst,
-                &self.p_hat,
-                MatView::dense(h * n * n, n, n),
-                &v,
-                vals,
-                batch,
-                false,
-            )?;
+            // Queries and keys from..n of this head's P̂.
+            let p = MatView {
+                offset: h * n * n + from * n + from,
+                rows: m,
+                cols: m,
+                rs: n,
+                cs: 1,
+            };
+            be.gemm(&mut mixed, dst, &self.p_hat, p, &v, vals, batch, false)?;
         }
         drop(v);
         // h = t + W̃o·mixed
@@ -266,10 +267,10 @@ impl<B: Backend> FrozenLayer<B> {
             false,
         )?;
         let g = Strided {
-            offset: 0,
+            offset: from * ffn,
             strides: [0, ffn, 1],
         };
-        be.elementwise(Store::Mul, &mut u, 0, [b, n, ffn], (&self.g_tilde, g), None)?;
+        be.elementwise(Store::Mul, &mut u, 0, [b, m, ffn], (&self.g_tilde, g), None)?;
         let down_t = MatView::dense(0, d, ffn).t();
         be.gemm(
             &mut h,

@@ -284,13 +284,32 @@ pub fn jvp(model: &Model, trace: &Trace, v: &Tensor) -> Result<Tensor> {
 
 /// Forward mode on any backend.
 pub fn jvp_on<B: Backend>(be: &B, model: &Model, trace: &Trace, v: &Tensor) -> Result<Tensor> {
-    let (b, n, d) = v.dims3()?;
+    jvp_suffix_on(be, model, trace, v, 0)
+}
+
+/// Forward mode for tangents that are zero before position `from`: `v` is
+/// `[b, n - from, d]` (positions `from..n`), and the positions before
+/// `from` are not computed at all.
+pub fn jvp_suffix_on<B: Backend>(
+    be: &B,
+    model: &Model,
+    trace: &Trace,
+    v: &Tensor,
+    from: usize,
+) -> Result<Tensor> {
+    let (b, m, d) = v.dims3()?;
+    if from + m != trace.n() {
+        return Err(EngineError::Backend(format!(
+            "tangents on {m} positions from {from} do not end at the prompt's {}",
+            trace.n()
+        )));
+    }
     let mut t = be.upload(v)?;
     for (l, rec) in trace.layers.iter().enumerate() {
-        t = FrozenLayer::new(be, model, l, rec)?.forward(be, &t, b)?;
+        t = FrozenLayer::new(be, model, l, rec)?.forward(be, &t, b, from)?;
     }
-    let out = be.download(&t, 0, &[b, n, d])?;
-    let last = out.narrow(1, n - 1, 1)?.squeeze(1)?;
+    let out = be.download(&t, 0, &[b, m, d])?;
+    let last = out.narrow(1, m - 1, 1)?.squeeze(1)?;
     let scale = trace
         .r_final
         .broadcast_mul(&trace.w_final)?
@@ -311,14 +330,18 @@ pub fn contributions(model: &Model, trace: &Trace, opts: PassOptions) -> Result<
     let mut out = Vec::new();
     for s in (0..n).step_by(batch) {
         let b = batch.min(n - s);
-        // Tangent j of this batch is x at position s + j, zero elsewhere.
-        let mut mask = vec![0f64; b * n];
+        let m = n - s;
+        // Tangent j of this batch is x at position s + j, zero elsewhere:
+        // everything before s stays zero and is skipped.
+        let mut mask = vec![0f64; b * m];
         for j in 0..b {
-            mask[j * n + s + j] = 1.0;
+            mask[j * m + j] = 1.0;
         }
-        let mask = Tensor::from_vec(mask, (b, n, 1), &Device::Cpu)?.to_dtype(dtype)?;
-        let v = mask.broadcast_mul(&trace.x.reshape((1, n, d))?)?;
-        out.push(jvp(model, trace, &v)?);
+        let mask = Tensor::from_vec(mask, (b, m, 1), &Device::Cpu)?.to_dtype(dtype)?;
+        let v = mask.broadcast_mul(&trace.x.narrow(0, s, m)?.reshape((1, m, d))?)?;
+        out.push(on_cpu!(dtype, |be| jvp_suffix_on(
+            &be, model, trace, &v, s
+        ))?);
     }
     let refs: Vec<&Tensor> = out.iter().collect();
     Ok(Tensor::cat(&refs, 0)?)
