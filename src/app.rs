@@ -1,132 +1,618 @@
-//! Page layout and state: load the default model on start, predict on demand.
+//! Page layout and state: the model in use, the run's stages as they
+//! arrive from the engine worker, the URL fragment ⇄ analysis state.
 
-use crate::browser::{next_paint, now_ms};
-use crate::model_loader::fetch_bytes;
-use crate::views::load_status::{Load, LoadStatus};
-use crate::views::prediction::{PredictionView, Run};
-use lens_engine::{Model, Precision};
+use crate::browser;
+use crate::views::exactness::{ExactnessData, ExactnessView};
+use crate::views::format::mb;
+use crate::views::model_picker::ModelPicker;
+use crate::views::prediction::{PredictionData, PredictionView};
+use crate::views::progress::{ProgressInfo, ProgressView};
+use crate::views::spectrum::{SpectrumData, SpectrumView};
+use crate::views::token_strip::{StripData, TokenStrip};
+use crate::worker_client::Engine;
+use js_sys::Array;
+use lens_protocol::catalog::{HF_BASE, MODEL_CACHE};
+use lens_protocol::messages::RunRequest;
+use lens_protocol::{
+    AnalysisSpec, Catalog, ErrorKind, Precision, Reply, Request, Stage, TokenRow, View,
+};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 
-pub const MODEL_ID: &str = "gemma-3-270m";
-const MODEL_URL: &str = "./models/gemma-3-270m-q4_k_m.gguf";
-const DEFAULT_PROMPT: &str = "The capital of France is";
-const TOP_K: usize = 5;
+const CATALOG_JSON: &str = include_str!("../web/models.json");
+const DEFAULT_PROMPT: &str = "The bridge out of Marin is the";
+const TOP_K: usize = 10;
+
+#[derive(Clone, Debug, PartialEq)]
+enum ModelState {
+    Starting,
+    Downloading {
+        received: u64,
+        total: Option<u64>,
+        rate: f64,
+        file: String,
+        from_cache: bool,
+    },
+    Parsing,
+    Ready {
+        name: String,
+        detail: String,
+    },
+    Failed,
+    Idle,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Running {
+    job: u32,
+    stage: Stage,
+    done: usize,
+    total: usize,
+    started: f64,
+}
+
+/// What is loaded into the worker, to reload it after a restart.
+#[derive(Clone)]
+enum Loadable {
+    Remote(String),
+    Files(Array),
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Results {
+    precision: Precision,
+    tokens: Vec<String>,
+    prediction: Option<PredictionData>,
+    rows: Option<Vec<TokenRow>>,
+    target_token: String,
+    logit: f64,
+    contributions: Option<(f64, f64)>,
+    detached: Option<f64>,
+    fro_norms: Option<Vec<f64>>,
+    spectrum: Option<SpectrumData>,
+    ordinary: Option<f64>,
+    done_ms: Option<f64>,
+}
 
 #[component]
 pub fn App() -> impl IntoView {
-    let (load, set_load) = signal(Load::Fetching {
-        received: 0,
-        total: None,
-    });
-    let (run, set_run) = signal(Run::Idle);
-    let (prompt, set_prompt) = signal(DEFAULT_PROMPT.to_string());
-    let model: StoredValue<Option<Rc<Model>>, LocalStorage> = StoredValue::new_local(None);
+    let catalog = match Catalog::parse(CATALOG_JSON) {
+        Ok(c) => c,
+        Err(e) => return view! { <p class="error">{e}</p> }.into_any(),
+    };
+    let hf_base =
+        StoredValue::new(browser::query_param("hf_base").unwrap_or_else(|| HF_BASE.to_string()));
+    let defaults = AnalysisSpec::new(&catalog.default, DEFAULT_PROMPT);
+    let from_link = AnalysisSpec::from_fragment(&browser::fragment(), &defaults);
+    let linked = from_link.is_some();
+    let spec = RwSignal::new(from_link.unwrap_or(defaults));
+    let catalog = StoredValue::new(catalog);
 
-    spawn_local(async move {
-        let t0 = now_ms();
-        let bytes = match fetch_bytes(MODEL_URL, |received, total| {
-            set_load.set(Load::Fetching { received, total })
-        })
-        .await
-        {
-            Ok(b) => b,
-            Err(e) => {
-                let hint =
-                    "The page expects the model next to it, as `linear-lens serve` provides.";
-                return set_load.set(Load::Failed(format!("{e}. {hint}")));
-            }
+    let model_state = RwSignal::new(ModelState::Starting);
+    let running = RwSignal::new(None::<Running>);
+    let results = RwSignal::new(Results::default());
+    let error = RwSignal::new(None::<String>);
+    let notice = RwSignal::new(None::<String>);
+    let storage = RwSignal::new(None::<(f64, f64)>);
+    let job = StoredValue::new(0u32);
+    // Run once the model is ready (a share link, or a run asked for early).
+    let run_when_ready = StoredValue::new(linked);
+    let loaded: StoredValue<Option<Loadable>, LocalStorage> = StoredValue::new_local(None);
+    let engine: StoredValue<Option<Rc<Engine>>, LocalStorage> = StoredValue::new_local(None);
+
+    let refresh_storage = move || {
+        spawn_local(async move { storage.set(browser::storage_estimate().await) });
+    };
+
+    let post = move |req: Request| {
+        if let Some(e) = engine.get_value() {
+            e.post(&req);
+        }
+    };
+
+    let start_run = move || {
+        if !matches!(model_state.get_untracked(), ModelState::Ready { .. }) {
+            run_when_ready.set_value(true);
+            return;
+        }
+        let s = spec.get_untracked();
+        let id = job.get_value() + 1;
+        job.set_value(id);
+        error.set(None);
+        notice.set(None);
+        results.set(Results {
+            precision: s.precision,
+            ..Results::default()
+        });
+        running.set(Some(Running {
+            job: id,
+            stage: Stage::Predict,
+            done: 0,
+            total: 1,
+            started: browser::now_ms(),
+        }));
+        browser::set_fragment(&s.to_fragment());
+        post(Request::Run(RunRequest {
+            job: id,
+            prompt: s.prompt,
+            precision: s.precision,
+            top: TOP_K,
+            full: true,
+        }));
+    };
+
+    let load_current = move || {
+        let Some(what) = loaded.get_value() else {
+            model_state.set(ModelState::Idle);
+            return;
         };
-        let size = bytes.len() as u64;
-        set_load.set(Load::Parsing { bytes: size });
-        next_paint().await;
-        match Model::from_gguf_bytes(MODEL_ID, bytes) {
-            Ok(m) => {
-                model.set_value(Some(Rc::new(m)));
-                set_load.set(Load::Ready {
-                    bytes: size,
-                    ms: now_ms() - t0,
-                });
+        let Some(e) = engine.get_value() else { return };
+        model_state.set(ModelState::Downloading {
+            received: 0,
+            total: None,
+            rate: 0.0,
+            file: String::new(),
+            from_cache: false,
+        });
+        match what {
+            Loadable::Remote(id) => {
+                let resolved = catalog.with_value(|c| c.resolve(&id, &hf_base.get_value()));
+                match resolved {
+                    Ok(model) => e.post(&Request::Load { model }),
+                    Err(msg) => {
+                        error.set(Some(msg));
+                        model_state.set(ModelState::Failed);
+                    }
+                }
             }
-            Err(e) => set_load.set(Load::Failed(format!("cannot read the model: {e}"))),
+            Loadable::Files(files) => {
+                let id = spec.get_untracked().model;
+                e.post_files(&Request::LoadFiles { id }, &files);
+            }
+        }
+    };
+
+    let on_reply =
+        Rc::new(move |r: Reply| {
+            let current = job.get_value();
+            let mine = |j: u32| j == current && running.get_untracked().is_some();
+            match r {
+                Reply::Started => load_current(),
+                Reply::Download {
+                    received,
+                    total,
+                    bytes_per_s,
+                    file,
+                    from_cache,
+                } => model_state.set(ModelState::Downloading {
+                    received,
+                    total,
+                    rate: bytes_per_s,
+                    file,
+                    from_cache,
+                }),
+                Reply::Progress { job: None, .. } => model_state.set(ModelState::Parsing),
+                Reply::Progress {
+                    job: Some(j),
+                    stage,
+                    done,
+                    total,
+                } if mine(j) => running.update(|r| {
+                    if let Some(r) = r {
+                        r.stage = stage;
+                        r.done = done;
+                        r.total = total;
+                    }
+                }),
+                Reply::ModelReady {
+                    name,
+                    arch,
+                    layers,
+                    hidden,
+                    vocab,
+                    bytes,
+                    from_cache,
+                    load_ms,
+                    ..
+                } => {
+                    model_state.set(ModelState::Ready {
+                        name,
+                        detail: format!(
+                        "{arch}, {layers} layers, d = {hidden}, {vocab} tokens; {} {} in {:.1} s",
+                        mb(bytes as f64),
+                        if from_cache { "read from this device's cache" } else { "downloaded" },
+                        load_ms / 1000.0
+                    ),
+                    });
+                    refresh_storage();
+                    if run_when_ready.get_value() {
+                        run_when_ready.set_value(false);
+                        start_run();
+                    }
+                }
+                Reply::Prediction {
+                    job: j,
+                    tokens,
+                    top,
+                    ms,
+                    ..
+                } if mine(j) => results.update(|res| {
+                    res.tokens = tokens.clone();
+                    res.prediction = Some(PredictionData { tokens, top, ms });
+                }),
+                Reply::Contributions {
+                    job: j,
+                    target_token,
+                    logit,
+                    per_token,
+                    rel_error,
+                    other_precision_rel_error,
+                    ..
+                } if mine(j) => results.update(|res| {
+                    res.rows = Some(per_token);
+                    res.target_token = target_token;
+                    res.logit = logit;
+                    res.contributions = Some((rel_error, other_precision_rel_error));
+                }),
+                Reply::Jacobian {
+                    job: j,
+                    detached_rel_error,
+                    fro_norms,
+                    ..
+                } if mine(j) => results.update(|res| {
+                    res.detached = Some(detached_rel_error);
+                    res.fro_norms = Some(fro_norms);
+                }),
+                Reply::Spectrum {
+                    job: j,
+                    singular_values,
+                    stable_rank,
+                    fro_norm,
+                    ms,
+                } if mine(j) => results.update(|res| {
+                    res.spectrum = Some(SpectrumData {
+                        singular_values,
+                        stable_rank,
+                        fro_norm,
+                        ms,
+                    })
+                }),
+                Reply::Ordinary {
+                    job: j,
+                    ordinary_rel_error,
+                    ..
+                } if mine(j) => results.update(|res| res.ordinary = Some(ordinary_rel_error)),
+                Reply::Done { job: j, ms } if mine(j) => {
+                    results.update(|res| res.done_ms = Some(ms));
+                    running.set(None);
+                }
+                Reply::Failed {
+                    job: j,
+                    kind,
+                    message,
+                } => {
+                    match j {
+                        Some(j) if j == current => running.set(None),
+                        Some(_) => return,
+                        None if kind == ErrorKind::Quota => {}
+                        None => model_state.set(ModelState::Failed),
+                    }
+                    error.set(Some(message));
+                }
+                _ => {}
+            }
+        });
+    let on_crash = Rc::new(move |msg: String| {
+        let was_running = running.get_untracked().is_some();
+        running.set(None);
+        error.set(Some(format!(
+            "The engine stopped{}: {msg}. It has been restarted and the model is loading again.",
+            if was_running {
+                " while computing (most likely out of memory: try a shorter prompt or f32)"
+            } else {
+                ""
+            }
+        )));
+        if let Some(e) = engine.get_value() {
+            e.spawn();
+        }
+    });
+    loaded.set_value(Some(Loadable::Remote(spec.get_untracked().model)));
+    engine.set_value(Some(Engine::new(on_reply, on_crash)));
+
+    let cancel = Callback::new(move |()| {
+        let was_running = running.get_untracked().is_some();
+        running.set(None);
+        run_when_ready.set_value(false);
+        if !was_running {
+            // A download: drop it and wait for the user's next choice.
+            loaded.set_value(None);
+        }
+        error.set(Some(if was_running {
+            "Cancelled. The engine was stopped; the model is reloading from this device's cache."
+                .into()
+        } else {
+            "Download cancelled. Pick a model to load it again.".into()
+        }));
+        if let Some(e) = engine.get_value() {
+            e.spawn();
         }
     });
 
-    let ready = move || matches!(load.get(), Load::Ready { .. });
-    let busy = move || matches!(run.get(), Run::Computing { .. });
-
-    let predict = move || {
-        let Some(m) = model.get_value() else { return };
-        let text = prompt.get_untracked();
-        set_run.set(Run::Computing {
-            prompt: text.clone(),
+    let pick = Callback::new(move |id: String| {
+        let resolved = catalog.with_value(|c| c.resolve(&id, &hf_base.get_value()));
+        let id = match resolved {
+            Ok(r) => r.id,
+            Err(msg) => return error.set(Some(msg)),
+        };
+        error.set(None);
+        spec.update(|s| {
+            s.model = id.clone();
+            s.token = None;
         });
+        results.set(Results::default());
+        running.set(None);
+        loaded.set_value(Some(Loadable::Remote(id)));
+        browser::set_fragment(&spec.get_untracked().to_fragment());
+        // A fresh worker: whatever the old one was doing stops.
+        if let Some(e) = engine.get_value() {
+            e.spawn();
+        }
+    });
+    let pick_files = Callback::new(move |files: web_sys::FileList| {
+        let arr = Array::new();
+        let mut names = Vec::new();
+        for i in 0..files.length() {
+            if let Some(f) = files.get(i) {
+                names.push(f.name());
+                arr.push(&f);
+            }
+        }
+        error.set(None);
+        spec.update(|s| {
+            s.model = format!("file:{}", names.join(","));
+            s.token = None;
+        });
+        results.set(Results::default());
+        running.set(None);
+        loaded.set_value(Some(Loadable::Files(arr)));
+        if let Some(e) = engine.get_value() {
+            e.spawn();
+        }
+    });
+    let clear = Callback::new(move |()| {
         spawn_local(async move {
-            // Let "computing…" paint before the engine holds the main thread.
-            next_paint().await;
-            let t0 = now_ms();
-            let result = lens_engine::predict(&m, &text, Precision::F32, TOP_K);
-            let ms = now_ms() - t0;
-            set_run.set(match result {
-                Ok(p) => Run::Done { prediction: p, ms },
-                Err(e) => Run::Failed(e.to_string()),
-            });
+            if let Err(e) = browser::clear_model_cache(MODEL_CACHE).await {
+                error.set(Some(format!("could not clear the stored models: {e}")));
+            }
+            storage.set(browser::storage_estimate().await);
         });
+    });
+
+    // Drag-and-drop of model files anywhere on the page.
+    let on_drop = move |ev: web_sys::DragEvent| {
+        ev.prevent_default();
+        if let Some(files) = ev.data_transfer().and_then(|d| d.files()) {
+            if files.length() > 0 {
+                pick_files.run(files);
+            }
+        }
     };
 
+    // A link pasted into this tab: apply it and run.
+    let on_hash = Closure::<dyn FnMut()>::new(move || {
+        let defaults = spec.get_untracked();
+        let Some(s) = AnalysisSpec::from_fragment(&browser::fragment(), &defaults) else {
+            return;
+        };
+        if s == defaults {
+            return;
+        }
+        let model_changed = s.model != defaults.model;
+        spec.set(s.clone());
+        if model_changed {
+            pick.run(s.model);
+            run_when_ready.set_value(true);
+        } else {
+            start_run();
+        }
+    });
+    if let Some(w) = web_sys::window() {
+        let _ = w.add_event_listener_with_callback("hashchange", on_hash.as_ref().unchecked_ref());
+    }
+    on_hash.forget();
+
+    let ready = move || matches!(model_state.get(), ModelState::Ready { .. });
+    let status = Signal::derive(move || match model_state.get() {
+        ModelState::Starting => "starting the engine…".to_string(),
+        ModelState::Downloading {
+            from_cache: true, ..
+        } => "loading from this device's cache…".into(),
+        ModelState::Downloading { .. } => "downloading…".into(),
+        ModelState::Parsing => "reading the model…".into(),
+        ModelState::Ready { name, detail } => format!("ready: {name} ({detail})"),
+        ModelState::Failed => "not loaded (see the message below)".into(),
+        ModelState::Idle => "no model loaded".into(),
+    });
+    let progress = Signal::derive(move || {
+        if let Some(r) = running.get() {
+            let stages = [
+                Stage::Predict,
+                Stage::Contributions,
+                Stage::Jacobian,
+                Stage::Svd,
+                Stage::Ordinary,
+            ];
+            let k = stages.iter().position(|s| *s == r.stage).unwrap_or(0);
+            let within = if r.total > 0 {
+                r.done as f64 / r.total as f64
+            } else {
+                0.0
+            };
+            // Rough shares of the time each stage takes.
+            let weights = [0.02, 0.08, 0.45, 0.05, 0.40];
+            let before: f64 = weights[..k].iter().sum();
+            let frac = before + weights[k] * within;
+            let secs = (browser::now_ms() - r.started) / 1000.0;
+            return Some(ProgressInfo {
+                label: format!("Step {} of 5: {}", k + 1, r.stage.label()),
+                fraction: Some(frac),
+                detail: format!(
+                    "{}/{} steps of this stage · {secs:.0} s so far · the page stays usable",
+                    r.done, r.total
+                ),
+            });
+        }
+        match model_state.get() {
+            ModelState::Downloading {
+                received,
+                total,
+                rate,
+                file,
+                from_cache,
+            } => {
+                let left = match (total, rate > 0.0) {
+                    (Some(t), true) => format!(
+                        " · about {:.0} s left",
+                        (t.saturating_sub(received)) as f64 / rate
+                    ),
+                    _ => String::new(),
+                };
+                Some(ProgressInfo {
+                    label: if from_cache {
+                        "Loading the model from this device".into()
+                    } else {
+                        "Downloading the model".into()
+                    },
+                    fraction: total.map(|t| received as f64 / t.max(1) as f64),
+                    detail: format!(
+                        "{}{} · {}{}{}",
+                        mb(received as f64),
+                        total
+                            .map(|t| format!(" of {}", mb(t as f64)))
+                            .unwrap_or_default(),
+                        file,
+                        if rate > 0.0 {
+                            format!(" · {}/s", mb(rate))
+                        } else {
+                            String::new()
+                        },
+                        left
+                    ),
+                })
+            }
+            ModelState::Parsing => Some(ProgressInfo {
+                label: "Reading the model".into(),
+                fraction: None,
+                detail: "parsing weights and tokenizer".into(),
+            }),
+            _ => None,
+        }
+    });
+    let prediction = Signal::derive(move || results.get().prediction);
+    let exactness = Signal::derive(move || {
+        let r = results.get();
+        ExactnessData {
+            precision: r.precision.as_str(),
+            contributions: r.contributions,
+            detached: r.detached,
+            ordinary: r.ordinary,
+        }
+    });
+    let strip = Signal::derive(move || {
+        let r = results.get();
+        (!r.tokens.is_empty()).then_some(StripData {
+            tokens: r.tokens,
+            rows: r.rows,
+            target_token: r.target_token,
+            logit: r.logit,
+            fro_norms: r.fro_norms,
+        })
+    });
+    let selected = Signal::derive(move || spec.get().token);
+    let select = Callback::new(move |i: usize| {
+        spec.update(|s| s.token = Some(i));
+        browser::set_fragment(&spec.get_untracked().to_fragment());
+    });
+    let spectrum = Signal::derive(move || results.get().spectrum);
+    let spectrum_pending = Signal::derive(move || running.get().is_some());
+    let share = move || browser::url_with_fragment(&spec.get().to_fragment());
+    let (copied, set_copied) = signal(false);
+    let current_model = Signal::derive(move || spec.get().model);
+
     view! {
+        <div class="page" on:dragover=move |ev: web_sys::DragEvent| ev.prevent_default() on:drop=on_drop>
         <header class="masthead">
             <h1>"Linear Lens"</h1>
-            <p class="tagline">"A small language model, running entirely in your browser."</p>
+            <p class="tagline">
+                "The exact linear map a language model applies to your prompt — computed in your browser."
+            </p>
         </header>
         <main>
-            <p class="intro">
-                "Given a prompt, a language model turns each token into a vector, passes the "
-                "vectors through its layers and scores every word in its vocabulary as the "
-                "next token. Linear Lens loads "
-                <a href="https://huggingface.co/google/gemma-3-270m">"Gemma 3 270M"</a>
-                " (4-bit quantized, about 250 MB) into this page and runs it on your own "
-                "machine; nothing is sent anywhere. Freeze the model's normalization scales, "
-                "activation gates and attention weights at their values for one prompt, and "
-                "the whole network becomes an exact linear map of its input: that map is "
-                "what the lens will let you look into. For now, type a prompt and see what "
-                "the model predicts next."
-            </p>
-            <LoadStatus load=load />
-            <form
-                class="prompt-bar"
-                on:submit=move |ev| {
-                    ev.prevent_default();
-                    predict();
-                }
-            >
+            <ModelPicker catalog=catalog current=current_model status=status on_pick=pick
+                on_files=pick_files storage=storage.into() on_clear=clear />
+            <form class="prompt-bar" on:submit=move |ev| { ev.prevent_default(); start_run(); }>
                 <label for="prompt">"Prompt"</label>
                 <div class="prompt-row">
-                    <input
-                        id="prompt"
-                        type="text"
-                        data-testid="prompt-input"
-                        autocomplete="off"
-                        spellcheck="false"
-                        prop:value=move || prompt.get()
-                        on:input=move |ev| set_prompt.set(event_target_value(&ev))
-                    />
-                    <button
-                        type="submit"
-                        data-testid="predict-button"
-                        disabled=move || !ready() || busy()
-                    >
-                        {move || if busy() { "Computing…" } else { "Predict" }}
+                    <input id="prompt" type="text" data-testid="prompt-input" autocomplete="off"
+                        spellcheck="false" maxlength="4000"
+                        prop:value=move || spec.get().prompt
+                        on:input=move |ev| spec.update(|s| s.prompt = event_target_value(&ev)) />
+                    <select data-testid="precision-select" aria-label="precision"
+                        prop:value=move || spec.get().precision.as_str()
+                        on:change=move |ev| {
+                            if let Some(p) = Precision::parse(&event_target_value(&ev)) {
+                                spec.update(|s| s.precision = p);
+                            }
+                        }>
+                        <option value="f64" selected=move || spec.get().precision == Precision::F64>"f64 (exact)"</option>
+                        <option value="f32" selected=move || spec.get().precision == Precision::F32>"f32 (faster)"</option>
+                    </select>
+                    <button type="submit" data-testid="run-button"
+                        disabled=move || !ready() || running.get().is_some()>
+                        {move || if running.get().is_some() { "Computing…" } else { "Run" }}
                     </button>
                 </div>
             </form>
-            <PredictionView run=run />
+            <ProgressView info=progress on_cancel=cancel />
+            {move || error.get().map(|e| view! {
+                <p class="error" role="alert" data-testid="error-message">{e}</p>
+            })}
+            {move || notice.get().map(|n| view! { <p class="notice">{n}</p> })}
+            <TokenStrip data=strip selected=selected on_select=select />
+            <div class="grid2">
+                <PredictionView data=prediction />
+                <SpectrumView data=spectrum pending=spectrum_pending />
+            </div>
+            <ExactnessView data=exactness />
+            <p class="share">
+                <a data-testid="share-link" href=share>"Link to this analysis"</a>
+                " "
+                <button type="button" class="secondary" data-testid="copy-link"
+                    on:click=move |_| {
+                        let url = share();
+                        spawn_local(async move {
+                            set_copied.set(browser::copy_text(&url).await.is_ok());
+                        });
+                    }>
+                    {move || if copied.get() { "Copied" } else { "Copy link" }}
+                </button>
+                <span class="timing">{move || results.get().done_ms.map(|ms| format!(" · all stages in {:.1} s", ms / 1000.0))}</span>
+            </p>
+            <p class="view-note" data-view=move || spec.get().view.as_str()>
+                {move || (spec.get().view != View::Prediction).then(|| format!("Shared with the {} view in focus.", spec.get().view.as_str()))}
+            </p>
         </main>
         <footer>
-            "Precision f32 · CPU (WebAssembly) on the main thread · top "
-            {TOP_K}
-            " next tokens"
+            "Engine: " <span data-testid="backend-label">"CPU"</span>
+            " (WebAssembly, in a Web Worker) · nothing leaves this device · J. R. Golden, "
+            <a href="https://arxiv.org/abs/2505.24293">"Equivalent Linear Mappings of Large Language Models"</a>
+            " (TMLR 2025)"
         </footer>
+        </div>
     }
+    .into_any()
 }

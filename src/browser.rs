@@ -1,6 +1,6 @@
-//! Small helpers over the browser APIs (time, yielding to the renderer).
+//! Small helpers over the browser APIs: time, the URL, the clipboard, storage.
 
-use wasm_bindgen::{closure::Closure, JsCast, JsValue};
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 /// Milliseconds from `performance.now()` (`std::time::Instant` panics on wasm32).
@@ -11,31 +11,76 @@ pub fn now_ms() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Resolve after the browser has had the chance to paint: one animation
-/// frame, then a zero timeout (which runs after that frame's paint).
-pub async fn next_paint() {
-    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
-        let Some(window) = web_sys::window() else {
-            let _ = resolve.call0(&JsValue::UNDEFINED);
-            return;
-        };
-        let after_frame = Closure::once_into_js(move || {
-            if let Some(w) = web_sys::window() {
-                let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(
-                    resolve.unchecked_ref(),
-                    0,
-                );
-            }
-        });
-        let _ = window.request_animation_frame(after_frame.unchecked_ref());
-    });
-    let _ = JsFuture::from(promise).await;
-}
-
 /// A readable message from a JavaScript exception or rejection value.
 pub fn js_error(v: JsValue) -> String {
     if let Some(e) = v.dyn_ref::<js_sys::Error>() {
         return String::from(e.message());
     }
     v.as_string().unwrap_or_else(|| format!("{v:?}"))
+}
+
+/// The URL fragment without `#`.
+pub fn fragment() -> String {
+    web_sys::window()
+        .and_then(|w| w.location().hash().ok())
+        .map(|h| h.trim_start_matches('#').to_string())
+        .unwrap_or_default()
+}
+
+/// A query parameter of the page's URL.
+pub fn query_param(name: &str) -> Option<String> {
+    let search = web_sys::window()?.location().search().ok()?;
+    web_sys::UrlSearchParams::new_with_str(&search)
+        .ok()?
+        .get(name)
+}
+
+/// The page's URL with `fragment` (query kept: it may name a mirror).
+pub fn url_with_fragment(fragment: &str) -> String {
+    let Some(loc) = web_sys::window().map(|w| w.location()) else {
+        return format!("#{fragment}");
+    };
+    format!(
+        "{}{}{}#{fragment}",
+        loc.origin().unwrap_or_default(),
+        loc.pathname().unwrap_or_default(),
+        loc.search().unwrap_or_default()
+    )
+}
+
+/// Replaces the fragment without adding a history entry or reloading.
+pub fn set_fragment(fragment: &str) {
+    if let Some(w) = web_sys::window() {
+        if let Ok(h) = w.history() {
+            let _ = h.replace_state_with_url(&JsValue::NULL, "", Some(&format!("#{fragment}")));
+        }
+    }
+}
+
+pub async fn copy_text(text: &str) -> Result<(), String> {
+    let w = web_sys::window().ok_or("no window")?;
+    JsFuture::from(w.navigator().clipboard().write_text(text))
+        .await
+        .map(|_| ())
+        .map_err(js_error)
+}
+
+/// (bytes used, bytes available) of this origin's storage.
+pub async fn storage_estimate() -> Option<(f64, f64)> {
+    let w = web_sys::window()?;
+    let est = JsFuture::from(w.navigator().storage().estimate().ok()?)
+        .await
+        .ok()?;
+    let get = |k: &str| js_sys::Reflect::get(&est, &k.into()).ok()?.as_f64();
+    Some((get("usage")?, get("quota")?))
+}
+
+/// Deletes the model cache (the worker's Cache Storage bucket).
+pub async fn clear_model_cache(name: &str) -> Result<(), String> {
+    let w = web_sys::window().ok_or("no window")?;
+    let caches = w.caches().map_err(js_error)?;
+    JsFuture::from(caches.delete(name))
+        .await
+        .map(|_| ())
+        .map_err(js_error)
 }

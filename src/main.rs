@@ -1,4 +1,5 @@
-//! Linear Lens web page (Leptos, client-side rendered, built by trunk).
+//! Linear Lens web page (Leptos, client-side rendered, built by trunk). It
+//! only renders: the engine runs in the worker (`crates/lens-worker`).
 //!
 //! Everything lives behind `cfg(target_arch = "wasm32")` so that native
 //! `cargo build/clippy` of the workspace stays light.
@@ -8,9 +9,9 @@ mod app;
 #[cfg(target_arch = "wasm32")]
 mod browser;
 #[cfg(target_arch = "wasm32")]
-mod model_loader;
-#[cfg(target_arch = "wasm32")]
 mod views;
+#[cfg(target_arch = "wasm32")]
+mod worker_client;
 
 #[cfg(target_arch = "wasm32")]
 fn main() {

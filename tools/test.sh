@@ -11,7 +11,7 @@ step() { echo; echo "== $* ($(date +%T))"; }
 step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo clippy --target wasm32-unknown-unknown -p linear-lens-web -- -D warnings
+cargo clippy --target wasm32-unknown-unknown -p linear-lens-web -p lens-worker -- -D warnings
 
 step "native tests"
 cargo test --workspace

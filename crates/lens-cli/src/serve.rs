@@ -197,6 +197,9 @@ fn resolve_target(target: &str, roots: &Roots) -> Resolved {
         return Resolved::Bad;
     }
     let (root, rest) = match segments.split_first() {
+        // The model cache also holds a build folder: serve only model files
+        // that sit directly in it.
+        Some((&"models", rest)) if !model_file(rest) => return Resolved::Missing,
         Some((&"models", rest)) => (&roots.models, rest),
         _ => (&roots.dist, &segments[..]),
     };
@@ -212,6 +215,14 @@ fn resolve_target(target: &str, roots: &Roots) -> Resolved {
     } else {
         Resolved::Missing
     }
+}
+
+fn model_file(rest: &[&str]) -> bool {
+    let [name] = rest else { return false };
+    let lower = name.to_ascii_lowercase();
+    [".gguf", ".safetensors", ".json"]
+        .iter()
+        .any(|ext| lower.ends_with(ext))
 }
 
 /// `%XX` decoding; `None` for malformed escapes or non-UTF-8 results.

@@ -220,7 +220,9 @@ fn transpose_pass<B: Backend>(
     let mut ws = Workspace::default();
     let mut stats = PassStats::default();
     let lowest = if tap.cumulative { 0 } else { tap.layer };
+    let steps = tap.layer + 1 - lowest;
     for l in (lowest..=tap.layer).rev() {
+        crate::progress::report(tap.layer - l, steps);
         let fl = FrozenLayer::new(be, model, l, &trace.layers[l])?;
         let top = l == tap.layer;
         // The tap's own block: an attention tap skips the MLP; an MLP tap or
@@ -241,6 +243,7 @@ fn transpose_pass<B: Backend>(
             fl.attn_transpose(be, g, attn_residual, &mut ws)?;
         }
     }
+    crate::progress::report(steps, steps);
     drop(ws);
     let blocks = chunks
         .iter()
@@ -329,6 +332,7 @@ pub fn contributions(model: &Model, trace: &Trace, opts: PassOptions) -> Result<
     let batch = (opts.memory_budget / per_tangent.max(1)).clamp(1, n);
     let mut out = Vec::new();
     for s in (0..n).step_by(batch) {
+        crate::progress::report(s, n);
         let b = batch.min(n - s);
         let m = n - s;
         // Tangent j of this batch is x at position s + j, zero elsewhere:
@@ -343,6 +347,7 @@ pub fn contributions(model: &Model, trace: &Trace, opts: PassOptions) -> Result<
             &be, model, trace, &v, s
         ))?);
     }
+    crate::progress::report(n, n);
     let refs: Vec<&Tensor> = out.iter().collect();
     Ok(Tensor::cat(&refs, 0)?)
 }

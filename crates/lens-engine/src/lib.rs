@@ -15,4 +15,5 @@ pub mod backend;
 pub mod frozen;
 pub mod jacobian;
 pub mod ordinary;
+pub mod progress;
 pub mod trace;

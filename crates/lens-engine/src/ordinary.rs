@@ -499,6 +499,7 @@ pub fn ordinary_vjp(model: &Model, trace: &Trace, u: &Tensor, opts: PassOptions)
     }
     let ropes = RopeTables::new(model, n, dtype)?;
     for l in (0..c.layers).rev() {
+        crate::progress::report(c.layers - 1 - l, c.layers);
         let ol = OrdinaryLayer::new(model, l, trace, &ropes)?;
         let maps = if use_maps {
             Some(ol.mlp_maps(map_block)?)
@@ -515,6 +516,7 @@ pub fn ordinary_vjp(model: &Model, trace: &Trace, u: &Tensor, opts: PassOptions)
             *g = ol.attn_vjp(&mid, vectors.as_ref())?;
         }
     }
+    crate::progress::report(c.layers, c.layers);
     if chunks.is_empty() {
         return Ok(Tensor::zeros((n, 0, d), dtype, &Device::Cpu)?);
     }

@@ -1,0 +1,12 @@
+//! What the page and the engine worker say to each other, plus the two
+//! pieces of plain data both sides read: the share-link state
+//! ([`AnalysisSpec`], kept in the URL fragment) and the model catalog.
+//! No engine, no browser: native tests cover all of it.
+
+pub mod catalog;
+pub mod messages;
+pub mod spec;
+
+pub use catalog::{Catalog, CatalogEntry, FileSpec, ModelFormat, ModelSource};
+pub use messages::{ErrorKind, Reply, Request, Stage, TokenRow, TopRow};
+pub use spec::{AnalysisSpec, Precision, View};

@@ -1,0 +1,225 @@
+//! Messages between the page and the engine worker, sent as JSON strings
+//! (local files travel beside a `LoadFiles` request as `File` objects).
+
+use crate::catalog::ModelRequest;
+use crate::spec::Precision;
+use serde::{Deserialize, Serialize};
+
+/// Page → worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Fetch (or read from the cache) and load a model.
+    Load { model: ModelRequest },
+    /// Load the `File`s sent with this message (a `.gguf`, or
+    /// `config.json` + `tokenizer.json` + `*.safetensors`).
+    LoadFiles { id: String },
+    /// Analyse a prompt on the loaded model, stage by stage.
+    Run(RunRequest),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRequest {
+    pub job: u32,
+    pub prompt: String,
+    pub precision: Precision,
+    pub top: usize,
+    /// Also form the full detached Jacobian, its SVD and the ordinary one.
+    pub full: bool,
+}
+
+/// The stages of a run, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Download,
+    Parse,
+    Predict,
+    Contributions,
+    Jacobian,
+    Svd,
+    Ordinary,
+}
+
+impl Stage {
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Download => "downloading the model",
+            Stage::Parse => "reading the model",
+            Stage::Predict => "prediction",
+            Stage::Contributions => "contributions c_i = J_i x_i (forward mode)",
+            Stage::Jacobian => "full detached Jacobian",
+            Stage::Svd => "SVD of J_cat",
+            Stage::Ordinary => "ordinary Jacobian (nothing frozen)",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopRow {
+    pub id: u32,
+    pub token: String,
+    pub logit: f64,
+    pub prob: f64,
+}
+
+/// One input token's share of the output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRow {
+    pub token: String,
+    pub id: u32,
+    /// `w_t · c_i` for the predicted token `t` (these sum to its logit).
+    pub attribution: f64,
+    /// `‖c_i‖`.
+    pub contribution_norm: f64,
+    /// `c_i · y / ‖y‖`.
+    pub projection_on_y: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Not a model file we can read, or a corrupt one.
+    BadModel,
+    /// The download failed.
+    Network,
+    /// The browser refused to store the model (the model still works).
+    Quota,
+    /// The engine ran out of memory.
+    OutOfMemory,
+    /// The prompt cannot be analysed (empty, too long).
+    BadPrompt,
+    /// Anything else the engine reported.
+    Engine,
+}
+
+/// Worker → page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    /// The worker has started and listens.
+    Started,
+    /// Bytes of the whole model (all its files) received so far.
+    Download {
+        received: u64,
+        /// Known once every file's size is known.
+        total: Option<u64>,
+        bytes_per_s: f64,
+        file: String,
+        from_cache: bool,
+    },
+    /// A stage of loading or of a run has made progress.
+    Progress {
+        job: Option<u32>,
+        stage: Stage,
+        done: usize,
+        total: usize,
+    },
+    ModelReady {
+        id: String,
+        name: String,
+        arch: String,
+        layers: usize,
+        hidden: usize,
+        vocab: usize,
+        bytes: u64,
+        from_cache: bool,
+        load_ms: f64,
+    },
+    Prediction {
+        job: u32,
+        token_ids: Vec<u32>,
+        tokens: Vec<String>,
+        top: Vec<TopRow>,
+        ms: f64,
+    },
+    Contributions {
+        job: u32,
+        target_id: u32,
+        target_token: String,
+        logit: f64,
+        per_token: Vec<TokenRow>,
+        /// `|Σ_i w_t·c_i − logit| / |logit|`.
+        attribution_sum_rel_error: f64,
+        /// `‖Σ_i c_i − y‖ / ‖y‖` at the run's precision.
+        rel_error: f64,
+        /// The same at the other precision (f64 vs f32).
+        other_precision_rel_error: f64,
+        ms: f64,
+    },
+    Jacobian {
+        job: u32,
+        /// `‖Σ_i J_i x_i − y‖ / ‖y‖` from the full detached Jacobian.
+        detached_rel_error: f64,
+        /// `‖J_i‖_F` per token.
+        fro_norms: Vec<f64>,
+        ms: f64,
+    },
+    Spectrum {
+        job: u32,
+        singular_values: Vec<f64>,
+        stable_rank: f64,
+        fro_norm: f64,
+        ms: f64,
+    },
+    Ordinary {
+        job: u32,
+        ordinary_rel_error: f64,
+        ms: f64,
+    },
+    Done {
+        job: u32,
+        ms: f64,
+    },
+    Failed {
+        job: Option<u32>,
+        kind: ErrorKind,
+        message: String,
+    },
+}
+
+impl Request {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn from_json(s: &str) -> Result<Self, String> {
+        serde_json::from_str(s).map_err(|e| format!("bad request: {e}"))
+    }
+}
+
+impl Reply {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn from_json(s: &str) -> Result<Self, String> {
+        serde_json::from_str(s).map_err(|e| format!("bad reply: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let r = Request::Run(RunRequest {
+            job: 3,
+            prompt: "<b>hi</b>".into(),
+            precision: Precision::F32,
+            top: 5,
+            full: true,
+        });
+        assert_eq!(Request::from_json(&r.to_json()), Ok(r));
+        let p = Reply::Spectrum {
+            job: 3,
+            singular_values: vec![12.5, 4.25],
+            stable_rank: 4.8,
+            fro_norm: 27.0,
+            ms: 1.0,
+        };
+        assert_eq!(Reply::from_json(&p.to_json()), Ok(p));
+        assert!(Reply::from_json("{\"type\":\"nope\"}").is_err());
+    }
+}

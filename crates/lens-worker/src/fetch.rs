@@ -1,0 +1,201 @@
+//! Downloads with progress, kept in Cache Storage so that the next visit
+//! loads offline. A cached copy is used only when its size (and SHA-256,
+//! when the catalog gives one) match; otherwise it is dropped and fetched
+//! again.
+
+use js_sys::{ArrayBuffer, Uint8Array};
+use lens_protocol::{ErrorKind, FileSpec};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    Cache, DedicatedWorkerGlobalScope, ReadableStreamDefaultReader, ReadableStreamReadResult,
+    Response,
+};
+
+use lens_protocol::catalog::MODEL_CACHE as CACHE_NAME;
+
+/// A failure with its kind, for the page.
+pub type Failure = (ErrorKind, String);
+
+pub fn scope() -> DedicatedWorkerGlobalScope {
+    js_sys::global().unchecked_into()
+}
+
+/// A readable message from a JavaScript exception.
+pub fn js_error(v: &JsValue) -> String {
+    if let Some(e) = v.dyn_ref::<js_sys::Error>() {
+        return String::from(e.message());
+    }
+    if let Some(e) = v.dyn_ref::<web_sys::DomException>() {
+        return format!("{}: {}", e.name(), e.message());
+    }
+    v.as_string().unwrap_or_else(|| format!("{v:?}"))
+}
+
+fn is_quota(v: &JsValue) -> bool {
+    v.dyn_ref::<web_sys::DomException>()
+        .is_some_and(|e| e.name() == "QuotaExceededError")
+}
+
+pub async fn open_cache() -> Option<Cache> {
+    let caches = scope().caches().ok()?;
+    let c = JsFuture::from(caches.open(CACHE_NAME)).await.ok()?;
+    c.dyn_into().ok()
+}
+
+/// Lowercase hex SHA-256 of `bytes` (SubtleCrypto: native speed).
+pub async fn sha256_hex(bytes: &[u8]) -> Result<String, String> {
+    let subtle = scope().crypto().map_err(|e| js_error(&e))?.subtle();
+    // SubtleCrypto copies the data when the call is made.
+    let view = Uint8Array::from(bytes);
+    let promise = subtle
+        .digest_with_str_and_buffer_source("SHA-256", &view)
+        .map_err(|e| js_error(&e))?;
+    let digest: ArrayBuffer = JsFuture::from(promise)
+        .await
+        .map_err(|e| js_error(&e))?
+        .unchecked_into();
+    Ok(Uint8Array::new(&digest)
+        .to_vec()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// The cached copy of `file`, if there is one that passes the checks.
+pub async fn from_cache(cache: &Cache, file: &FileSpec) -> Option<Vec<u8>> {
+    let hit = JsFuture::from(cache.match_with_str(&file.url)).await.ok()?;
+    let resp: Response = hit.dyn_into().ok()?;
+    let buf = JsFuture::from(resp.array_buffer().ok()?).await.ok()?;
+    let bytes = Uint8Array::new(&buf).to_vec();
+    let size_ok = file.size.is_none_or(|s| s == bytes.len() as u64);
+    let sha_ok = match &file.sha256 {
+        Some(want) if size_ok => sha256_hex(&bytes).await.ok().as_deref() == Some(want.as_str()),
+        _ => size_ok,
+    };
+    if sha_ok {
+        Some(bytes)
+    } else {
+        let _ = JsFuture::from(cache.delete_with_str(&file.url)).await;
+        None
+    }
+}
+
+/// Stores `bytes` under `url`; a full quota is reported, not fatal.
+pub async fn store(cache: &Cache, url: &str, bytes: &[u8]) -> Result<(), Failure> {
+    let body = Uint8Array::from(bytes);
+    let resp = Response::new_with_opt_buffer_source(Some(&body))
+        .map_err(|e| (ErrorKind::Engine, js_error(&e)))?;
+    match JsFuture::from(cache.put_with_str(url, &resp)).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_quota(&e) => Err((
+            ErrorKind::Quota,
+            format!(
+                "the browser's storage is full, so this model is not kept for offline use \
+                 ({} MB); it still works for this visit. Clear stored models to make room.",
+                bytes.len() >> 20
+            ),
+        )),
+        Err(e) => Err((
+            ErrorKind::Quota,
+            format!(
+                "the model could not be stored for offline use: {}",
+                js_error(&e)
+            ),
+        )),
+    }
+}
+
+/// GETs `url`, calling `on_bytes(received_in_this_file, content_length)` as
+/// chunks arrive. `Ok(None)` for a 404 (an optional file that is not there).
+pub async fn download(
+    url: &str,
+    on_bytes: &dyn Fn(u64, Option<u64>),
+) -> Result<Option<Vec<u8>>, Failure> {
+    let net = |m: String| (ErrorKind::Network, m);
+    let resp: Response = JsFuture::from(scope().fetch_with_str(url))
+        .await
+        .map_err(|e| net(format!("cannot download {url}: {}", js_error(&e))))?
+        .dyn_into()
+        .map_err(|_| net("fetch did not return a Response".into()))?;
+    if resp.status() == 404 {
+        return Ok(None);
+    }
+    if !resp.ok() {
+        let hint = if resp.status() == 401 || resp.status() == 403 {
+            " (a gated model: accept its terms on huggingface.co, or load the files from disk)"
+        } else {
+            ""
+        };
+        return Err(net(format!(
+            "cannot download {url}: HTTP {} {}{hint}",
+            resp.status(),
+            resp.status_text()
+        )));
+    }
+    let total = resp
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let body = resp
+        .body()
+        .ok_or_else(|| net(format!("{url}: the response has no body")))?;
+    let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+    let mut bytes: Vec<u8> = Vec::new();
+    if let Some(t) = total {
+        bytes.try_reserve_exact(t as usize).map_err(|_| {
+            (
+                ErrorKind::OutOfMemory,
+                format!("no memory for {} MB", t >> 20),
+            )
+        })?;
+    }
+    on_bytes(0, total);
+    let mut reported = 0u64;
+    loop {
+        let step: ReadableStreamReadResult = JsFuture::from(reader.read())
+            .await
+            .map_err(|e| {
+                net(format!(
+                    "the download of {url} broke off after {} MB: {}",
+                    bytes.len() >> 20,
+                    js_error(&e)
+                ))
+            })?
+            .unchecked_into();
+        if step.get_done().unwrap_or(false) {
+            break;
+        }
+        let chunk: Uint8Array = step
+            .get_value()
+            .dyn_into()
+            .map_err(|_| net("the body stream sent a non-byte chunk".into()))?;
+        let start = bytes.len();
+        let n = chunk.length() as usize;
+        bytes.try_reserve(n).map_err(|_| {
+            (
+                ErrorKind::OutOfMemory,
+                "out of memory while downloading".into(),
+            )
+        })?;
+        bytes.resize(start + n, 0);
+        chunk.copy_to(&mut bytes[start..]);
+        let received = bytes.len() as u64;
+        if received - reported >= 1 << 20 {
+            on_bytes(received, total);
+            reported = received;
+        }
+    }
+    if let Some(t) = total {
+        if bytes.len() as u64 != t {
+            return Err(net(format!(
+                "the download of {url} ended early: {} of {t} bytes",
+                bytes.len()
+            )));
+        }
+    }
+    on_bytes(bytes.len() as u64, total);
+    Ok(Some(bytes))
+}

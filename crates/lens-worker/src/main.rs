@@ -1,0 +1,20 @@
+//! The engine's Web Worker (trunk builds it with `data-type="worker"`).
+//! Messages are JSON strings of `lens_protocol::{Request, Reply}`; a
+//! `LoadFiles` request comes as `[json, [File, …]]`. Runs block this
+//! worker, never the page; the page cancels a run by terminating it.
+
+#[cfg(target_arch = "wasm32")]
+mod fetch;
+#[cfg(target_arch = "wasm32")]
+mod worker;
+
+#[cfg(target_arch = "wasm32")]
+fn main() {
+    console_error_panic_hook::set_once();
+    worker::start();
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    eprintln!("the engine worker builds for wasm32 (trunk builds it with the page)");
+}

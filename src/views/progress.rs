@@ -1,0 +1,36 @@
+//! The progress bar of whatever is running (a download or a stage), with
+//! its cancel button. Present only while something runs.
+
+use leptos::prelude::*;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProgressInfo {
+    pub label: String,
+    /// 0..1, or `None` when the total is not known yet.
+    pub fraction: Option<f64>,
+    pub detail: String,
+}
+
+#[component]
+pub fn ProgressView(info: Signal<Option<ProgressInfo>>, on_cancel: Callback<()>) -> impl IntoView {
+    move || {
+        let p = info.get()?;
+        let pct = p.fraction.map(|f| (100.0 * f).clamp(0.0, 100.0));
+        Some(view! {
+            <div class="progress" data-testid="progress" role="progressbar"
+                aria-label=p.label.clone()
+                aria-valuemin="0" aria-valuemax="100"
+                aria-valuenow=pct.map(|v| format!("{v:.1}"))>
+                <div class="progress-head">
+                    <span class="progress-label">{p.label.clone()}</span>
+                    <button type="button" class="secondary" data-testid="cancel-button"
+                        on:click=move |_| on_cancel.run(())>"Cancel"</button>
+                </div>
+                <div class="progress-track" class:indeterminate=pct.is_none()>
+                    <div class="progress-fill" style=format!("width: {:.1}%", pct.unwrap_or(30.0))></div>
+                </div>
+                <div class="progress-detail">{p.detail.clone()}</div>
+            </div>
+        })
+    }
+}

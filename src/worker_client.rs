@@ -1,0 +1,92 @@
+//! The engine worker, seen from the page: typed requests out, typed replies
+//! in. Cancelling terminates the worker (that stops any stage at once) and
+//! starts a fresh one, which reports `Started` again.
+
+use crate::browser::js_error;
+use js_sys::Array;
+use lens_protocol::{Reply, Request};
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{ErrorEvent, MessageEvent, Worker, WorkerOptions, WorkerType};
+
+/// trunk's loader for the `worker` binary (see index.html).
+const WORKER_URL: &str = "./worker_loader.js";
+
+type Handler = Closure<dyn FnMut(JsValue)>;
+
+pub struct Engine {
+    worker: RefCell<Option<Worker>>,
+    on_reply: Rc<dyn Fn(Reply)>,
+    /// Called when the worker dies (a trap: out of memory, a panic).
+    on_crash: Rc<dyn Fn(String)>,
+    // Keep the closures alive as long as their worker.
+    handlers: RefCell<Vec<Handler>>,
+}
+
+impl Engine {
+    pub fn new(on_reply: Rc<dyn Fn(Reply)>, on_crash: Rc<dyn Fn(String)>) -> Rc<Self> {
+        let e = Rc::new(Self {
+            worker: RefCell::new(None),
+            on_reply,
+            on_crash,
+            handlers: RefCell::new(Vec::new()),
+        });
+        e.spawn();
+        e
+    }
+
+    /// Starts a worker (terminating the previous one).
+    pub fn spawn(&self) {
+        if let Some(w) = self.worker.borrow_mut().take() {
+            w.terminate();
+        }
+        self.handlers.borrow_mut().clear();
+        let opts = WorkerOptions::new();
+        opts.set_type(WorkerType::Classic);
+        let worker = match Worker::new_with_options(WORKER_URL, &opts) {
+            Ok(w) => w,
+            Err(e) => return (self.on_crash)(format!("cannot start the engine: {}", js_error(e))),
+        };
+        let on_reply = self.on_reply.clone();
+        let on_message = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
+            let Some(text) = ev
+                .dyn_ref::<MessageEvent>()
+                .and_then(|m| m.data().as_string())
+            else {
+                return;
+            };
+            match Reply::from_json(&text) {
+                Ok(r) => on_reply(r),
+                Err(e) => web_sys::console::warn_1(&e.into()),
+            }
+        });
+        let on_crash = self.on_crash.clone();
+        let on_error = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
+            let msg = ev
+                .dyn_ref::<ErrorEvent>()
+                .map(|e| e.message())
+                .unwrap_or_else(|| "the engine worker failed".into());
+            on_crash(msg);
+        });
+        worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        self.handlers.borrow_mut().extend([on_message, on_error]);
+        *self.worker.borrow_mut() = Some(worker);
+    }
+
+    pub fn post(&self, req: &Request) {
+        if let Some(w) = self.worker.borrow().as_ref() {
+            let _ = w.post_message(&JsValue::from_str(&req.to_json()));
+        }
+    }
+
+    /// A `LoadFiles` request with the `File`s beside it.
+    pub fn post_files(&self, req: &Request, files: &Array) {
+        if let Some(w) = self.worker.borrow().as_ref() {
+            let msg = Array::of2(&JsValue::from_str(&req.to_json()), files);
+            let _ = w.post_message(&msg);
+        }
+    }
+}
