@@ -22,12 +22,14 @@ trunk build --release --offline
 
 step "browser end-to-end (headless Chromium)"
 log=$(mktemp)
-cargo build -p lens-cli
-cargo run -q -p lens-cli -- serve --port 0 --dist dist >"$log" 2>&1 &
+tiny=$(mktemp -d)
+cargo build --release -p lens-cli
+cargo run -q --release --example tiny_model -- qwen3 "$tiny" >/dev/null
+bin="${CARGO_TARGET_DIR:-target}/release/linear-lens"
+"$bin" serve --port 0 --dist dist >"$log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
+trap 'kill $server 2>/dev/null || true; rm -rf "$tiny"' EXIT
 for _ in $(seq 1 120); do grep -q '^serving ' "$log" && break; sleep 0.5; done
 url=$(grep -m1 '^serving ' "$log" | cut -d' ' -f2)
 [ -n "$url" ] || { cat "$log"; echo "error: the server did not start"; exit 1; }
-node tests/e2e/predict.mjs "$url"
-echo "browser: 1 passed, 0 failed"
+LINEAR_LENS_BIN="$bin" TINY_QWEN3_DIR="$tiny" node tests/e2e/explorer.mjs "$url" "${SCREENSHOT_DIR:-}"

@@ -1,0 +1,258 @@
+// Browser end-to-end tests of the explorer (the page + the engine worker),
+// in Debian's headless Chromium driven by playwright-core:
+//
+//   LINEAR_LENS_BIN=target/release/linear-lens TINY_QWEN3_DIR=/tmp/tiny \
+//     node tests/e2e/explorer.mjs http://127.0.0.1:8080/ [screenshot-dir]
+//
+// The expected numbers come from the CLI (`linear-lens analyze --json`) on
+// the same model files and prompts. Prints what it saw; exits non-zero on
+// any failed check.
+
+import { chromium } from "playwright-core";
+import { execFileSync } from "node:child_process";
+import { createServer } from "node:http";
+import { readFileSync, existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+const url = process.argv[2];
+const shots = process.argv[3] ?? process.env.SCREENSHOT_DIR ?? "";
+const bin = process.env.LINEAR_LENS_BIN;
+const tinyDir = process.env.TINY_QWEN3_DIR;
+if (!url || !bin || !tinyDir) {
+  console.error("usage: LINEAR_LENS_BIN=… TINY_QWEN3_DIR=… node tests/e2e/explorer.mjs URL [screenshot-dir]");
+  process.exit(2);
+}
+if (shots) mkdirSync(shots, { recursive: true });
+
+const PROMPT = "The capital of France is";
+const TINY_PROMPT = "w5 w17 w42 w8 w23";
+const MODEL_TIMEOUT = 300_000;
+const RUN_TIMEOUT = 600_000;
+
+const failures = [];
+const check = (ok, what) => {
+  console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
+  if (!ok) failures.push(what);
+};
+const relClose = (a, b, tol) => Math.abs(a - b) <= tol * Math.abs(b);
+const t = (ms) => `${(ms / 1000).toFixed(1)} s`;
+
+function analyze(model, prompt) {
+  const out = execFileSync(
+    bin,
+    ["analyze", "--model", model, "--prompt", prompt, "--precision", "f64", "--decode", "0", "--columns", "0", "--no-attention", "--json", "-"],
+    { encoding: "utf8", maxBuffer: 1 << 26 },
+  );
+  return JSON.parse(out);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--no-sandbox", "--headless=new", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
+
+async function open(context, target) {
+  const page = await context.newPage();
+  await page.setViewportSize({ width: 1280, height: 1000 });
+  page.on("pageerror", (e) => console.log(`page error: ${e.message}`));
+  page.on("console", (m) => {
+    if (m.type() === "error") console.log(`console.error: ${m.text()}`);
+  });
+  await page.goto(target);
+  return page;
+}
+
+async function waitReady(page) {
+  await page.waitForFunction(
+    () =>
+      document.querySelector('[data-testid="model-status"]')?.textContent.startsWith("ready") ||
+      document.querySelector('[data-testid="error-message"]'),
+    null,
+    { timeout: MODEL_TIMEOUT },
+  );
+  const err = await page.$('[data-testid="error-message"]');
+  if (err) throw new Error(`the model did not load: ${await err.textContent()}`);
+  return page.textContent('[data-testid="model-status"]');
+}
+
+async function waitValue(page, testid) {
+  const sel = `[data-testid="${testid}"][data-value], [data-testid="error-message"]`;
+  await page.waitForSelector(sel, { timeout: RUN_TIMEOUT });
+  const err = await page.$('[data-testid="error-message"]');
+  if (err) throw new Error(`${testid}: ${await err.textContent()}`);
+  return Number(await page.getAttribute(`[data-testid="${testid}"]`, "data-value"));
+}
+
+async function results(page) {
+  const ordinary = await waitValue(page, "recon-error-ordinary");
+  return {
+    predicted: await page.textContent('[data-testid="predicted-token"]'),
+    detached: await waitValue(page, "recon-error-detached"),
+    ordinary,
+    stableRank: await waitValue(page, "stable-rank"),
+    singular: JSON.parse(await page.getAttribute('[data-testid="singular-values"]', "data-values")),
+  };
+}
+
+function compareWithCli(r, cli, what) {
+  check(r.predicted === cli.top[0].token, `${what}: predicted ${JSON.stringify(r.predicted)} = CLI ${JSON.stringify(cli.top[0].token)}`);
+  check(r.detached <= 1e-13, `${what}: f64 detached reconstruction ${r.detached.toExponential(2)} ≤ 1e-13 (full J)`);
+  check(relClose(r.ordinary, cli.reconstruction.ordinary_rel_error, 1e-9),
+    `${what}: ordinary error ${r.ordinary.toFixed(6)} = CLI ${cli.reconstruction.ordinary_rel_error.toFixed(6)}`);
+  const want = cli.svd.concat.singular_values;
+  check(r.singular.length === Math.min(16, want.length) && r.singular.every((s, k) => relClose(s, want[k], 1e-9)),
+    `${what}: ${r.singular.length} singular values = CLI's to 1e-9 (σ1 ${r.singular[0]?.toFixed(6)})`);
+  check(relClose(r.stableRank, cli.svd.concat.stable_rank, 1e-9), `${what}: stable rank ${r.stableRank.toFixed(6)} = CLI`);
+}
+
+// A stand-in for huggingface.co: /{owner}/{repo}/resolve/main/{file}, with
+// the CORS headers the real one sends.
+const hfRequests = [];
+const hf = createServer((req, res) => {
+  hfRequests.push(req.url);
+  const m = req.url.match(/^\/tiny\/qwen3\/resolve\/main\/([A-Za-z0-9_.-]+)$/);
+  const file = m && join(tinyDir, m[1]);
+  const headers = { "Access-Control-Allow-Origin": "*", "Cross-Origin-Resource-Policy": "cross-origin" };
+  if (!file || !existsSync(file)) {
+    res.writeHead(404, headers);
+    return res.end("not found");
+  }
+  const body = readFileSync(file);
+  res.writeHead(200, { ...headers, "Content-Length": body.length, "Content-Type": "application/octet-stream" });
+  res.end(body);
+});
+await new Promise((r) => hf.listen(0, "127.0.0.1", r));
+const hfBase = `http://127.0.0.1:${hf.address().port}`;
+
+const timings = {};
+try {
+  // 1. The default model, a prompt, every stage; the page stays responsive.
+  const cli = analyze("gemma-3-270m", PROMPT);
+  const ctxA = await browser.newContext();
+  const modelRequests = [];
+  ctxA.on("request", (r) => r.url().endsWith(".gguf") && modelRequests.push(r.url()));
+  const t0 = Date.now();
+  let page = await open(ctxA, url);
+  check((await page.title()) === "Linear Lens", "page title");
+  check(await page.evaluate(() => self.crossOriginIsolated === true), "page is cross-origin isolated (COOP/COEP)");
+  check((await page.textContent('[data-testid="backend-label"]')) === "CPU", "backend label says CPU");
+  check((await page.inputValue('[data-testid="model-select"]')) === "gemma-3-270m", "default model is gemma-3-270m");
+  console.log(`status: ${await waitReady(page)}`);
+  timings.load = Date.now() - t0;
+  check(modelRequests.length === 1, `the first visit downloads the model (${modelRequests.length} request)`);
+
+  await page.fill('[data-testid="prompt-input"]', PROMPT);
+  await page.selectOption('[data-testid="precision-select"]', "f64");
+  const t1 = Date.now();
+  await page.click('[data-testid="run-button"]');
+  await page.waitForSelector('[data-testid="predicted-token"]', { timeout: RUN_TIMEOUT });
+  timings.prediction = Date.now() - t1;
+  // Progress while the full Jacobian forms, and a UI interaction meanwhile.
+  await page.waitForFunction(
+    () => document.querySelector('[data-testid="progress"]')?.getAttribute("aria-label")?.includes("Jacobian"),
+    null,
+    { timeout: RUN_TIMEOUT },
+  );
+  const samples = [];
+  for (let k = 0; k < 12; k++) {
+    const v = await page.getAttribute('[data-testid="progress"]', "aria-valuenow").catch(() => null);
+    if (v !== null) samples.push(Number(v));
+    await page.waitForTimeout(700);
+  }
+  const distinct = [...new Set(samples)];
+  check(distinct.length >= 3 && samples.every((v, k) => k === 0 || v >= samples[k - 1]),
+    `the progress bar advances during the Jacobian (${distinct.join(" → ")})`);
+  const tClick = Date.now();
+  await page.click('[data-testid="tokens"] [data-index="3"]', { timeout: 2000 });
+  await page.waitForSelector('[data-testid="tokens"] [data-index="3"][aria-pressed="true"]', { timeout: 2000 });
+  const clickMs = Date.now() - tClick;
+  check(clickMs < 1000, `a click on a token is handled while the Jacobian computes (${clickMs} ms)`);
+  check(await page.$('[data-testid="progress"]') !== null, "…and the run is still going");
+  const rA = await results(page);
+  timings.full = Date.now() - t1;
+  compareWithCli(rA, cli, "Gemma 3 270M");
+  const attr = await page.$$eval('[data-testid="tokens"] [data-attribution]', (els) => els.map((e) => Number(e.dataset.attribution)));
+  check(attr.length === cli.tokens.length && attr.every((a, i) => relClose(a, cli.attribution.per_token[i], 1e-9) || Math.abs(a - cli.attribution.per_token[i]) < 1e-9),
+    `token strip attributions = CLI's (${attr.map((a) => a.toFixed(3)).join(" ")})`);
+  const share = await page.getAttribute('[data-testid="share-link"]', "href");
+  check(share.includes("#") && share.includes("prompt=The%20capital") && share.includes("token=3"), `share link carries the state: ${share}`);
+  if (shots) await page.screenshot({ path: join(shots, "explorer-gemma.png"), fullPage: true });
+  console.log(`times: model ${t(timings.load)}, first prediction ${t(timings.prediction)}, all stages (f64) ${t(timings.full)}`);
+
+  // 2. The second load comes from the cache: no request for the weights.
+  modelRequests.length = 0;
+  await page.reload();
+  const status = await waitReady(page);
+  check(modelRequests.length === 0 && status.includes("cache"), `the second load makes no request for the weights (${modelRequests.length}; "${status}")`);
+
+  // 3. The reloaded page (its URL now carries the analysis) runs it again;
+  // cancel stops that run within a second and the page stays usable.
+  await page.waitForFunction(
+    () => document.querySelector('[data-testid="progress"]')?.getAttribute("aria-label")?.includes("Jacobian"),
+    null,
+    { timeout: RUN_TIMEOUT },
+  );
+  const tCancel = Date.now();
+  await page.click('[data-testid="cancel-button"]');
+  await page.waitForSelector('[data-testid="progress"]', { state: "detached", timeout: 1000 });
+  const cancelMs = Date.now() - tCancel;
+  check(cancelMs <= 1000, `cancel stops the run (${cancelMs} ms)`);
+  check((await page.textContent('[data-testid="error-message"]')).includes("Cancelled"), "the page says the run was cancelled");
+  await page.waitForFunction(
+    () => document.querySelector('[data-testid="model-status"]')?.textContent.startsWith("ready"),
+    null,
+    { timeout: MODEL_TIMEOUT },
+  );
+  check(await page.isEnabled('[data-testid="run-button"]'), "after cancel the model is ready again and Run is enabled");
+  await ctxA.close();
+
+  // 4. The share link in a fresh profile reproduces the analysis.
+  const ctxB = await browser.newContext();
+  page = await open(ctxB, share);
+  await waitReady(page);
+  const rB = await results(page);
+  check(rB.predicted === rA.predicted, `shared link: same prediction ${JSON.stringify(rB.predicted)}`);
+  check(rB.singular.every((s, k) => relClose(s, rA.singular[k], 1e-12)), "shared link: same singular values");
+  check((await page.inputValue('[data-testid="prompt-input"]')) === PROMPT, "shared link: same prompt");
+  check((await page.getAttribute('[data-testid="tokens"] [data-index="3"]', "aria-pressed")) === "true", "shared link: same selected token");
+  await page.close();
+
+  // 5. Markup in a shared prompt is text, never HTML.
+  const evil = "<img src=x onerror=alert(1)>";
+  page = await open(ctxB, `${url}#model=gemma-3-270m&prompt=${encodeURIComponent(evil)}&precision=f32`);
+  let dialogs = 0;
+  page.on("dialog", async (d) => {
+    dialogs++;
+    await d.dismiss();
+  });
+  await waitReady(page);
+  await page.waitForSelector('[data-testid="predicted-token"]', { timeout: RUN_TIMEOUT });
+  check((await page.inputValue('[data-testid="prompt-input"]')) === evil, "the prompt from the link is in the input as text");
+  const strip = await page.textContent('[data-testid="tokens"]');
+  check(strip.includes("img") && strip.includes("onerror"), `the tokens show the markup as text (${JSON.stringify(strip)})`);
+  check((await page.$$("main img")).length === 0 && dialogs === 0, "no element was injected and no script ran");
+  await page.close();
+
+  // 6. A tiny Qwen 3 through the Hugging Face URL layout, from a local server.
+  const cliTiny = analyze(tinyDir, TINY_PROMPT);
+  page = await open(ctxB, `${url}?hf_base=${encodeURIComponent(hfBase)}#model=hf%3Atiny%2Fqwen3&prompt=${encodeURIComponent(TINY_PROMPT)}&precision=f64`);
+  console.log(`status: ${await waitReady(page)}`);
+  const rT = await results(page);
+  compareWithCli(rT, cliTiny, "tiny Qwen 3 via the Hugging Face path");
+  check(hfRequests.some((u) => u.endsWith("/model.safetensors")), `weights came from the mirror (${hfRequests.join(", ")})`);
+  if (shots) await page.screenshot({ path: join(shots, "explorer-tiny-qwen3.png"), fullPage: true });
+  await ctxB.close();
+} catch (e) {
+  failures.push(String(e));
+  console.log(`FAIL ${e.message ?? e}`);
+} finally {
+  await browser.close();
+  hf.close();
+}
+
+if (failures.length) {
+  console.log(`browser: ${failures.length} check(s) failed`);
+  process.exit(1);
+}
+console.log("browser: all checks passed");
