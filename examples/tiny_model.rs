@@ -7,7 +7,6 @@
 //! Deterministic (fixed seed); its tokenizer is word-level over `w3 w4 …`.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use common::{
