@@ -355,6 +355,8 @@ pub fn App() -> impl IntoView {
         });
         results.set(Results::default());
         running.set(None);
+        // A model picked by hand: a link's pending run is not for it.
+        run_when_ready.set_value(false);
         loaded.set_value(Some(Loadable::Remote(id)));
         browser::set_fragment(&spec.get_untracked().to_fragment());
         // A fresh worker: whatever the old one was doing stops.
@@ -378,6 +380,7 @@ pub fn App() -> impl IntoView {
         });
         results.set(Results::default());
         running.set(None);
+        run_when_ready.set_value(false);
         loaded.set_value(Some(Loadable::Files(arr)));
         if let Some(e) = engine.get_value() {
             e.spawn();

@@ -109,17 +109,25 @@ function compareWithCli(r, cli, what) {
 // A stand-in for huggingface.co: /{owner}/{repo}/resolve/main/{file}, with
 // the CORS headers the real one sends.
 const hfRequests = [];
+// Two broken repos besides: `tiny/cut` drops the connection halfway through
+// the weights, `tiny/corrupt` serves garbage as the weights.
 const hf = createServer((req, res) => {
   hfRequests.push(req.url);
-  const m = req.url.match(/^\/tiny\/qwen3\/resolve\/main\/([A-Za-z0-9_.-]+)$/);
-  const file = m && join(tinyDir, m[1]);
+  const m = req.url.match(/^\/tiny\/(qwen3|cut|corrupt)\/resolve\/main\/([A-Za-z0-9_.-]+)$/);
+  const file = m && join(tinyDir, m[2]);
   const headers = { "Access-Control-Allow-Origin": "*", "Cross-Origin-Resource-Policy": "cross-origin" };
   if (!file || !existsSync(file)) {
     res.writeHead(404, headers);
     return res.end("not found");
   }
-  const body = readFileSync(file);
+  let body = readFileSync(file);
+  const weights = m[2] === "model.safetensors";
+  if (weights && m[1] === "corrupt") body = Buffer.alloc(body.length, 0x7b);
   res.writeHead(200, { ...headers, "Content-Length": body.length, "Content-Type": "application/octet-stream" });
+  if (weights && m[1] === "cut") {
+    res.write(body.subarray(0, body.length >> 1));
+    return setTimeout(() => res.destroy(), 100);
+  }
   res.end(body);
 });
 await new Promise((r) => hf.listen(0, "127.0.0.1", r));
@@ -242,6 +250,35 @@ try {
   compareWithCli(rT, cliTiny, "tiny Qwen 3 via the Hugging Face path");
   check(hfRequests.some((u) => u.endsWith("/model.safetensors")), `weights came from the mirror (${hfRequests.join(", ")})`);
   if (shots) await page.screenshot({ path: join(shots, "explorer-tiny-qwen3.png"), fullPage: true });
+  await page.close();
+
+  // 7. A download that breaks off, and a corrupt file: a clear message, and
+  // the page stays usable (the next model loads).
+  for (const [repo, words] of [["cut", /broke off|ended early/], ["corrupt", /not a usable model/]]) {
+    page = await open(ctxB, `${url}?hf_base=${encodeURIComponent(hfBase)}#model=hf%3Atiny%2F${repo}&prompt=w5`);
+    await page.waitForSelector('[data-testid="error-message"]', { timeout: MODEL_TIMEOUT });
+    const msg = await page.textContent('[data-testid="error-message"]');
+    check(words.test(msg), `tiny/${repo}: the page says what went wrong: ${JSON.stringify(msg)}`);
+    await page.selectOption('[data-testid="model-select"]', "gemma-3-270m");
+    await waitReady(page);
+    check(await page.isEnabled('[data-testid="run-button"]'), `after tiny/${repo} another model loads and Run is enabled`);
+    await page.close();
+  }
+
+  // 8. Local files by the file picker.
+  page = await open(ctxB, url);
+  await waitReady(page);
+  await page.setInputFiles('[data-testid="model-files"]', ["config.json", "tokenizer.json", "model.safetensors"].map((f) => join(tinyDir, f)));
+  await page.waitForFunction(
+    () => document.querySelector('[data-testid="model-status"]')?.textContent.includes("qwen3"),
+    null,
+    { timeout: MODEL_TIMEOUT },
+  );
+  await page.fill('[data-testid="prompt-input"]', TINY_PROMPT);
+  await page.click('[data-testid="run-button"]');
+  const rF = await results(page);
+  check(rF.predicted === cliTiny.top[0].token && rF.singular.every((v, k) => relClose(v, rT.singular[k], 1e-12)),
+    `local files: the same model, the same numbers (${JSON.stringify(rF.predicted)})`);
   await ctxB.close();
 } catch (e) {
   failures.push(String(e));
