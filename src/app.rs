@@ -77,6 +77,15 @@ struct Results {
     done_ms: Option<f64>,
 }
 
+fn view_title(v: View) -> &'static str {
+    match v {
+        View::Prediction => "Next token",
+        View::Exactness => "Exactness",
+        View::Tokens => "Tokens",
+        View::Spectrum => "Spectrum",
+    }
+}
+
 #[component]
 pub fn App() -> impl IntoView {
     let catalog = match Catalog::parse(CATALOG_JSON) {
@@ -288,6 +297,10 @@ pub fn App() -> impl IntoView {
                 Reply::Done { job: j, ms } if mine(j) => {
                     results.update(|res| res.done_ms = Some(ms));
                     running.set(None);
+                    let v = spec.get_untracked().view;
+                    if v != View::Prediction {
+                        browser::scroll_to(&format!("view-{}", v.as_str()));
+                    }
                 }
                 Reply::Failed {
                     job: j,
@@ -543,6 +556,11 @@ pub fn App() -> impl IntoView {
     let spectrum = Signal::derive(move || results.get().spectrum);
     let spectrum_pending = Signal::derive(move || running.get().is_some());
     let share = move || browser::url_with_fragment(&spec.get().to_fragment());
+    let focus_view = move |v: View| {
+        spec.update(|s| s.view = v);
+        browser::set_fragment(&spec.get_untracked().to_fragment());
+        browser::scroll_to(&format!("view-{}", v.as_str()));
+    };
     let (copied, set_copied) = signal(false);
     let current_model = Signal::derive(move || spec.get().model);
 
@@ -585,12 +603,29 @@ pub fn App() -> impl IntoView {
                 <p class="error" role="alert" data-testid="error-message">{e}</p>
             })}
             {move || notice.get().map(|n| view! { <p class="notice">{n}</p> })}
-            <TokenStrip data=strip selected=selected on_select=select />
-            <div class="grid2">
-                <PredictionView data=prediction />
-                <SpectrumView data=spectrum pending=spectrum_pending />
+            <nav class="view-nav" aria-label="views">
+                {View::ALL.into_iter().map(|v| view! {
+                    <button type="button" class="view-tab" data-testid=format!("view-tab-{}", v.as_str())
+                        aria-current=move || (spec.get().view == v).then_some("true")
+                        on:click=move |_| focus_view(v)>
+                        {view_title(v)}
+                    </button>
+                }).collect_view()}
+            </nav>
+            <div id="view-tokens" class="view-slot" class:focused=move || spec.get().view == View::Tokens>
+                <TokenStrip data=strip selected=selected on_select=select />
             </div>
-            <ExactnessView data=exactness />
+            <div class="grid2">
+                <div id="view-prediction" class="view-slot" class:focused=move || spec.get().view == View::Prediction>
+                    <PredictionView data=prediction />
+                </div>
+                <div id="view-spectrum" class="view-slot" class:focused=move || spec.get().view == View::Spectrum>
+                    <SpectrumView data=spectrum pending=spectrum_pending />
+                </div>
+            </div>
+            <div id="view-exactness" class="view-slot" class:focused=move || spec.get().view == View::Exactness>
+                <ExactnessView data=exactness />
+            </div>
             <p class="share">
                 <a data-testid="share-link" href=share>"Link to this analysis"</a>
                 " "
@@ -604,9 +639,6 @@ pub fn App() -> impl IntoView {
                     {move || if copied.get() { "Copied" } else { "Copy link" }}
                 </button>
                 <span class="timing">{move || results.get().done_ms.map(|ms| format!(" · all stages in {:.1} s", ms / 1000.0))}</span>
-            </p>
-            <p class="view-note" data-view=move || spec.get().view.as_str()>
-                {move || (spec.get().view != View::Prediction).then(|| format!("Shared with the {} view in focus.", spec.get().view.as_str()))}
             </p>
         </main>
         <footer>

@@ -84,3 +84,13 @@ pub async fn clear_model_cache(name: &str) -> Result<(), String> {
         .map(|_| ())
         .map_err(js_error)
 }
+
+/// Scrolls the element with `id` into view (no-op when absent).
+pub fn scroll_to(id: &str) {
+    if let Some(el) = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.get_element_by_id(id))
+    {
+        el.scroll_into_view();
+    }
+}

@@ -183,8 +183,10 @@ try {
   const attr = await page.$$eval('[data-testid="tokens"] [data-attribution]', (els) => els.map((e) => Number(e.dataset.attribution)));
   check(attr.length === cli.tokens.length && attr.every((a, i) => relClose(a, cli.attribution.per_token[i], 1e-9) || Math.abs(a - cli.attribution.per_token[i]) < 1e-9),
     `token strip attributions = CLI's (${attr.map((a) => a.toFixed(3)).join(" ")})`);
+  await page.click('[data-testid="view-tab-spectrum"]');
   const share = await page.getAttribute('[data-testid="share-link"]', "href");
-  check(share.includes("#") && share.includes("prompt=The%20capital") && share.includes("token=3"), `share link carries the state: ${share}`);
+  check(share.includes("#") && share.includes("prompt=The%20capital") && share.includes("token=3") && share.includes("view=spectrum"),
+    `share link carries the state: ${share}`);
   if (shots) await page.screenshot({ path: join(shots, "explorer-gemma.png"), fullPage: true });
   console.log(`times: model ${t(timings.load)}, first prediction ${t(timings.prediction)}, all stages (f64) ${t(timings.full)}`);
 
@@ -224,6 +226,7 @@ try {
   check(rB.singular.every((s, k) => relClose(s, rA.singular[k], 1e-12)), "shared link: same singular values");
   check((await page.inputValue('[data-testid="prompt-input"]')) === PROMPT, "shared link: same prompt");
   check((await page.getAttribute('[data-testid="tokens"] [data-index="3"]', "aria-pressed")) === "true", "shared link: same selected token");
+  check((await page.getAttribute('[data-testid="view-tab-spectrum"]', "aria-current")) === "true", "shared link: same view in focus");
   await page.close();
 
   // 5. Markup in a shared prompt is text, never HTML.

@@ -4,7 +4,7 @@
 //! detached Jacobian, the SVD of `J_cat` and the ordinary Jacobian.
 
 use candle_core::DType;
-use lens_engine::analysis::attribution::attribute;
+use lens_engine::analysis::attribution::{attribute, norms_and_projections};
 use lens_engine::analysis::svd::{decompose_concat, jacobian_values};
 use lens_engine::forward::top_k;
 use lens_engine::jacobian::{
@@ -253,20 +253,7 @@ fn contribution_rows(
     let c = contributions(model, tr, PassOptions::default())?;
     let rel = rel_error(&c.sum(0)?, &tr.y.flatten_all()?)?;
     let att = attribute(model, tr, &c, target)?;
-    let norms = c
-        .sqr()?
-        .sum(1)?
-        .sqrt()?
-        .to_dtype(DType::F64)?
-        .to_vec1::<f64>()?;
-    let y = tr.y_vec()?;
-    let y_norm = y
-        .iter()
-        .map(|v| v * v)
-        .sum::<f64>()
-        .sqrt()
-        .max(f64::MIN_POSITIVE);
-    let c64 = c.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let (norms, proj) = norms_and_projections(&c, &tr.y_vec()?)?;
     let ids = tr.ids.clone();
     let rows = ids
         .iter()
@@ -276,7 +263,7 @@ fn contribution_rows(
             id,
             attribution: att.per_token[i],
             contribution_norm: norms[i],
-            projection_on_y: c64[i].iter().zip(&y).map(|(a, b)| a * b).sum::<f64>() / y_norm,
+            projection_on_y: proj[i],
         })
         .collect();
     Ok((rows, att, rel))

@@ -44,3 +44,25 @@ pub fn attribute(model: &Model, trace: &Trace, c: &Tensor, target: u32) -> Resul
         sum_rel_error: (sum - logit).abs() / logit.abs().max(f64::MIN_POSITIVE),
     })
 }
+
+/// `‖c_i‖` and `c_i · y / ‖y‖` for each row of `c` (`[n, d]`); the
+/// projections sum to `‖y‖` when `Σ c_i = y`.
+pub fn norms_and_projections(c: &Tensor, y: &[f64]) -> Result<(Vec<f64>, Vec<f64>)> {
+    let c = c.to_dtype(DType::F64)?;
+    let norms = c.sqr()?.sum(1)?.sqrt()?.to_vec1::<f64>()?;
+    let y_norm = y
+        .iter()
+        .map(|v| v * v)
+        .sum::<f64>()
+        .sqrt()
+        .max(f64::MIN_POSITIVE);
+    let yt = Tensor::from_slice(y, (y.len(), 1), c.device())?;
+    let proj = c
+        .matmul(&yt)?
+        .flatten_all()?
+        .to_vec1::<f64>()?
+        .into_iter()
+        .map(|p| p / y_norm)
+        .collect();
+    Ok((norms, proj))
+}

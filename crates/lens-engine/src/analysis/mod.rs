@@ -266,20 +266,8 @@ pub fn analyze(
             .collect(),
         None => vec![None; n],
     };
-    let cn = c
-        .sqr()?
-        .sum(1)?
-        .sqrt()?
-        .to_dtype(DType::F64)?
-        .to_vec1::<f64>()?;
     let y = tr.y_vec()?;
-    let y_norm = y.iter().map(|v| v * v).sum::<f64>().sqrt();
-    let yt = candle_core::Tensor::from_slice(&y, (y.len(), 1), &candle_core::Device::Cpu)?;
-    let proj = c
-        .to_dtype(DType::F64)?
-        .matmul(&yt)?
-        .flatten_all()?
-        .to_vec1::<f64>()?;
+    let (cn, proj) = attribution::norms_and_projections(&c, &y)?;
     let per_token = ids
         .iter()
         .zip(fro.iter().zip(&cn).zip(&proj))
@@ -287,7 +275,7 @@ pub fn analyze(
             token: model.tokenizer.token_str(id),
             jacobian_fro_norm: *f,
             contribution_norm: c,
-            projection_on_y: p / y_norm,
+            projection_on_y: p,
         })
         .collect();
 
