@@ -123,6 +123,17 @@ pub fn App() -> impl IntoView {
     };
 
     let start_run = move || {
+        if running.get_untracked().is_some() {
+            // A new analysis (a link pasted into this tab) while one runs: the
+            // busy worker is replaced, and the run starts once it is ready.
+            running.set(None);
+            run_when_ready.set_value(true);
+            model_state.set(ModelState::Starting);
+            if let Some(e) = engine.get_value() {
+                e.spawn();
+            }
+            return;
+        }
         if !matches!(model_state.get_untracked(), ModelState::Ready { .. }) {
             run_when_ready.set_value(true);
             return;

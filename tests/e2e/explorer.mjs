@@ -243,6 +243,20 @@ try {
   const strip = await page.textContent('[data-testid="tokens"]');
   check(strip.includes("img") && strip.includes("onerror"), `the tokens show the markup as text (${JSON.stringify(strip)})`);
   check((await page.$$("main img")).length === 0 && dialogs === 0, "no element was injected and no script ran");
+
+  // A link pasted into the same tab while a run goes on replaces that run.
+  const next = "Paris is the capital of";
+  const want = JSON.parse(execFileSync(bin, ["predict", "--model", "gemma-3-270m", "--prompt", next, "--precision", "f32", "--json"], { encoding: "utf8" }));
+  await page.evaluate((p) => (location.hash = `model=gemma-3-270m&prompt=${encodeURIComponent(p)}&precision=f32`), next);
+  await page.waitForFunction(
+    (p) => document.querySelector('[data-testid="tokens"]')?.textContent.includes("capital") &&
+      document.querySelector('[data-testid="prompt-input"]')?.value === p &&
+      document.querySelector('[data-testid="predicted-token"]'),
+    next,
+    { timeout: RUN_TIMEOUT },
+  );
+  const got = await page.textContent('[data-testid="predicted-token"]');
+  check(got === want.top[0].token, `a new link in the same tab runs the new prompt: ${JSON.stringify(got)} = CLI ${JSON.stringify(want.top[0].token)}`);
   await page.close();
 
   // 6. A tiny Qwen 3 through the Hugging Face URL layout, from a local server.

@@ -20,8 +20,10 @@ use std::rc::Rc;
 /// Singular values of `J_cat` sent to the page.
 pub const SPECTRUM_KEEP: usize = 16;
 /// The full Jacobian (`n·d²` values) must fit this many bytes; past it the
-/// run stops after the contributions and says why.
-pub const FULL_JACOBIAN_BYTES: usize = 768 << 20;
+/// run stops after the contributions and says why. The SVD holds about
+/// three copies at once (J's values, faer's matrix, V), so this keeps the
+/// peak near 1.5 GB, inside a wasm32 tab's 4 GB.
+pub const FULL_JACOBIAN_BYTES: usize = 384 << 20;
 /// Longest prompt analysed (tokens).
 pub const MAX_TOKENS: usize = 512;
 
