@@ -2,20 +2,19 @@
 //! arrive from the engine worker, the URL fragment ⇄ analysis state.
 
 use crate::browser;
+use crate::run_state::{ModelState, Results, Running};
 use crate::views::exactness::{ExactnessData, ExactnessView};
 use crate::views::format::mb;
 use crate::views::model_picker::ModelPicker;
 use crate::views::prediction::{PredictionData, PredictionView};
-use crate::views::progress::{ProgressInfo, ProgressView};
+use crate::views::progress::ProgressView;
 use crate::views::spectrum::{SpectrumData, SpectrumView};
 use crate::views::token_strip::{StripData, TokenStrip};
 use crate::worker_client::Engine;
 use js_sys::Array;
 use lens_protocol::catalog::{HF_BASE, MODEL_CACHE};
 use lens_protocol::messages::RunRequest;
-use lens_protocol::{
-    AnalysisSpec, Catalog, ErrorKind, Precision, Reply, Request, Stage, TokenRow, View,
-};
+use lens_protocol::{AnalysisSpec, Catalog, ErrorKind, Precision, Reply, Request, Stage, View};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use std::rc::Rc;
@@ -26,55 +25,11 @@ const CATALOG_JSON: &str = include_str!("../web/models.json");
 const DEFAULT_PROMPT: &str = "The bridge out of Marin is the";
 const TOP_K: usize = 10;
 
-#[derive(Clone, Debug, PartialEq)]
-enum ModelState {
-    Starting,
-    Downloading {
-        received: u64,
-        total: Option<u64>,
-        rate: f64,
-        file: String,
-        from_cache: bool,
-    },
-    Parsing,
-    Ready {
-        name: String,
-        detail: String,
-    },
-    Failed,
-    Idle,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-struct Running {
-    job: u32,
-    stage: Stage,
-    done: usize,
-    total: usize,
-    started: f64,
-}
-
 /// What is loaded into the worker, to reload it after a restart.
 #[derive(Clone)]
 enum Loadable {
     Remote(String),
     Files(Array),
-}
-
-#[derive(Clone, Debug, Default, PartialEq)]
-struct Results {
-    precision: Precision,
-    tokens: Vec<String>,
-    prediction: Option<PredictionData>,
-    rows: Option<Vec<TokenRow>>,
-    target_token: String,
-    logit: f64,
-    contributions: Option<(f64, f64)>,
-    detached: Option<f64>,
-    fro_norms: Option<Vec<f64>>,
-    spectrum: Option<SpectrumData>,
-    ordinary: Option<f64>,
-    done_ms: Option<f64>,
 }
 
 fn view_title(v: View) -> &'static str {
@@ -104,7 +59,6 @@ pub fn App() -> impl IntoView {
     let running = RwSignal::new(None::<Running>);
     let results = RwSignal::new(Results::default());
     let error = RwSignal::new(None::<String>);
-    let notice = RwSignal::new(None::<String>);
     let storage = RwSignal::new(None::<(f64, f64)>);
     let job = StoredValue::new(0u32);
     // Run once the model is ready (a share link, or a run asked for early).
@@ -142,7 +96,6 @@ pub fn App() -> impl IntoView {
         let id = job.get_value() + 1;
         job.set_value(id);
         error.set(None);
-        notice.set(None);
         results.set(Results {
             precision: s.precision,
             ..Results::default()
@@ -453,91 +406,10 @@ pub fn App() -> impl IntoView {
     on_hash.forget();
 
     let ready = move || matches!(model_state.get(), ModelState::Ready { .. });
-    let status = Signal::derive(move || match model_state.get() {
-        ModelState::Starting => "starting the engine…".to_string(),
-        ModelState::Downloading {
-            from_cache: true, ..
-        } => "loading from this device's cache…".into(),
-        ModelState::Downloading { .. } => "downloading…".into(),
-        ModelState::Parsing => "reading the model…".into(),
-        ModelState::Ready { name, detail } => format!("ready: {name} ({detail})"),
-        ModelState::Failed => "not loaded (see the message below)".into(),
-        ModelState::Idle => "no model loaded".into(),
-    });
-    let progress = Signal::derive(move || {
-        if let Some(r) = running.get() {
-            let stages = [
-                Stage::Predict,
-                Stage::Contributions,
-                Stage::Jacobian,
-                Stage::Svd,
-                Stage::Ordinary,
-            ];
-            let k = stages.iter().position(|s| *s == r.stage).unwrap_or(0);
-            let within = if r.total > 0 {
-                r.done as f64 / r.total as f64
-            } else {
-                0.0
-            };
-            // Rough shares of the time each stage takes.
-            let weights = [0.02, 0.08, 0.45, 0.05, 0.40];
-            let before: f64 = weights[..k].iter().sum();
-            let frac = before + weights[k] * within;
-            let secs = (browser::now_ms() - r.started) / 1000.0;
-            return Some(ProgressInfo {
-                label: format!("Step {} of 5: {}", k + 1, r.stage.label()),
-                fraction: Some(frac),
-                detail: format!(
-                    "{}/{} steps of this stage · {secs:.0} s so far · the page stays usable",
-                    r.done, r.total
-                ),
-            });
-        }
-        match model_state.get() {
-            ModelState::Downloading {
-                received,
-                total,
-                rate,
-                file,
-                from_cache,
-            } => {
-                let left = match (total, rate > 0.0) {
-                    (Some(t), true) => format!(
-                        " · about {:.0} s left",
-                        (t.saturating_sub(received)) as f64 / rate
-                    ),
-                    _ => String::new(),
-                };
-                Some(ProgressInfo {
-                    label: if from_cache {
-                        "Loading the model from this device".into()
-                    } else {
-                        "Downloading the model".into()
-                    },
-                    fraction: total.map(|t| received as f64 / t.max(1) as f64),
-                    detail: format!(
-                        "{}{} · {}{}{}",
-                        mb(received as f64),
-                        total
-                            .map(|t| format!(" of {}", mb(t as f64)))
-                            .unwrap_or_default(),
-                        file,
-                        if rate > 0.0 {
-                            format!(" · {}/s", mb(rate))
-                        } else {
-                            String::new()
-                        },
-                        left
-                    ),
-                })
-            }
-            ModelState::Parsing => Some(ProgressInfo {
-                label: "Reading the model".into(),
-                fraction: None,
-                detail: "parsing weights and tokenizer".into(),
-            }),
-            _ => None,
-        }
+    let status = Signal::derive(move || model_state.get().status());
+    let progress = Signal::derive(move || match running.get() {
+        Some(r) => Some(r.progress(browser::now_ms())),
+        None => model_state.get().progress(),
     });
     let prediction = Signal::derive(move || results.get().prediction);
     let exactness = Signal::derive(move || {
@@ -613,7 +485,6 @@ pub fn App() -> impl IntoView {
             {move || error.get().map(|e| view! {
                 <p class="error" role="alert" data-testid="error-message">{e}</p>
             })}
-            {move || notice.get().map(|n| view! { <p class="notice">{n}</p> })}
             <nav class="view-nav" aria-label="views">
                 {View::ALL.into_iter().map(|v| view! {
                     <button type="button" class="view-tab" data-testid=format!("view-tab-{}", v.as_str())

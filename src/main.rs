@@ -9,6 +9,8 @@ mod app;
 #[cfg(target_arch = "wasm32")]
 mod browser;
 #[cfg(target_arch = "wasm32")]
+mod run_state;
+#[cfg(target_arch = "wasm32")]
 mod views;
 #[cfg(target_arch = "wasm32")]
 mod worker_client;

@@ -119,26 +119,21 @@ pub fn run(
     let predicted = top.first().map(|t| t.id).unwrap_or_default();
 
     let t = now_ms();
-    let with_progress = |s: Stage, body: &mut dyn FnMut() -> Result<(), Failure>| {
+    // Progress of a long pass, as replies for this job.
+    let hook = |s: Stage| -> progress::Hook {
         let e = emit.clone();
-        progress::scoped(
-            Rc::new(move |done, total| {
-                e(Reply::Progress {
-                    job: Some(job),
-                    stage: s,
-                    done,
-                    total,
-                })
-            }),
-            body,
-        )
+        Rc::new(move |done, total| {
+            e(Reply::Progress {
+                job: Some(job),
+                stage: s,
+                done,
+                total,
+            })
+        })
     };
-    let mut contrib = None;
-    with_progress(Stage::Contributions, &mut || {
-        contrib = Some(contribution_rows(model, &tr, predicted)?);
-        Ok(())
+    let (rows, att, rel) = progress::scoped(hook(Stage::Contributions), || {
+        contribution_rows(model, &tr, predicted)
     })?;
-    let (rows, att, rel) = contrib.ok_or_else(|| bad("no contributions".into()))?;
     // The other precision's reconstruction from its own frozen forward.
     let other = match precision {
         Precision::F64 => Precision::F32,
@@ -183,12 +178,9 @@ pub fn run(
         });
     }
     let t = now_ms();
-    let mut jac = None;
-    with_progress(Stage::Jacobian, &mut || {
-        jac = Some(detached_jacobian(model, &tr, PassOptions::default())?.0);
-        Ok(())
+    let (j, _) = progress::scoped(hook(Stage::Jacobian), || {
+        detached_jacobian(model, &tr, PassOptions::default())
     })?;
-    let j = jac.ok_or_else(|| bad("no Jacobian".into()))?;
     let detached = reconstruction_error(&j, &tr.x, &tr.y)?;
     let fro_norms = j
         .sqr()?
@@ -218,12 +210,9 @@ pub fn run(
     });
 
     let t = now_ms();
-    let mut ord = None;
-    with_progress(Stage::Ordinary, &mut || {
-        ord = Some(ordinary_jacobian(model, &tr, PassOptions::default())?);
-        Ok(())
+    let o = progress::scoped(hook(Stage::Ordinary), || {
+        ordinary_jacobian(model, &tr, PassOptions::default())
     })?;
-    let o = ord.ok_or_else(|| bad("no ordinary Jacobian".into()))?;
     let ordinary = reconstruction_error(&o, &tr.x, &tr.y)?;
     drop(o);
     emit(Reply::Ordinary {
