@@ -38,6 +38,12 @@ fn view_title(v: View) -> &'static str {
         View::Exactness => "Exactness",
         View::Tokens => "Tokens",
         View::Spectrum => "Spectrum",
+        View::Decode => "Decode",
+        View::Layers => "Layers",
+        View::Path => "Path",
+        View::Attention => "Attention",
+        View::Heatmap => "Heatmap",
+        View::Steering => "Steering",
     }
 }
 
@@ -114,6 +120,7 @@ pub fn App() -> impl IntoView {
             precision: s.precision,
             top: TOP_K,
             full: true,
+            svd: s.svd,
         }));
     };
 
@@ -415,7 +422,7 @@ pub fn App() -> impl IntoView {
     let exactness = Signal::derive(move || {
         let r = results.get();
         ExactnessData {
-            precision: r.precision.as_str(),
+            precision: r.precision.name(),
             contributions: r.contributions,
             detached: r.detached,
             ordinary: r.ordinary,
@@ -466,7 +473,7 @@ pub fn App() -> impl IntoView {
                         prop:value=move || spec.get().prompt
                         on:input=move |ev| spec.update(|s| s.prompt = event_target_value(&ev)) />
                     <select data-testid="precision-select" aria-label="precision"
-                        prop:value=move || spec.get().precision.as_str()
+                        prop:value=move || spec.get().precision.name()
                         on:change=move |ev| {
                             if let Some(p) = Precision::parse(&event_target_value(&ev)) {
                                 spec.update(|s| s.precision = p);

@@ -2,10 +2,12 @@
 //! numbers are the engine's (exact reconstruction in f64, attribution that
 //! sums to the logit, the spectrum the CLI's `analyze` reports).
 
-use lens_engine::analysis::{analyze, AnalyzeOptions};
+use lens_engine::analysis::decode::TokenScore;
+use lens_engine::analysis::steering::SteerOptions;
+use lens_engine::analysis::{analyze, AnalyzeOptions, Report};
 use lens_engine::{Model, Precision};
 use lens_protocol::messages::RunRequest;
-use lens_protocol::{Reply, Stage};
+use lens_protocol::{Reply, Stage, SteerSpec, SvdMode};
 use lens_worker::stages;
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -21,18 +23,42 @@ fn gemma() -> Model {
         .expect("Gemma 3 270M (tools/fetch-models.sh)")
 }
 
-fn collect(model: &Model, req: &RunRequest) -> (Vec<Reply>, Result<(), stages::Failure>) {
+type Outcome = (Vec<Reply>, Result<(), stages::Failure>);
+
+/// Runs one worker step, collecting its replies.
+fn replies_of(
+    step: impl FnOnce(stages::Emit, &dyn Fn() -> f64) -> Result<(), stages::Failure>,
+) -> Outcome {
     let seen = Rc::new(RefCell::new(Vec::new()));
     let s = seen.clone();
     let t0 = std::time::Instant::now();
-    let result = stages::run(
-        model,
-        req,
-        Rc::new(move |r| s.borrow_mut().push(r)),
-        &|| t0.elapsed().as_secs_f64() * 1e3,
-    );
+    let result = step(Rc::new(move |r| s.borrow_mut().push(r)), &|| {
+        t0.elapsed().as_secs_f64() * 1e3
+    });
     let replies = seen.borrow().clone();
     (replies, result)
+}
+
+fn collect(model: &Model, req: &RunRequest, session: &mut Option<stages::Session>) -> Outcome {
+    replies_of(|emit, now| stages::run(model, req, emit, now, session))
+}
+
+fn report_of(replies: &[Reply]) -> Report {
+    replies
+        .iter()
+        .find_map(|r| match r {
+            Reply::Report { report, .. } => Some((**report).clone()),
+            _ => None,
+        })
+        .expect("a Report reply")
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * b.abs().max(1e-300)
+}
+
+fn words(t: &[TokenScore]) -> Vec<&str> {
+    t.iter().map(|t| t.token.as_str()).collect()
 }
 
 #[test]
@@ -45,8 +71,10 @@ fn stages_arrive_in_order_with_exact_numbers() {
         precision: lens_protocol::Precision::F64,
         top: 5,
         full: true,
+        svd: SvdMode::Auto,
     };
-    let (replies, result) = collect(&model, &req);
+    let mut session = None;
+    let (replies, result) = collect(&model, &req, &mut session);
     assert!(result.is_ok(), "{:?}", result.err());
     let kinds: Vec<&str> = replies
         .iter()
@@ -55,6 +83,7 @@ fn stages_arrive_in_order_with_exact_numbers() {
             Reply::Contributions { .. } => Some("contributions"),
             Reply::Jacobian { .. } => Some("jacobian"),
             Reply::Spectrum { .. } => Some("spectrum"),
+            Reply::Report { .. } => Some("report"),
             Reply::Ordinary { .. } => Some("ordinary"),
             Reply::Done { .. } => Some("done"),
             _ => None,
@@ -67,6 +96,7 @@ fn stages_arrive_in_order_with_exact_numbers() {
             "contributions",
             "jacobian",
             "spectrum",
+            "report",
             "ordinary",
             "done"
         ]
@@ -90,11 +120,169 @@ fn stages_arrive_in_order_with_exact_numbers() {
         Some(&(model.config.layers, model.config.layers))
     );
 
-    // The CLI's analysis of the same prompt.
+    // The CLI's analysis of the same prompt, with its default options (the
+    // page's) and two layers' curves.
     let mut opts = AnalyzeOptions::new(Precision::F64);
-    opts.svd = stages::SPECTRUM_KEEP;
-    (opts.decode, opts.columns, opts.attention) = (0, 0, false);
+    opts.layers = vec![1, 2];
     let report = analyze(&model, prompt, &opts, &|| 0.0).expect("analyze");
+    let page = report_of(&replies);
+    assert_eq!(page.tokens, report.tokens);
+    assert_eq!(page.attribution.per_token.len(), report.tokens.len());
+    for (a, b) in page
+        .attribution
+        .per_token
+        .iter()
+        .zip(&report.attribution.per_token)
+    {
+        assert!(close(*a, *b, 1e-9), "attribution {a} vs {b}");
+    }
+    let (ps, cs) = (
+        page.svd.as_ref().expect("svd"),
+        report.svd.as_ref().expect("svd"),
+    );
+    for (a, b) in ps.per_token.iter().zip(&cs.per_token) {
+        assert!(close(a.stable_rank, b.stable_rank, 1e-9));
+        for (x, y) in a.singular_values.iter().zip(&b.singular_values) {
+            assert!(close(*x, *y, 1e-9), "σ(J_i) {x} vs {y}");
+        }
+    }
+    let (pd, cd) = (
+        page.decode.as_ref().expect("decode"),
+        report.decode.as_ref().expect("decode"),
+    );
+    assert_eq!(pd.concat.len(), 5);
+    for (a, b) in pd
+        .concat
+        .iter()
+        .chain(&pd.last_token)
+        .zip(cd.concat.iter().chain(&cd.last_token))
+    {
+        assert_eq!(words(&a.u_tokens), words(&b.u_tokens));
+        assert_eq!(words(&a.v_tokens), words(&b.v_tokens));
+        assert_eq!(a.v_position, b.v_position);
+    }
+    let (pc, cc) = (
+        page.columns.as_ref().expect("columns"),
+        report.columns.as_ref().expect("columns"),
+    );
+    assert_eq!(
+        pc.columns.iter().map(|l| l.index).collect::<Vec<_>>(),
+        cc.columns.iter().map(|l| l.index).collect::<Vec<_>>()
+    );
+    let (pa, ca) = (
+        page.attention.as_ref().expect("attention"),
+        report.attention.as_ref().expect("attention"),
+    );
+    assert_eq!(pa.len(), model.config.layers);
+    for (x, y) in pa
+        .iter()
+        .flatten()
+        .flatten()
+        .flatten()
+        .zip(ca.iter().flatten().flatten().flatten())
+    {
+        assert!((x - y).abs() <= 1e-12);
+    }
+
+    // On demand: the layers' curves and the path equal the CLI's.
+    let (lr, res) = replies_of(|emit, now| {
+        stages::layers(
+            &model,
+            8,
+            prompt,
+            Precision::F64,
+            &[1, 2],
+            emit,
+            now,
+            &mut session,
+        )
+    });
+    assert!(res.is_ok(), "{:?}", res.err());
+    let Some(Reply::Layers { layers, path, .. }) =
+        lr.iter().find(|r| matches!(r, Reply::Layers { .. }))
+    else {
+        panic!("no layers reply");
+    };
+    assert_eq!(layers.len(), report.layers.len());
+    for (a, b) in layers.iter().zip(&report.layers) {
+        assert_eq!((a.layer, a.kind, &a.mode), (b.layer, b.kind, &b.mode));
+        assert!(close(a.stable_rank, b.stable_rank, 1e-9), "{a:?} vs {b:?}");
+        assert_eq!(words(&a.logit_lens_tokens), words(&b.logit_lens_tokens));
+        assert_eq!(
+            a.u_tokens.iter().map(|t| words(t)).collect::<Vec<_>>(),
+            b.u_tokens.iter().map(|t| words(t)).collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(path.len(), 2);
+    for (a, b) in path.iter().zip(&report.path) {
+        assert!(
+            (a.x - b.x).abs() <= 1e-9 && (a.y - b.y).abs() <= 1e-9,
+            "{a:?} vs {b:?}"
+        );
+    }
+    let layer_steps = lr
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Reply::Progress {
+                    stage: Stage::Layers,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(layer_steps >= 12, "{layer_steps} progress replies");
+
+    // The heatmap of the last token's J_i, and its columns as the CLI's.
+    let n = report.tokens.len();
+    let (ir, res) = replies_of(|emit, now| {
+        stages::inspect(
+            &model,
+            9,
+            prompt,
+            Precision::F64,
+            n - 1,
+            emit,
+            now,
+            &mut session,
+        )
+    });
+    assert!(res.is_ok(), "{:?}", res.err());
+    let Some(Reply::Inspect {
+        heatmap, columns, ..
+    }) = ir.iter().find(|r| matches!(r, Reply::Inspect { .. }))
+    else {
+        panic!("no inspect reply");
+    };
+    assert_eq!((heatmap.rows, heatmap.cols), (64, 64));
+    assert_eq!(heatmap.values.len(), 64 * 64);
+    let top = heatmap.values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert_eq!(top, heatmap.max_abs);
+    assert_eq!(columns, cc);
+    assert!(
+        ir.iter().all(|r| !matches!(
+            r,
+            Reply::Progress {
+                stage: Stage::Jacobian,
+                ..
+            }
+        )),
+        "J is kept from the run"
+    );
+    let (_, res) = replies_of(|emit, now| {
+        stages::inspect(
+            &model,
+            9,
+            prompt,
+            Precision::F64,
+            n,
+            emit,
+            now,
+            &mut session,
+        )
+    });
+    assert!(res.is_err(), "a position past the prompt");
     for r in &replies {
         match r {
             Reply::Prediction {
@@ -142,7 +330,7 @@ fn stages_arrive_in_order_with_exact_numbers() {
                 ..
             } => {
                 let want = &report.svd.as_ref().expect("svd").concat;
-                assert_eq!(singular_values.len(), stages::SPECTRUM_KEEP);
+                assert_eq!(singular_values.len(), 16);
                 for (a, b) in singular_values.iter().zip(&want.singular_values) {
                     assert!((a - b).abs() <= 1e-9 * b, "σ {a} vs {b}");
                 }
@@ -172,16 +360,136 @@ fn bad_prompts_fail_with_a_sentence_and_stop_early() {
         precision: lens_protocol::Precision::F32,
         top: 5,
         full: false,
+        svd: SvdMode::Auto,
     };
-    let (replies, result) = collect(&model, &req);
+    let mut session = None;
+    let (replies, result) = collect(&model, &req, &mut session);
     let err = result.expect_err("empty prompt");
     assert_eq!(err.kind, lens_protocol::ErrorKind::BadPrompt);
     assert!(err.message.contains("empty"), "{}", err.message);
     assert!(replies.is_empty());
     // Without `full`, the run ends after the contributions.
     req.prompt = "Hello world".into();
-    let (replies, result) = collect(&model, &req);
+    let (replies, result) = collect(&model, &req, &mut session);
     assert!(result.is_ok());
     assert!(matches!(replies.last(), Some(Reply::Done { job: 1, .. })));
     assert!(!replies.iter().any(|r| matches!(r, Reply::Jacobian { .. })));
+}
+
+#[test]
+fn long_prompts_run_matrix_free_like_the_cli() {
+    let model = gemma();
+    let prompt = "Matrix free: the capital of France is";
+    let req = RunRequest {
+        job: 2,
+        prompt: prompt.into(),
+        precision: lens_protocol::Precision::F64,
+        top: 5,
+        full: true,
+        svd: SvdMode::Krylov,
+    };
+    let mut session = None;
+    let (replies, result) = collect(&model, &req, &mut session);
+    assert!(result.is_ok(), "{:?}", result.err());
+    assert!(!replies
+        .iter()
+        .any(|r| matches!(r, Reply::Jacobian { .. } | Reply::Ordinary { .. })));
+    assert!(replies.iter().any(|r| matches!(
+        r,
+        Reply::Progress {
+            stage: Stage::Krylov,
+            ..
+        }
+    )));
+    let page = report_of(&replies);
+    let mut opts = AnalyzeOptions::new(Precision::F64);
+    (opts.matrix_free, opts.ordinary) = (true, false);
+    let cli = analyze(&model, prompt, &opts, &|| 0.0).expect("analyze");
+    let (a, b) = (
+        page.matrix_free.as_ref().expect("mf"),
+        cli.matrix_free.as_ref().expect("mf"),
+    );
+    assert_eq!(a.products, b.products);
+    for (x, y) in a.singular_values.iter().zip(&b.singular_values) {
+        assert!(close(*x, *y, 1e-9), "{x} vs {y}");
+    }
+    assert!(page.svd.is_none() && page.reconstruction.detached_rel_error.is_none());
+    let words_of = |r: &Report| {
+        r.decode
+            .as_ref()
+            .expect("decode")
+            .concat
+            .iter()
+            .map(|p| words(&p.u_tokens).join("|"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(words_of(&page), words_of(&cli));
+
+    // In auto mode a long prompt goes matrix-free and says why; a full J
+    // that cannot fit is refused when asked for.
+    let d = model.config.hidden;
+    let plan = |n, p, m| stages::svd_plan(n, d, p, m);
+    assert_eq!(plan(8, Precision::F64, SvdMode::Auto).ok(), Some(None));
+    let why = plan(
+        stages::LONG_PROMPT_TOKENS + 1,
+        Precision::F32,
+        SvdMode::Auto,
+    )
+    .ok()
+    .flatten()
+    .expect("long");
+    assert!(why.contains("tokens"), "{why}");
+    let why = plan(200, Precision::F64, SvdMode::Auto)
+        .ok()
+        .flatten()
+        .expect("big");
+    assert!(why.contains("MB"), "{why}");
+    assert!(plan(200, Precision::F64, SvdMode::Full).is_err());
+    assert!(plan(3, Precision::F64, SvdMode::Krylov)
+        .ok()
+        .flatten()
+        .is_some());
+}
+
+#[test]
+fn steering_in_the_worker_is_the_cli_steering() {
+    let model = gemma();
+    let spec = SteerSpec {
+        source: "The bridge is the Golden".into(),
+        text: "I went to new york to see the".into(),
+        layer: Some(12),
+        lambda: 1.0,
+        tokens: 4,
+    };
+    let (replies, res) =
+        replies_of(|emit, now| stages::steer(&model, 3, Precision::F32, &spec, emit, now));
+    assert!(res.is_ok(), "{:?}", res.err());
+    let steering = replies
+        .iter()
+        .find_map(|r| match r {
+            Reply::Steered { steering, .. } => Some(steering.clone()),
+            _ => None,
+        })
+        .expect("steered");
+    let mut so = SteerOptions::new(&model, &spec.source);
+    (so.layer, so.lambda, so.tokens) = (12, 1.0, 4);
+    let cli = lens_engine::analysis::steering::steer(
+        &model,
+        &spec.text,
+        &so,
+        Precision::F32,
+        Default::default(),
+    )
+    .expect("steer");
+    assert_eq!(steering.steered, cli.steered);
+    assert_eq!(steering.unsteered, cli.unsteered);
+    assert_ne!(steering.steered, steering.unsteered);
+    let bad = SteerSpec {
+        layer: Some(99),
+        ..spec
+    };
+    let (_, res) =
+        replies_of(|emit, now| stages::steer(&model, 4, Precision::F32, &bad, emit, now));
+    let err = res.expect_err("layer 99");
+    assert_eq!(err.kind, lens_protocol::ErrorKind::BadPrompt);
 }

@@ -5,6 +5,7 @@ use lens_engine::forward::Precision;
 use lens_engine::jacobian::{detached_jacobian, PassOptions};
 use lens_engine::trace::trace;
 use lens_engine::Model;
+use lens_engine::PrecisionDType;
 use serde::Serialize;
 use std::time::Instant;
 

@@ -6,35 +6,18 @@ use crate::model::{Arch, Model, SourceFormat};
 use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    F32,
-    F64,
+pub use lens_report::Precision;
+
+/// The candle dtype a precision computes in.
+pub trait PrecisionDType {
+    fn dtype(self) -> DType;
 }
 
-impl Precision {
-    pub fn dtype(self) -> DType {
+impl PrecisionDType for Precision {
+    fn dtype(self) -> DType {
         match self {
             Precision::F32 => DType::F32,
             Precision::F64 => DType::F64,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::F64 => "f64",
-        }
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "f32" => Ok(Precision::F32),
-            "f64" => Ok(Precision::F64),
-            other => Err(format!("unknown precision `{other}` (use f32 or f64)")),
         }
     }
 }
@@ -48,13 +31,7 @@ pub struct ForwardOutput {
     pub logits: Vec<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TopToken {
-    pub id: u32,
-    pub token: String,
-    pub logit: f64,
-    pub prob: f64,
-}
+pub use lens_report::TopToken;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Prediction {

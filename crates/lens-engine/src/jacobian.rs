@@ -12,7 +12,6 @@ use crate::frozen::{Cotangents, FrozenLayer, Workspace};
 use crate::model::Model;
 use crate::trace::Trace;
 use candle_core::{DType, Device, Tensor};
-use serde::{Deserialize, Serialize};
 
 /// Runs `$body` with `$be` the CPU backend of precision `$dtype`.
 macro_rules! on_cpu {
@@ -56,17 +55,7 @@ pub struct PassStats {
     pub flops: f64,
 }
 
-/// Which vector a Jacobian ends at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TapKind {
-    /// The residual stream after the block.
-    Layer,
-    /// The attention module's output (as added to the residual).
-    Attn,
-    /// The MLP module's output (as added to the residual).
-    Mlp,
-}
+pub use lens_report::TapKind;
 
 /// Where a Jacobian starts and ends. The end vector (at the last position) is
 /// passed through the final norm frozen at its own value, so that it decodes

@@ -8,7 +8,7 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use error::{EngineError, Result};
-pub use forward::{predict, ForwardOutput, Precision, Prediction, TopToken};
+pub use forward::{predict, ForwardOutput, Precision, PrecisionDType, Prediction, TopToken};
 pub use model::{Arch, Model, ModelConfig};
 pub mod analysis;
 pub mod backend;

@@ -23,6 +23,23 @@ pub fn scoped<R>(hook: Hook, body: impl FnOnce() -> R) -> R {
     out
 }
 
+/// Runs `body` as step `step` of `steps` of the current pass: the passes
+/// inside report their own progress, seen by the current hook as a fraction
+/// of that one step (for loops of passes: layer taps, Lanczos blocks).
+pub fn nested<R>(step: usize, steps: usize, body: impl FnOnce() -> R) -> R {
+    const SCALE: usize = 1000;
+    let outer = HOOK.with(|h| h.borrow().clone());
+    let Some(outer) = outer else {
+        return body();
+    };
+    let total = steps.max(1) * SCALE;
+    outer(step * SCALE, total);
+    let inner: Hook = Rc::new(move |done, of| {
+        outer(step * SCALE + done * SCALE / of.max(1), total);
+    });
+    scoped(inner, body)
+}
+
 /// Reports `done` of `total` steps to the current hook, if any.
 pub fn report(done: usize, total: usize) {
     let hook = HOOK.with(|h| h.borrow().clone());
@@ -44,5 +61,16 @@ mod tests {
         assert_eq!(seen.get(), (3, 7));
         report(9, 9);
         assert_eq!(seen.get(), (3, 7));
+    }
+
+    #[test]
+    fn nested_steps_map_into_the_outer_pass() {
+        let seen = Rc::new(Cell::new((0, 0)));
+        let s = seen.clone();
+        scoped(Rc::new(move |d, t| s.set((d, t))), || {
+            nested(2, 4, || report(1, 2));
+        });
+        // Step 2 of 4, half done: 2.5 of 4.
+        assert_eq!(seen.get(), (2500, 4000));
     }
 }

@@ -4,6 +4,7 @@
 //! `f_det` with `f_det(x) = f(x)` at this prompt.
 
 use crate::error::Result;
+use crate::forward::PrecisionDType;
 use crate::forward::{
     check_ids, embed, layer, norm_weight, rms_scale, scale_norm, unembed, LayerRecord, Precision,
     RopeTables,

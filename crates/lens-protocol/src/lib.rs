@@ -8,5 +8,6 @@ pub mod messages;
 pub mod spec;
 
 pub use catalog::{Catalog, CatalogEntry, FileSpec, ModelFormat, ModelSource};
+pub use lens_report as report;
 pub use messages::{ErrorKind, Reply, Request, Stage, TokenRow, TopRow};
-pub use spec::{AnalysisSpec, Precision, View};
+pub use spec::{AnalysisSpec, Precision, SteerSpec, SvdMode, View};

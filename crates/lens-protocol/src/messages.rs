@@ -2,7 +2,8 @@
 //! (local files travel beside a `LoadFiles` request as `File` objects).
 
 use crate::catalog::ModelRequest;
-use crate::spec::Precision;
+use crate::spec::{Precision, SteerSpec, SvdMode};
+use lens_report::{Columns, Heatmap, LayerRow, PathPoint, Report, Steering};
 use serde::{Deserialize, Serialize};
 
 /// Page → worker.
@@ -16,6 +17,26 @@ pub enum Request {
     LoadFiles { id: String },
     /// Analyse a prompt on the loaded model, stage by stage.
     Run(RunRequest),
+    /// Layer curves and the path for these 1-based layers of the last run.
+    Layers {
+        job: u32,
+        prompt: String,
+        precision: Precision,
+        layers: Vec<usize>,
+    },
+    /// The heatmap and the largest columns of `J_i` at `position`.
+    Inspect {
+        job: u32,
+        prompt: String,
+        precision: Precision,
+        position: usize,
+    },
+    /// Steer `steer.text`'s continuation with `steer.source`'s operator.
+    Steer {
+        job: u32,
+        precision: Precision,
+        steer: SteerSpec,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,8 +45,11 @@ pub struct RunRequest {
     pub prompt: String,
     pub precision: Precision,
     pub top: usize,
-    /// Also form the full detached Jacobian, its SVD and the ordinary one.
+    /// Also form the full detached Jacobian (or, for long prompts, find
+    /// the top of its spectrum without it), its SVD and the ordinary one.
     pub full: bool,
+    #[serde(default)]
+    pub svd: SvdMode,
 }
 
 /// The stages of a run, in order.
@@ -38,7 +62,12 @@ pub enum Stage {
     Contributions,
     Jacobian,
     Svd,
+    /// The top singular triplets without forming `J` (long prompts).
+    Krylov,
     Ordinary,
+    Layers,
+    Inspect,
+    Steering,
 }
 
 impl Stage {
@@ -49,8 +78,12 @@ impl Stage {
             Stage::Predict => "prediction",
             Stage::Contributions => "contributions c_i = J_i x_i (forward mode)",
             Stage::Jacobian => "full detached Jacobian",
-            Stage::Svd => "SVD of J_cat",
+            Stage::Svd => "SVD of J_cat and of each J_i, decoded",
+            Stage::Krylov => "top singular vectors without forming J (long prompt)",
             Stage::Ordinary => "ordinary Jacobian (nothing frozen)",
+            Stage::Layers => "layer curves (a Jacobian per layer, module and mode)",
+            Stage::Inspect => "reading J_i",
+            Stage::Steering => "steering (source operator, then generation)",
         }
     }
 }
@@ -167,6 +200,35 @@ pub enum Reply {
         ordinary_rel_error: f64,
         ms: f64,
     },
+    /// A long prompt: the run finds the top of the spectrum matrix-free.
+    LongPrompt {
+        job: u32,
+        tokens: usize,
+        reason: String,
+    },
+    /// The Report as far as the run has gone (everything but the ordinary
+    /// Jacobian, the layer curves and steering, which come on their own).
+    Report {
+        job: u32,
+        report: Box<Report>,
+    },
+    Layers {
+        job: u32,
+        layers: Vec<LayerRow>,
+        path: Vec<PathPoint>,
+        ms: f64,
+    },
+    Inspect {
+        job: u32,
+        heatmap: Heatmap,
+        columns: Columns,
+        ms: f64,
+    },
+    Steered {
+        job: u32,
+        steering: Steering,
+        ms: f64,
+    },
     Done {
         job: u32,
         ms: f64,
@@ -210,6 +272,7 @@ mod tests {
             precision: Precision::F32,
             top: 5,
             full: true,
+            svd: SvdMode::Krylov,
         });
         assert_eq!(Request::from_json(&r.to_json()), Ok(r));
         let p = Reply::Spectrum {

@@ -10,32 +10,9 @@ pub const MAX_PROMPT_CHARS: usize = 4000;
 /// Longest model reference a link may carry (characters).
 pub const MAX_MODEL_CHARS: usize = 400;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    #[default]
-    F64,
-    F32,
-}
+pub use lens_report::Precision;
 
-impl Precision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Precision::F64 => "f64",
-            Precision::F32 => "f32",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "f64" => Some(Precision::F64),
-            "f32" => Some(Precision::F32),
-            _ => None,
-        }
-    }
-}
-
-/// Which view has the focus.
+/// Which view has the focus (and which one an `embed` link shows alone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum View {
@@ -44,14 +21,26 @@ pub enum View {
     Exactness,
     Tokens,
     Spectrum,
+    Decode,
+    Layers,
+    Path,
+    Attention,
+    Heatmap,
+    Steering,
 }
 
 impl View {
-    pub const ALL: [View; 4] = [
+    pub const ALL: [View; 10] = [
         View::Prediction,
         View::Exactness,
         View::Tokens,
         View::Spectrum,
+        View::Decode,
+        View::Layers,
+        View::Path,
+        View::Attention,
+        View::Heatmap,
+        View::Steering,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +49,12 @@ impl View {
             View::Exactness => "exactness",
             View::Tokens => "tokens",
             View::Spectrum => "spectrum",
+            View::Decode => "decode",
+            View::Layers => "layers",
+            View::Path => "path",
+            View::Attention => "attention",
+            View::Heatmap => "heatmap",
+            View::Steering => "steering",
         }
     }
 
@@ -68,7 +63,67 @@ impl View {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// How the SVD of `J_cat` is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SvdMode {
+    /// Full `J` for short prompts, matrix-free past the long-prompt threshold.
+    #[default]
+    Auto,
+    /// Always form `J`.
+    Full,
+    /// Never form `J`: block Lanczos from probe products.
+    Krylov,
+}
+
+impl SvdMode {
+    pub const ALL: [SvdMode; 3] = [SvdMode::Auto, SvdMode::Full, SvdMode::Krylov];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SvdMode::Auto => "auto",
+            SvdMode::Full => "full",
+            SvdMode::Krylov => "krylov",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        SvdMode::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// The steering panel's inputs: `source`'s operator at `layer` steers the
+/// continuation of `text`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SteerSpec {
+    pub source: String,
+    pub text: String,
+    /// 1-based; `None`: the paper's default ⌊2L/3⌋.
+    pub layer: Option<usize>,
+    pub lambda: f64,
+    pub tokens: usize,
+}
+
+impl Default for SteerSpec {
+    fn default() -> Self {
+        Self {
+            source: "The bridge is the Golden".into(),
+            text: "I went to new york to see the".into(),
+            layer: None,
+            lambda: 1.028,
+            tokens: 8,
+        }
+    }
+}
+
+/// Most layers a link may ask for.
+pub const MAX_LAYERS: usize = 128;
+/// Most tokens a steered continuation may have.
+pub const MAX_STEER_TOKENS: usize = 64;
+/// Longest snapshot a link may carry (characters of its JSON).
+pub const MAX_SNAPSHOT_CHARS: usize = 8000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnalysisSpec {
     /// A catalog id, `hf:owner/repo`, or a URL of a `.gguf` file.
     pub model: String,
@@ -77,6 +132,22 @@ pub struct AnalysisSpec {
     pub view: View,
     /// The selected token (position in the prompt).
     pub token: Option<usize>,
+    pub svd: SvdMode,
+    /// 1-based layers whose curves were asked for (computed on demand).
+    pub layers: Vec<usize>,
+    /// The attention view's 1-based layer and 0-based head.
+    pub attn_layer: usize,
+    pub attn_head: usize,
+    /// The steering panel's inputs, and whether it was run.
+    pub steer: SteerSpec,
+    pub steer_run: bool,
+    /// Classroom mode at this step (0-based).
+    pub classroom: Option<usize>,
+    /// Show this view alone (slides, blog posts).
+    pub embed: Option<View>,
+    /// The results as the link's author saw them (raw JSON, parsed by the
+    /// page as untrusted data).
+    pub snapshot: Option<String>,
 }
 
 impl AnalysisSpec {
@@ -87,20 +158,69 @@ impl AnalysisSpec {
             precision: Precision::default(),
             view: View::default(),
             token: None,
+            svd: SvdMode::Auto,
+            layers: Vec::new(),
+            attn_layer: 1,
+            attn_head: 0,
+            steer: SteerSpec::default(),
+            steer_run: false,
+            classroom: None,
+            embed: None,
+            snapshot: None,
         }
     }
 
-    /// The fragment (without `#`).
+    /// The fragment (without `#`); settings at their defaults are left out.
     pub fn to_fragment(&self) -> String {
         let mut out = format!(
             "model={}&prompt={}&precision={}&view={}",
             encode(&self.model),
             encode(&self.prompt),
-            self.precision.as_str(),
+            self.precision.name(),
             self.view.as_str()
         );
+        let mut put = |k: &str, v: String| out.push_str(&format!("&{k}={v}"));
         if let Some(t) = self.token {
-            out.push_str(&format!("&token={t}"));
+            put("token", t.to_string());
+        }
+        if self.svd != SvdMode::Auto {
+            put("svd", self.svd.as_str().into());
+        }
+        if !self.layers.is_empty() {
+            let l: Vec<String> = self.layers.iter().map(|l| l.to_string()).collect();
+            put("layers", l.join(","));
+        }
+        if (self.attn_layer, self.attn_head) != (1, 0) {
+            put("attn", format!("{}.{}", self.attn_layer, self.attn_head));
+        }
+        let d = SteerSpec::default();
+        let st = &self.steer;
+        if st.source != d.source {
+            put("steer_source", encode(&st.source));
+        }
+        if st.text != d.text {
+            put("steer_text", encode(&st.text));
+        }
+        if let Some(l) = st.layer {
+            put("steer_layer", l.to_string());
+        }
+        if st.lambda != d.lambda {
+            put("steer_lambda", st.lambda.to_string());
+        }
+        if st.tokens != d.tokens {
+            put("steer_tokens", st.tokens.to_string());
+        }
+        if self.steer_run {
+            put("steer", "1".into());
+        }
+        if let Some(c) = self.classroom {
+            put("classroom", c.to_string());
+        }
+        if let Some(v) = self.embed {
+            put("embed", v.as_str().into());
+        }
+        if let Some(snap) = &self.snapshot {
+            put("snap", encode(snap));
         }
         out
     }
@@ -110,7 +230,10 @@ impl AnalysisSpec {
     pub fn from_fragment(fragment: &str, defaults: &AnalysisSpec) -> Option<Self> {
         let fragment = fragment.strip_prefix('#').unwrap_or(fragment);
         let mut spec = defaults.clone();
+        // A link states its whole analysis: what it leaves out is the default.
+        spec.snapshot = None;
         let mut named = false;
+        let text = |v: &str| -> String { v.chars().take(MAX_PROMPT_CHARS).collect() };
         for pair in fragment.split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let Some(value) = decode(value) else { continue };
@@ -120,7 +243,7 @@ impl AnalysisSpec {
                     named = true;
                 }
                 "prompt" => {
-                    spec.prompt = value.chars().take(MAX_PROMPT_CHARS).collect();
+                    spec.prompt = text(&value);
                     named = true;
                 }
                 "precision" => {
@@ -134,11 +257,56 @@ impl AnalysisSpec {
                     }
                 }
                 "token" => spec.token = value.parse().ok(),
+                "svd" => spec.svd = SvdMode::parse(&value).unwrap_or_default(),
+                "layers" => spec.layers = parse_layers(&value),
+                "attn" => {
+                    let (l, h) = value.split_once('.').unwrap_or((&value, "0"));
+                    if let (Ok(l), Ok(h)) = (l.parse::<usize>(), h.parse::<usize>()) {
+                        if (1..=MAX_LAYERS).contains(&l) && h < 1024 {
+                            spec.attn_layer = l;
+                            spec.attn_head = h;
+                        }
+                    }
+                }
+                "steer_source" => spec.steer.source = text(&value),
+                "steer_text" => spec.steer.text = text(&value),
+                "steer_layer" => {
+                    spec.steer.layer = value.parse().ok().filter(|l| (1..=MAX_LAYERS).contains(l))
+                }
+                "steer_lambda" => {
+                    if let Ok(x) = value.parse::<f64>() {
+                        if x.is_finite() && x.abs() <= 1000.0 {
+                            spec.steer.lambda = x;
+                        }
+                    }
+                }
+                "steer_tokens" => {
+                    if let Ok(t) = value.parse::<usize>() {
+                        spec.steer.tokens = t.clamp(1, MAX_STEER_TOKENS);
+                    }
+                }
+                "steer" => spec.steer_run = value == "1",
+                "classroom" => spec.classroom = value.parse().ok().map(|c: usize| c.min(64)),
+                "embed" => spec.embed = View::parse(&value),
+                "snap" if value.len() <= MAX_SNAPSHOT_CHARS => spec.snapshot = Some(value),
                 _ => {}
             }
         }
         named.then_some(spec)
     }
+}
+
+/// `"1,3, 5"` → `[1, 3, 5]`: sorted, deduplicated, each in `1..=MAX_LAYERS`;
+/// anything else is dropped.
+pub fn parse_layers(s: &str) -> Vec<usize> {
+    let mut out: Vec<usize> = s
+        .split(',')
+        .filter_map(|t| t.trim().parse().ok())
+        .filter(|l| (1..=MAX_LAYERS).contains(l))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
@@ -197,6 +365,18 @@ mod tests {
         spec.precision = Precision::F32;
         spec.view = View::Spectrum;
         spec.token = Some(4);
+        spec.svd = SvdMode::Krylov;
+        spec.layers = vec![1, 6, 12];
+        spec.attn_layer = 3;
+        spec.attn_head = 2;
+        spec.steer.source = "a <b>source</b> & more".into();
+        spec.steer.lambda = 0.5;
+        spec.steer.layer = Some(12);
+        spec.steer.tokens = 4;
+        spec.steer_run = true;
+        spec.classroom = Some(3);
+        spec.embed = Some(View::Heatmap);
+        spec.snapshot = Some(r#"{"top":" the","sigma":[12.3]}"#.into());
         let frag = spec.to_fragment();
         assert!(!frag.contains('<') && !frag.contains(' ') && !frag.contains('#'));
         assert_eq!(
@@ -226,5 +406,15 @@ mod tests {
         let s =
             AnalysisSpec::from_fragment(&format!("prompt={long}"), &defaults()).expect("prompt");
         assert_eq!(s.prompt.len(), MAX_PROMPT_CHARS);
+        let s = AnalysisSpec::from_fragment(
+            "prompt=hi&layers=3,x,0,1,3,999&steer_lambda=NaN&steer_tokens=9999&attn=2.x&embed=nope",
+            &defaults(),
+        )
+        .expect("prompt");
+        assert_eq!(s.layers, vec![1, 3]);
+        assert_eq!(s.steer.lambda, SteerSpec::default().lambda);
+        assert_eq!(s.steer.tokens, MAX_STEER_TOKENS);
+        assert_eq!((s.attn_layer, s.attn_head), (1, 0));
+        assert_eq!(s.embed, None);
     }
 }

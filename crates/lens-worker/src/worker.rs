@@ -16,6 +16,26 @@ use web_sys::MessageEvent;
 
 thread_local! {
     static MODEL: RefCell<Option<Rc<Model>>> = const { RefCell::new(None) };
+    /// The last run's frozen forward and `J`, for the on-demand stages.
+    static SESSION: RefCell<Option<stages::Session>> = const { RefCell::new(None) };
+}
+
+/// Runs an engine request on the loaded model; its failure becomes a reply.
+fn with_model(
+    job: u32,
+    body: impl FnOnce(&Model, stages::Emit, &mut Option<stages::Session>) -> Result<(), stages::Failure>,
+) {
+    let Some(model) = MODEL.with(|m| m.borrow().clone()) else {
+        return fail(
+            Some(job),
+            (ErrorKind::Engine, "no model is loaded yet".into()),
+        );
+    };
+    let emit: stages::Emit = Rc::new(|r| post(&r));
+    let result = SESSION.with(|s| body(&model, emit, &mut s.borrow_mut()));
+    if let Err(f) = result {
+        fail(Some(job), (f.kind, f.message));
+    }
 }
 
 fn now_ms() -> f64 {
@@ -65,17 +85,31 @@ pub fn start() {
                 }
             }),
             Request::Run(req) => {
-                let Some(model) = MODEL.with(|m| m.borrow().clone()) else {
-                    return fail(
-                        Some(req.job),
-                        (ErrorKind::Engine, "no model is loaded yet".into()),
-                    );
-                };
-                let emit: stages::Emit = Rc::new(|r| post(&r));
-                if let Err(f) = stages::run(&model, &req, emit, &now_ms) {
-                    fail(Some(req.job), (f.kind, f.message));
-                }
+                with_model(req.job, |m, emit, s| stages::run(m, &req, emit, &now_ms, s))
             }
+            Request::Layers {
+                job,
+                prompt,
+                precision,
+                layers,
+            } => with_model(job, |m, emit, s| {
+                stages::layers(m, job, &prompt, precision, &layers, emit, &now_ms, s)
+            }),
+            Request::Inspect {
+                job,
+                prompt,
+                precision,
+                position,
+            } => with_model(job, |m, emit, s| {
+                stages::inspect(m, job, &prompt, precision, position, emit, &now_ms, s)
+            }),
+            Request::Steer {
+                job,
+                precision,
+                steer,
+            } => with_model(job, |m, emit, _| {
+                stages::steer(m, job, precision, &steer, emit, &now_ms)
+            }),
         }
     });
     scope().set_onmessage(Some(on_message.as_ref().unchecked_ref()));
@@ -88,6 +122,7 @@ pub fn start() {
 async fn load_remote(req: ModelRequest) -> Result<(), Failure> {
     let t0 = now_ms();
     MODEL.with(|m| m.borrow_mut().take());
+    SESSION.with(|s| s.borrow_mut().take());
     let cache = fetch::open_cache().await;
     let mut files = req.files.clone();
     let done_bytes = Rc::new(Cell::new(0u64));
@@ -311,6 +346,7 @@ fn finish(id: &str, name: &str, model: Model, bytes: u64, from_cache: bool, t0: 
 async fn load_files(id: String, files: Array) -> Result<(), Failure> {
     let t0 = now_ms();
     MODEL.with(|m| m.borrow_mut().take());
+    SESSION.with(|s| s.borrow_mut().take());
     let mut got = Vec::new();
     let mut total = 0u64;
     for f in files.iter() {

@@ -7,19 +7,8 @@ use crate::error::Result;
 use crate::model::Model;
 use crate::trace::Trace;
 use candle_core::{DType, Tensor};
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Attribution {
-    pub target_id: u32,
-    pub target_token: String,
-    /// `w_t · y`.
-    pub logit: f64,
-    /// `w_t · c_i` for each input position.
-    pub per_token: Vec<f64>,
-    /// `|Σ_i w_t·c_i − logit| / |logit|`.
-    pub sum_rel_error: f64,
-}
+pub use lens_report::Attribution;
 
 /// Attribution of token `target`'s logit to the contributions `c` (`[n, d]`).
 pub fn attribute(model: &Model, trace: &Trace, c: &Tensor, target: u32) -> Result<Attribution> {

@@ -7,18 +7,11 @@
 use crate::error::Result;
 use crate::model::Model;
 use candle_core::{DType, Device, Tensor};
-use serde::{Deserialize, Serialize};
 
 /// Rows of the vocabulary matrix dequantized at a time.
 const BLOCK: usize = 16_384;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TokenScore {
-    pub id: u32,
-    pub token: String,
-    /// `W_U u` for the unembedding; the cosine for the embedding.
-    pub score: f64,
-}
+pub use lens_report::TokenScore;
 
 /// The unembedding's tensor name (tied models reuse the embedding).
 pub fn unembedding_name(model: &Model) -> &'static str {

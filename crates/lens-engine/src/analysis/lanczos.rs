@@ -183,12 +183,14 @@ pub fn top_triplets(
     let mut blocks = 0;
     let mut ritz: Option<(Vec<f64>, Block, Block)> = None; // θ, U, A U
     while !x.is_empty() && blocks < opts.max_blocks {
-        let ax = j(
-            model,
-            trace,
-            &jt(model, trace, &x, opts.position, pass)?,
-            opts.position,
-        )?;
+        let ax = crate::progress::nested(blocks, opts.max_blocks, || {
+            j(
+                model,
+                trace,
+                &jt(model, trace, &x, opts.position, pass)?,
+                opts.position,
+            )
+        })?;
         products += 2 * x.len();
         blocks += 1;
         basis.extend(x);

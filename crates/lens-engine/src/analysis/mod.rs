@@ -8,170 +8,21 @@ pub mod steering;
 pub mod svd;
 
 use crate::error::Result;
-use crate::forward::{top_k, Precision, TopToken};
+use crate::forward::{top_k, Precision};
 use crate::jacobian::{
     contributions, detached_jacobian, reconstruction_error, rel_error, tap_jacobian, tap_output,
     PassOptions, Tap, TapKind,
 };
 use crate::model::Model;
-use crate::trace::trace;
-use attribution::{attribute, Attribution};
-use candle_core::DType;
+use crate::trace::{trace, Trace};
+use attribution::attribute;
+use candle_core::{DType, Tensor};
 use decode::{Decoded, Queue, TokenScore};
-use serde::{Deserialize, Serialize};
-use svd::{decompose_concat, decompose_token, jacobian_values, Decomposition, Spectrum};
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Reconstruction {
-    /// `‖Σ_i J_i x_i − y‖ / ‖y‖` of the detached Jacobian (`None` when it
-    /// was not formed: matrix-free mode).
-    pub detached_rel_error: Option<f64>,
-    /// The same for the ordinary Jacobian (nothing frozen), when computed.
-    pub ordinary_rel_error: Option<f64>,
-    /// `‖Σ_i c_i − y‖ / ‖y‖` of the forward-mode contributions.
-    pub contributions_rel_error: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TokenRow {
-    pub token: String,
-    /// `‖J_i‖_F` (`None` in matrix-free mode).
-    pub jacobian_fro_norm: Option<f64>,
-    /// `‖c_i‖`, `c_i = J_i x_i`.
-    pub contribution_norm: f64,
-    /// `c_i · y / ‖y‖` (they sum to `‖y‖`).
-    pub projection_on_y: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SvdReport {
-    /// `J_cat = [J_1 … J_n]`.
-    pub concat: Spectrum,
-    /// Each `J_i`.
-    pub per_token: Vec<Spectrum>,
-}
-
-/// One singular pair read as words.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DecodedPair {
-    /// 1-based rank.
-    pub k: usize,
-    pub sigma: f64,
-    /// Top tokens of `W_U u_k` (`u_k` signed so that `u_k · y ≥ 0`).
-    pub u_tokens: Vec<TokenScore>,
-    /// Input embeddings nearest `v_k` by cosine (for `J_cat`: the block of
-    /// `v_k` at `v_position`, the position where it is largest).
-    pub v_tokens: Vec<TokenScore>,
-    pub v_position: usize,
-}
-
-/// The top of `J_cat`'s spectrum found without forming `J`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MatrixFree {
-    pub method: String,
-    /// Vector products with `J` or `Jᵀ`.
-    pub products: usize,
-    pub blocks: usize,
-    pub singular_values: Vec<f64>,
-    /// `‖J_cat v_k − σ_k u_k‖` for each triplet.
-    pub residuals: Vec<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DecodeReport {
-    pub concat: Vec<DecodedPair>,
-    pub last_token: Vec<DecodedPair>,
-}
-
-/// A column or row of `J_i` with its norm, decoded.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Line {
-    pub index: usize,
-    pub norm: f64,
-    pub tokens: Vec<TokenScore>,
-}
-
-/// The largest columns (input coordinates, decoded through the
-/// unembedding) and rows (output coordinates, decoded as nearest input
-/// embeddings) of `J_i` for the last token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Columns {
-    pub position: usize,
-    pub columns: Vec<Line>,
-    pub rows: Vec<Line>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LayerRow {
-    /// 1-based: the output of the `layer`-th block.
-    pub layer: usize,
-    pub kind: TapKind,
-    /// "cumulative" (from the embeddings) or "layerwise" (from the block input).
-    pub mode: String,
-    pub rel_error: f64,
-    /// Of the tap's `J_cat` (`‖J‖_F² / σ₁²`).
-    pub stable_rank: f64,
-    /// The tap's largest singular values.
-    pub singular_values: Vec<f64>,
-    /// Top tokens of `W_U u_k` for `u_1..u_3` (signed towards the tap's vector).
-    pub u_tokens: Vec<Vec<TokenScore>>,
-    /// The logit lens: the tap's vector through the final norm (frozen at its
-    /// own value) and the unembedding.
-    pub logit_lens_tokens: Vec<TokenScore>,
-}
-
-/// Where a layer's top two left singular vectors (cumulative, residual
-/// stream) point, as coordinates on the output's: `u_k(ℓ) · u_k(L)`, each
-/// signed towards its own vector.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PathPoint {
-    pub layer: usize,
-    pub x: f64,
-    pub y: f64,
-    /// Top token of `u_1(ℓ)`.
-    pub label: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct Timings {
-    pub forward: f64,
-    pub jacobian: f64,
-    pub contributions: f64,
-    pub layers: f64,
-    pub ordinary: f64,
-    pub svd: f64,
-    pub decode: f64,
-    pub steering: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Report {
-    pub model: String,
-    pub precision: Precision,
-    pub token_ids: Vec<u32>,
-    pub tokens: Vec<String>,
-    pub top: Vec<TopToken>,
-    pub reconstruction: Reconstruction,
-    pub per_token: Vec<TokenRow>,
-    pub layers: Vec<LayerRow>,
-    pub svd: Option<SvdReport>,
-    /// With `matrix_free`: the top triplets of `J_cat` (then `svd` is absent
-    /// and `decode.concat` reads these triplets).
-    pub matrix_free: Option<MatrixFree>,
-    pub decode: Option<DecodeReport>,
-    /// Of the `--target` token, or the predicted one.
-    pub attribution: Attribution,
-    /// Of the predicted token, when the target is another one.
-    pub attribution_predicted: Option<Attribution>,
-    pub columns: Option<Columns>,
-    /// The path of the top singular vectors across `layers` (cumulative).
-    pub path: Vec<PathPoint>,
-    /// The frozen attention probabilities `[layer][head][query][key]`.
-    pub attention: Option<Vec<Vec<Vec<Vec<f64>>>>>,
-    /// The prompt continued with and without another prompt's operator.
-    pub steering: Option<steering::Steering>,
-    pub timings_ms: Timings,
-}
+pub use lens_report::{
+    Columns, DecodeReport, DecodedPair, Heatmap, LayerRow, Line, MatrixFree, PathPoint,
+    Reconstruction, Report, SvdReport, Timings, TokenRow,
+};
+use svd::{decompose_concat, decompose_token, jacobian_values, Decomposition};
 
 #[derive(Debug, Clone)]
 pub struct AnalyzeOptions {
@@ -222,7 +73,8 @@ impl AnalyzeOptions {
 }
 
 /// Runs the analyses. `now_ms` is the caller's clock (the engine has none:
-/// `std::time::Instant` does not exist in the browser).
+/// `std::time::Instant` does not exist in the browser). The steps are public
+/// so that the browser's worker runs the same code stage by stage.
 pub fn analyze(
     model: &Model,
     prompt: &str,
@@ -241,7 +93,6 @@ pub fn analyze(
     let contributions_rel_error = rel_error(&c.sum(0)?, &tr.y.flatten_all()?)?;
     timings.contributions = now_ms() - t;
 
-    let n = ids.len();
     let t = now_ms();
     let j = if opts.matrix_free {
         None
@@ -254,30 +105,11 @@ pub fn analyze(
     };
     timings.jacobian = now_ms() - t;
 
-    let fro: Vec<Option<f64>> = match &j {
-        Some(j) => j
-            .sqr()?
-            .sum((1, 2))?
-            .sqrt()?
-            .to_dtype(DType::F64)?
-            .to_vec1::<f64>()?
-            .into_iter()
-            .map(Some)
-            .collect(),
-        None => vec![None; n],
+    let fro = match &j {
+        Some(j) => Some(fro_norms(j)?),
+        None => None,
     };
-    let y = tr.y_vec()?;
-    let (cn, proj) = attribution::norms_and_projections(&c, &y)?;
-    let per_token = ids
-        .iter()
-        .zip(fro.iter().zip(&cn).zip(&proj))
-        .map(|(&id, ((f, &c), &p))| TokenRow {
-            token: model.tokenizer.token_str(id),
-            jacobian_fro_norm: *f,
-            contribution_norm: c,
-            projection_on_y: p,
-        })
-        .collect();
+    let per_token = token_rows(model, &tr, &c, fro.as_deref())?;
 
     // Attribution of the target's logit (and of the prediction's beside it).
     let predicted = top_k(model, &logits, 1)
@@ -296,180 +128,26 @@ pub fn analyze(
     };
 
     let t = now_ms();
-    let d = model.config.hidden;
-    let (values, dims) = match j {
-        Some(j) => jacobian_values(&j)?,
-        None => (Vec::new(), [n, d, d]),
+    let jv = match j {
+        Some(j) => Some(JacobianValues::of(&j)?),
+        None => None,
     };
-    let keep = opts.svd.max(opts.decode);
-    let (mut concat, mut last): (Option<Decomposition>, Option<Decomposition>) = (None, None);
-    let mut matrix_free = None;
-    let svd = if opts.matrix_free {
-        let k = opts.decode.max(2).max(opts.svd.min(8));
-        let mf = lanczos::top_triplets(model, &tr, lanczos::KrylovOptions::new(k), opts.pass)?;
-        matrix_free = Some(MatrixFree {
-            method: mf.method.clone(),
-            products: mf.products,
-            blocks: mf.blocks,
-            singular_values: mf.triplets.iter().map(|t| t.sigma).collect(),
-            residuals: mf.triplets.iter().map(|t| t.residual).collect(),
-        });
-        concat = Some(triplets_as_decomposition(mf.triplets));
-        if opts.decode > 0 {
-            let at_last = lanczos::KrylovOptions {
-                position: Some(n - 1),
-                ..lanczos::KrylovOptions::new(opts.decode)
-            };
-            let mf_last = lanczos::top_triplets(model, &tr, at_last, opts.pass)?;
-            last = Some(triplets_as_decomposition(mf_last.triplets));
-        }
-        None
-    } else if keep > 0 {
-        let cat = decompose_concat(&values, dims, opts.decode.max(2), Some(&y))?;
-        let mut per = Vec::with_capacity(n);
-        for i in 0..n {
-            let want = if i + 1 == n { opts.decode } else { 0 };
-            let dec = decompose_token(&values, dims, i, want, Some(&y))?;
-            per.push(dec.spectrum(opts.svd));
-            if i + 1 == n {
-                last = Some(dec);
-            }
-        }
-        let report = SvdReport {
-            concat: cat.spectrum(opts.svd),
-            per_token: per,
-        };
-        concat = Some(cat);
-        Some(report)
-    } else {
-        None
+    let sp = match &jv {
+        Some(jv) => spectra(model, &tr, jv, opts, now_ms)?,
+        None => spectra_matrix_free(model, &tr, opts, now_ms)?,
     };
-    timings.svd = now_ms() - t;
-
-    let t = now_ms();
-    // Every vector to read as words, decoded in one pass over the vocabulary.
-    let mut queue = Queue::default();
-    let final_u: Vec<Vec<f64>> = concat
-        .as_ref()
-        .map(|c| c.u.iter().take(2).cloned().collect())
-        .unwrap_or_default();
-    let pairs = |q: &mut Queue, dec: Option<Decomposition>, base: usize| {
-        dec.map(|d| queue_pairs(q, &d, dims[2], base, opts.decode))
-            .unwrap_or_default()
-    };
-    let cat_pairs = pairs(&mut queue, concat, 0);
-    let last_pairs = pairs(&mut queue, last, n - 1);
-    let lines = if opts.columns > 0 && !opts.matrix_free {
-        Some(queue_lines(&mut queue, &values, dims, n - 1, opts.columns))
-    } else {
-        None
-    };
-    let decoded = queue.run(model, opts.decode_top)?;
-    let decode = if opts.decode > 0 && keep > 0 {
-        Some(DecodeReport {
-            concat: answer_pairs(cat_pairs, &decoded),
-            last_token: answer_pairs(last_pairs, &decoded),
-        })
-    } else {
-        None
-    };
-    let columns = lines.map(|l| answer_lines(l, &decoded));
-    timings.decode = now_ms() - t;
-    drop(values);
+    timings.svd = now_ms() - t - sp.decode_ms;
+    timings.decode = sp.decode_ms;
+    drop(jv);
 
     let attention = if opts.attention {
-        let mut all = Vec::with_capacity(tr.layers.len());
-        for rec in &tr.layers {
-            let p = rec.p.to_dtype(DType::F64)?;
-            all.push(p.to_vec3::<f64>()?);
-        }
-        Some(all)
+        Some(attention(&tr)?)
     } else {
         None
     };
 
     let t = now_ms();
-    let mut layers = Vec::new();
-    let mut queue = Queue::default();
-    // Per row: (u queue indices, logit-lens queue index); per path point:
-    // the layer, its u_1, u_2.
-    let mut asked = Vec::new();
-    let mut path_us = Vec::new();
-    for &l in &opts.layers {
-        if l == 0 || l > model.config.layers {
-            return Err(crate::EngineError::Config(format!(
-                "layer {l} is out of range (1..={})",
-                model.config.layers
-            )));
-        }
-        for kind in [TapKind::Layer, TapKind::Attn, TapKind::Mlp] {
-            for cumulative in [true, false] {
-                let tap = Tap {
-                    layer: l - 1,
-                    kind,
-                    cumulative,
-                };
-                let (jt, _) = tap_jacobian(model, &tr, tap, opts.pass)?;
-                let (target, _) = tap_output(model, &tr, tap)?;
-                let rel_error = reconstruction_error(&jt, tap.input(&tr), &target)?;
-                let (tv, tdims) = jacobian_values(&jt)?;
-                drop(jt);
-                let target: Vec<f64> = target.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
-                let dec = decompose_concat(&tv, tdims, 3, Some(&target))?;
-                drop(tv);
-                if cumulative && kind == TapKind::Layer && dec.u.len() >= 2 {
-                    path_us.push((l, dec.u[0].clone(), dec.u[1].clone()));
-                }
-                let us: Vec<usize> = dec.u.iter().map(|u| queue.unembed(u.clone())).collect();
-                asked.push((us, queue.unembed(target)));
-                let spectrum = dec.spectrum(opts.svd.max(1));
-                layers.push(LayerRow {
-                    layer: l,
-                    kind,
-                    mode: if cumulative {
-                        "cumulative"
-                    } else {
-                        "layerwise"
-                    }
-                    .into(),
-                    rel_error,
-                    stable_rank: spectrum.stable_rank,
-                    singular_values: spectrum.singular_values,
-                    u_tokens: Vec::new(),
-                    logit_lens_tokens: Vec::new(),
-                });
-            }
-        }
-    }
-    let decoded = queue.run(model, opts.decode_top.max(1))?;
-    for (row, (us, lens)) in layers.iter_mut().zip(asked) {
-        row.u_tokens = us.iter().map(|&i| decoded.unembed[i].clone()).collect();
-        row.logit_lens_tokens = decoded.unembed[lens].clone();
-    }
-    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-    let path = if final_u.len() == 2 {
-        path_us
-            .iter()
-            .zip(
-                layers
-                    .iter()
-                    .filter(|r| r.kind == TapKind::Layer && r.mode == "cumulative"),
-            )
-            .map(|((l, u1, u2), row)| PathPoint {
-                layer: *l,
-                x: dot(u1, &final_u[0]),
-                y: dot(u2, &final_u[1]),
-                label: row
-                    .u_tokens
-                    .first()
-                    .and_then(|t| t.first())
-                    .map(|t| t.token.clone())
-                    .unwrap_or_default(),
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let (layers, path) = layer_curves(model, &tr, &opts.layers, opts, &sp.axes)?;
     timings.layers = now_ms() - t;
 
     let steering = match &opts.steer {
@@ -504,17 +182,373 @@ pub fn analyze(
         },
         per_token,
         layers,
-        svd,
-        matrix_free,
-        decode,
+        svd: sp.svd,
+        matrix_free: sp.matrix_free,
+        decode: sp.decode,
         attribution,
         attribution_predicted,
-        columns,
+        columns: sp.columns,
         path,
         attention,
         steering,
         timings_ms: timings,
     })
+}
+
+/// `‖J_i‖_F` per token of `J` (`[n, d, d]`).
+pub fn fro_norms(j: &Tensor) -> Result<Vec<f64>> {
+    Ok(j.sqr()?
+        .sum((1, 2))?
+        .sqrt()?
+        .to_dtype(DType::F64)?
+        .to_vec1::<f64>()?)
+}
+
+/// The per-token rows of the Report from the contributions `c` (`[n, d]`)
+/// and, when `J` was formed, its per-token norms.
+pub fn token_rows(
+    model: &Model,
+    tr: &Trace,
+    c: &Tensor,
+    fro: Option<&[f64]>,
+) -> Result<Vec<TokenRow>> {
+    let (cn, proj) = attribution::norms_and_projections(c, &tr.y_vec()?)?;
+    Ok(tr
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| TokenRow {
+            token: model.tokenizer.token_str(id),
+            jacobian_fro_norm: fro.and_then(|f| f.get(i).copied()),
+            contribution_norm: cn[i],
+            projection_on_y: proj[i],
+        })
+        .collect())
+}
+
+/// `J`'s entries in f64, `[n, d, d]` row-major, kept for the SVDs and for
+/// reading single `J_i` (heatmaps, columns) later.
+#[derive(Debug, Clone)]
+pub struct JacobianValues {
+    pub values: Vec<f64>,
+    pub dims: [usize; 3],
+}
+
+impl JacobianValues {
+    pub fn of(j: &Tensor) -> Result<Self> {
+        let (values, dims) = jacobian_values(j)?;
+        Ok(Self { values, dims })
+    }
+
+    /// `J_i` as a row-major `d × d` slice.
+    pub fn block(&self, i: usize) -> &[f64] {
+        let [_, r, c] = self.dims;
+        &self.values[i * r * c..(i + 1) * r * c]
+    }
+}
+
+/// The SVD part of the Report, read as words.
+#[derive(Debug, Clone)]
+pub struct Spectra {
+    pub svd: Option<SvdReport>,
+    pub matrix_free: Option<MatrixFree>,
+    pub decode: Option<DecodeReport>,
+    pub columns: Option<Columns>,
+    /// `u_1`, `u_2` of `J_cat`: the axes of the layer path.
+    pub axes: Vec<Vec<f64>>,
+    /// Time spent decoding (part of the step's time).
+    pub decode_ms: f64,
+}
+
+/// SVDs of `J_cat` and of every `J_i`, the top pairs decoded, and the
+/// largest columns and rows of the last token's `J_i`.
+pub fn spectra(
+    model: &Model,
+    tr: &Trace,
+    jv: &JacobianValues,
+    opts: &AnalyzeOptions,
+    now_ms: &dyn Fn() -> f64,
+) -> Result<Spectra> {
+    let y = tr.y_vec()?;
+    let n = tr.n();
+    let (values, dims) = (&jv.values, jv.dims);
+    let keep = opts.svd.max(opts.decode);
+    if keep == 0 {
+        return decode_spectra(model, None, None, None, n, dims[2], opts, now_ms);
+    }
+    let cat = decompose_concat(values, dims, opts.decode.max(2), Some(&y))?;
+    let mut per = Vec::with_capacity(n);
+    let mut last = None;
+    for i in 0..n {
+        let want = if i + 1 == n { opts.decode } else { 0 };
+        let dec = decompose_token(values, dims, i, want, Some(&y))?;
+        per.push(dec.spectrum(opts.svd));
+        if i + 1 == n {
+            last = Some(dec);
+        }
+    }
+    let report = SvdReport {
+        concat: cat.spectrum(opts.svd),
+        per_token: per,
+    };
+    let mut sp = decode_spectra(model, Some(cat), last, Some(jv), n, dims[2], opts, now_ms)?;
+    sp.svd = Some(report);
+    Ok(sp)
+}
+
+/// The top triplets of `J_cat` (and of the last `J_i`) without forming `J`.
+pub fn spectra_matrix_free(
+    model: &Model,
+    tr: &Trace,
+    opts: &AnalyzeOptions,
+    now_ms: &dyn Fn() -> f64,
+) -> Result<Spectra> {
+    let n = tr.n();
+    let k = opts.decode.max(2).max(opts.svd.min(8));
+    // Progress: J_cat's blocks, then the last token's.
+    let parts = if opts.decode > 0 { 2 } else { 1 };
+    let mf = crate::progress::nested(0, parts, || {
+        lanczos::top_triplets(model, tr, lanczos::KrylovOptions::new(k), opts.pass)
+    })?;
+    let matrix_free = MatrixFree {
+        method: mf.method.clone(),
+        products: mf.products,
+        blocks: mf.blocks,
+        singular_values: mf.triplets.iter().map(|t| t.sigma).collect(),
+        residuals: mf.triplets.iter().map(|t| t.residual).collect(),
+    };
+    let concat = triplets_as_decomposition(mf.triplets);
+    let last = if opts.decode > 0 {
+        let at_last = lanczos::KrylovOptions {
+            position: Some(n - 1),
+            ..lanczos::KrylovOptions::new(opts.decode)
+        };
+        let mf_last = crate::progress::nested(1, parts, || {
+            lanczos::top_triplets(model, tr, at_last, opts.pass)
+        })?;
+        Some(triplets_as_decomposition(mf_last.triplets))
+    } else {
+        None
+    };
+    let width = model.config.hidden;
+    let mut sp = decode_spectra(model, Some(concat), last, None, n, width, opts, now_ms)?;
+    sp.matrix_free = Some(matrix_free);
+    Ok(sp)
+}
+
+/// Every vector to read as words, decoded in one pass over the vocabulary.
+#[allow(clippy::too_many_arguments)]
+fn decode_spectra(
+    model: &Model,
+    concat: Option<Decomposition>,
+    last: Option<Decomposition>,
+    jv: Option<&JacobianValues>,
+    n: usize,
+    width: usize,
+    opts: &AnalyzeOptions,
+    now_ms: &dyn Fn() -> f64,
+) -> Result<Spectra> {
+    let t = now_ms();
+    let any = concat.is_some();
+    let mut queue = Queue::default();
+    let axes: Vec<Vec<f64>> = concat
+        .as_ref()
+        .map(|c| c.u.iter().take(2).cloned().collect())
+        .unwrap_or_default();
+    let pairs = |q: &mut Queue, dec: Option<Decomposition>, base: usize| {
+        dec.map(|d| queue_pairs(q, &d, width, base, opts.decode))
+            .unwrap_or_default()
+    };
+    let cat_pairs = pairs(&mut queue, concat, 0);
+    let last_pairs = pairs(&mut queue, last, n - 1);
+    let lines = match jv {
+        Some(jv) if opts.columns > 0 => Some(queue_lines(&mut queue, jv, n - 1, opts.columns)),
+        _ => None,
+    };
+    let decoded = queue.run(model, opts.decode_top)?;
+    let decode = (opts.decode > 0 && any).then(|| DecodeReport {
+        concat: answer_pairs(cat_pairs, &decoded),
+        last_token: answer_pairs(last_pairs, &decoded),
+    });
+    Ok(Spectra {
+        svd: None,
+        matrix_free: None,
+        decode,
+        columns: lines.map(|l| answer_lines(l, &decoded)),
+        axes,
+        decode_ms: now_ms() - t,
+    })
+}
+
+/// The largest columns and rows of `J_i` at `position`, decoded.
+pub fn columns_at(
+    model: &Model,
+    jv: &JacobianValues,
+    position: usize,
+    count: usize,
+    decode_top: usize,
+) -> Result<Columns> {
+    if position >= jv.dims[0] {
+        return Err(crate::EngineError::Config(format!(
+            "position {position} is past the prompt's {} tokens",
+            jv.dims[0]
+        )));
+    }
+    let mut queue = Queue::default();
+    let lines = queue_lines(&mut queue, jv, position, count);
+    let decoded = queue.run(model, decode_top)?;
+    Ok(answer_lines(lines, &decoded))
+}
+
+/// `J_i` at `position` drawn on at most `cells × cells` cells: each cell is
+/// the entry of largest magnitude in its block (signed), so that a single
+/// strong coordinate stays visible however small the picture.
+pub fn heatmap(jv: &JacobianValues, position: usize, cells: usize) -> Result<Heatmap> {
+    let [n, r, c] = jv.dims;
+    if position >= n {
+        return Err(crate::EngineError::Config(format!(
+            "position {position} is past the prompt's {n} tokens"
+        )));
+    }
+    let cells = cells.max(1);
+    let row_block = r.div_ceil(cells);
+    let col_block = c.div_ceil(cells);
+    let (rows, cols) = (r.div_ceil(row_block), c.div_ceil(col_block));
+    let block = jv.block(position);
+    let mut values = vec![0.0f64; rows * cols];
+    let mut max_abs = 0.0f64;
+    for a in 0..r {
+        for b in 0..c {
+            let x = block[a * c + b];
+            let cell = &mut values[(a / row_block) * cols + b / col_block];
+            if x.abs() > cell.abs() {
+                *cell = x;
+            }
+            max_abs = max_abs.max(x.abs());
+        }
+    }
+    Ok(Heatmap {
+        position,
+        rows,
+        cols,
+        row_block,
+        col_block,
+        values,
+        max_abs,
+    })
+}
+
+/// The frozen attention probabilities `[layer][head][query][key]`.
+pub fn attention(tr: &Trace) -> Result<Vec<Vec<Vec<Vec<f64>>>>> {
+    let mut all = Vec::with_capacity(tr.layers.len());
+    for rec in &tr.layers {
+        let p = rec.p.to_dtype(DType::F64)?;
+        all.push(p.to_vec3::<f64>()?);
+    }
+    Ok(all)
+}
+
+/// For each 1-based layer in `layers`: the Jacobians to the block's output,
+/// its attention and its MLP, cumulative (from the embeddings) and layerwise
+/// (from the block input), with their spectra and decoded vectors, and the
+/// logit lens; and the path of the residual stream's top singular vectors
+/// on `axes` (`J_cat`'s `u_1`, `u_2`). Progress: one step per tap.
+pub fn layer_curves(
+    model: &Model,
+    tr: &Trace,
+    layers: &[usize],
+    opts: &AnalyzeOptions,
+    axes: &[Vec<f64>],
+) -> Result<(Vec<LayerRow>, Vec<PathPoint>)> {
+    for &l in layers {
+        if l == 0 || l > model.config.layers {
+            return Err(crate::EngineError::Config(format!(
+                "layer {l} is out of range (1..={})",
+                model.config.layers
+            )));
+        }
+    }
+    let mut rows = Vec::new();
+    let mut queue = Queue::default();
+    // Per row: (u queue indices, logit-lens queue index); per path point:
+    // the layer, its u_1, u_2.
+    let mut asked = Vec::new();
+    let mut path_us = Vec::new();
+    let taps = layers.len() * 6;
+    let mut step = 0;
+    for &l in layers {
+        for kind in TapKind::ALL {
+            for cumulative in [true, false] {
+                let tap = Tap {
+                    layer: l - 1,
+                    kind,
+                    cumulative,
+                };
+                let (jt, _) = crate::progress::nested(step, taps, || {
+                    tap_jacobian(model, tr, tap, opts.pass)
+                })?;
+                step += 1;
+                let (target, _) = tap_output(model, tr, tap)?;
+                let rel_error = reconstruction_error(&jt, tap.input(tr), &target)?;
+                let (tv, tdims) = jacobian_values(&jt)?;
+                drop(jt);
+                let target: Vec<f64> = target.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
+                let dec = decompose_concat(&tv, tdims, 3, Some(&target))?;
+                drop(tv);
+                if cumulative && kind == TapKind::Layer && dec.u.len() >= 2 {
+                    path_us.push((l, dec.u[0].clone(), dec.u[1].clone()));
+                }
+                let us: Vec<usize> = dec.u.iter().map(|u| queue.unembed(u.clone())).collect();
+                asked.push((us, queue.unembed(target)));
+                let spectrum = dec.spectrum(opts.svd.max(1));
+                rows.push(LayerRow {
+                    layer: l,
+                    kind,
+                    mode: if cumulative {
+                        "cumulative"
+                    } else {
+                        "layerwise"
+                    }
+                    .into(),
+                    rel_error,
+                    stable_rank: spectrum.stable_rank,
+                    singular_values: spectrum.singular_values,
+                    u_tokens: Vec::new(),
+                    logit_lens_tokens: Vec::new(),
+                });
+            }
+        }
+    }
+    crate::progress::report(taps, taps);
+    let decoded = queue.run(model, opts.decode_top.max(1))?;
+    for (row, (us, lens)) in rows.iter_mut().zip(asked) {
+        row.u_tokens = us.iter().map(|&i| decoded.unembed[i].clone()).collect();
+        row.logit_lens_tokens = decoded.unembed[lens].clone();
+    }
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let path = if axes.len() == 2 {
+        path_us
+            .iter()
+            .zip(
+                rows.iter()
+                    .filter(|r| r.kind == TapKind::Layer && r.mode == "cumulative"),
+            )
+            .map(|((l, u1, u2), row)| PathPoint {
+                layer: *l,
+                x: dot(u1, &axes[0]),
+                y: dot(u2, &axes[1]),
+                label: row
+                    .u_tokens
+                    .first()
+                    .and_then(|t| t.first())
+                    .map(|t| t.token.clone())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok((rows, path))
 }
 
 fn triplets_as_decomposition(triplets: Vec<lanczos::Triplet>) -> Decomposition {
@@ -582,15 +616,9 @@ fn norm(v: &[f64]) -> f64 {
 type LineRequests = (usize, Vec<(usize, f64, usize)>, Vec<(usize, f64, usize)>);
 
 /// Queues the `count` largest columns and rows of `J_i`.
-fn queue_lines(
-    q: &mut Queue,
-    values: &[f64],
-    dims: [usize; 3],
-    i: usize,
-    count: usize,
-) -> LineRequests {
-    let [_, r, c] = dims;
-    let block = &values[i * r * c..(i + 1) * r * c];
+fn queue_lines(q: &mut Queue, jv: &JacobianValues, i: usize, count: usize) -> LineRequests {
+    let [_, r, c] = jv.dims;
+    let block = jv.block(i);
     let column = |j: usize| (0..r).map(|a| block[a * c + j]).collect::<Vec<f64>>();
     let row = |a: usize| block[a * c..(a + 1) * c].to_vec();
     let largest = |len: usize, get: &dyn Fn(usize) -> Vec<f64>| {

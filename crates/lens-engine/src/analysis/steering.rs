@@ -18,12 +18,13 @@
 //! block before the layer its `J` ends at; here the two coincide.)
 
 use crate::error::{EngineError, Result};
-use crate::forward::{embed, layer, norm_weight, rms_norm, top_k, unembed, Precision, RopeTables};
+use crate::forward::{
+    embed, layer, norm_weight, rms_norm, top_k, unembed, Precision, PrecisionDType, RopeTables,
+};
 use crate::jacobian::{raw_tap_jacobian, PassOptions, Tap, TapKind};
 use crate::model::Model;
 use crate::trace::trace;
 use candle_core::{Tensor, D};
-use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone)]
 pub struct SteerOptions {
@@ -46,22 +47,7 @@ impl SteerOptions {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Steering {
-    pub source: String,
-    pub layer: usize,
-    pub lambda: f64,
-    /// The continuation with the operator added, and without.
-    pub steered: String,
-    pub unsteered: String,
-    pub steered_ids: Vec<u32>,
-    pub unsteered_ids: Vec<u32>,
-    /// The source prompt's own predicted next token.
-    pub source_token: String,
-    /// Its probability at the first generated position, steered and not.
-    pub source_token_prob_steered: f64,
-    pub source_token_prob_unsteered: f64,
-}
+pub use lens_report::Steering;
 
 /// Steers the continuation of `text` with the source prompt's operator.
 pub fn steer(

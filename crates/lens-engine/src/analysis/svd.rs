@@ -5,7 +5,6 @@
 use crate::error::{EngineError, Result};
 use candle_core::{DType, Tensor};
 use faer::Mat;
-use serde::{Deserialize, Serialize};
 
 /// A matrix's singular values (descending, all of them) and its top singular
 /// pairs, signed so that `u_k · y ≥ 0` when a reference `y` is given.
@@ -18,16 +17,7 @@ pub struct Decomposition {
     pub v: Vec<Vec<f64>>,
 }
 
-/// What the Report keeps of a decomposition.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Spectrum {
-    /// The largest singular values, descending.
-    pub singular_values: Vec<f64>,
-    /// `‖J‖_F² / σ₁²` from all singular values.
-    pub stable_rank: f64,
-    /// `‖J‖_F`.
-    pub fro_norm: f64,
-}
+pub use lens_report::Spectrum;
 
 /// `‖J‖_F² / σ₁²`; 0 for a zero matrix.
 pub fn stable_rank(singular_values: &[f64]) -> f64 {
