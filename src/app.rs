@@ -1,20 +1,35 @@
 //! Page layout and state: the model in use, the run's stages as they
-//! arrive from the engine worker, the URL fragment ⇄ analysis state.
+//! arrive from the engine worker, the on-demand stages (layers, the
+//! selected token's J_i, steering), the URL fragment ⇄ analysis state,
+//! share snapshots, the embed and classroom modes, exports.
 
 use crate::browser;
-use crate::run_state::{ModelState, Results, Running};
+use crate::classroom::{ClassroomNav, EmbeddingBars, STEPS};
+use crate::export;
+use crate::run_state::{ModelState, Results, Running, Task};
+use crate::views::attention::AttentionView;
+use crate::views::decode::DecodeView;
 use crate::views::exactness::{ExactnessData, ExactnessView};
 use crate::views::format::mb;
+use crate::views::heatmap::HeatmapView;
+use crate::views::layers::LayersView;
 use crate::views::model_picker::ModelPicker;
+use crate::views::path::PathView;
 use crate::views::prediction::{PredictionData, PredictionView};
 use crate::views::progress::ProgressView;
+use crate::views::snapshot::{SnapshotCheck, SnapshotView};
 use crate::views::spectrum::{SpectrumData, SpectrumView};
+use crate::views::steering::SteeringView;
 use crate::views::token_strip::{StripData, TokenStrip};
 use crate::worker_client::Engine;
 use js_sys::Array;
 use lens_protocol::catalog::{HF_BASE, MODEL_CACHE};
 use lens_protocol::messages::RunRequest;
-use lens_protocol::{AnalysisSpec, Catalog, ErrorKind, Precision, Reply, Request, Stage, View};
+use lens_protocol::spec::parse_layers;
+use lens_protocol::{
+    AnalysisSpec, Catalog, ErrorKind, Precision, Reply, Request, Snapshot, Stage, SteerSpec,
+    SvdMode, View,
+};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use std::rc::Rc;
@@ -47,6 +62,19 @@ fn view_title(v: View) -> &'static str {
     }
 }
 
+/// The first of the default layer set a user is offered: every third layer.
+fn default_layers(layers: usize) -> String {
+    let step = (layers / 6).max(1);
+    let mut out: Vec<String> = (1..=layers)
+        .filter(|l| l % step == 0)
+        .map(|l| l.to_string())
+        .collect();
+    if out.is_empty() {
+        out.push("1".into());
+    }
+    out.join(",")
+}
+
 #[component]
 pub fn App() -> impl IntoView {
     let catalog = match Catalog::parse(CATALOG_JSON) {
@@ -66,26 +94,121 @@ pub fn App() -> impl IntoView {
     let results = RwSignal::new(Results::default());
     let error = RwSignal::new(None::<String>);
     let storage = RwSignal::new(None::<(f64, f64)>);
+    let num_layers = RwSignal::new(0usize);
     let job = StoredValue::new(0u32);
+    // Jobs posted to the worker and not finished, in order (it works on one
+    // at a time).
+    let queue: StoredValue<Vec<(u32, Task)>> = StoredValue::new(Vec::new());
     // Run once the model is ready (a share link, or a run asked for early).
     let run_when_ready = StoredValue::new(linked);
     let loaded: StoredValue<Option<Loadable>, LocalStorage> = StoredValue::new_local(None);
     let engine: StoredValue<Option<Rc<Engine>>, LocalStorage> = StoredValue::new_local(None);
+    // A link's snapshot, shown until the page has recomputed it.
+    let snapshot = RwSignal::new(
+        spec.get_untracked()
+            .snapshot
+            .as_deref()
+            .and_then(Snapshot::parse)
+            .map(|s| (s, SnapshotCheck::Pending)),
+    );
+    let layers_input = RwSignal::new({
+        let l = &spec.get_untracked().layers;
+        l.iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    });
 
     let refresh_storage = move || {
         spawn_local(async move { storage.set(browser::storage_estimate().await) });
     };
+    let sync_url = move || browser::set_fragment(&spec.get_untracked().to_fragment());
 
     let post = move |req: Request| {
         if let Some(e) = engine.get_value() {
             e.post(&req);
         }
     };
+    // The progress bar follows the job the worker is on: the first queued.
+    let show_front = move || {
+        let front = queue.with_value(|q| q.first().copied());
+        running.set(front.map(|(job, task)| Running {
+            job,
+            task,
+            stage: match task {
+                Task::Run => Stage::Predict,
+                Task::Layers => Stage::Layers,
+                Task::Inspect => Stage::Inspect,
+                Task::Steer => Stage::Steering,
+            },
+            done: 0,
+            total: 1,
+            started: browser::now_ms(),
+        }));
+    };
+    let finish = move |j: u32| {
+        let was_front = queue.with_value(|q| q.first().map(|f| f.0) == Some(j));
+        queue.update_value(|q| q.retain(|(k, _)| *k != j));
+        if was_front {
+            show_front();
+        }
+    };
+    let enqueue = move |task: Task, make: &dyn Fn(u32) -> Request| {
+        let id = job.get_value() + 1;
+        job.set_value(id);
+        let empty = queue.with_value(|q| q.is_empty());
+        queue.update_value(|q| q.push((id, task)));
+        if empty {
+            show_front();
+        }
+        post(make(id));
+    };
+    let model_ready = move || matches!(model_state.get_untracked(), ModelState::Ready { .. });
+
+    let inspect = move |position: usize| {
+        let s = spec.get_untracked();
+        let full =
+            results.with_untracked(|r| r.report.as_ref().is_some_and(|rep| rep.svd.is_some()));
+        if !full || !model_ready() {
+            return;
+        }
+        results.update(|r| r.inspect = None);
+        enqueue(Task::Inspect, &|job| Request::Inspect {
+            job,
+            prompt: s.prompt.clone(),
+            precision: s.precision,
+            position,
+        });
+    };
+    let compute_layers = move || {
+        let s = spec.get_untracked();
+        if s.layers.is_empty() || !model_ready() {
+            return;
+        }
+        enqueue(Task::Layers, &|job| Request::Layers {
+            job,
+            prompt: s.prompt.clone(),
+            precision: s.precision,
+            layers: s.layers.clone(),
+        });
+    };
+    let run_steering = move || {
+        let s = spec.get_untracked();
+        if !model_ready() {
+            return;
+        }
+        enqueue(Task::Steer, &|job| Request::Steer {
+            job,
+            precision: s.precision,
+            steer: s.steer.clone(),
+        });
+    };
 
     let start_run = move || {
-        if running.get_untracked().is_some() {
-            // A new analysis (a link pasted into this tab) while one runs: the
-            // busy worker is replaced, and the run starts once it is ready.
+        if !queue.with_value(|q| q.is_empty()) {
+            // A new analysis (a link pasted into this tab) while the worker
+            // is busy: it is replaced, and the run starts once it is ready.
+            queue.update_value(|q| q.clear());
             running.set(None);
             run_when_ready.set_value(true);
             model_state.set(ModelState::Starting);
@@ -94,34 +217,60 @@ pub fn App() -> impl IntoView {
             }
             return;
         }
-        if !matches!(model_state.get_untracked(), ModelState::Ready { .. }) {
+        if !model_ready() {
             run_when_ready.set_value(true);
             return;
         }
         let s = spec.get_untracked();
-        let id = job.get_value() + 1;
-        job.set_value(id);
         error.set(None);
         results.set(Results {
             precision: s.precision,
             ..Results::default()
         });
-        running.set(Some(Running {
-            job: id,
-            stage: Stage::Predict,
-            done: 0,
-            total: 1,
-            started: browser::now_ms(),
-        }));
-        browser::set_fragment(&s.to_fragment());
-        post(Request::Run(RunRequest {
-            job: id,
-            prompt: s.prompt,
-            precision: s.precision,
-            top: TOP_K,
-            full: true,
-            svd: s.svd,
-        }));
+        sync_url();
+        enqueue(Task::Run, &|job| {
+            Request::Run(RunRequest {
+                job,
+                prompt: s.prompt.clone(),
+                precision: s.precision,
+                top: TOP_K,
+                full: true,
+                svd: s.svd,
+            })
+        });
+    };
+
+    // After a run: the selected token's J_i, then whatever the link asked
+    // for on demand; and the link's snapshot checked.
+    let after_run = move || {
+        let s = spec.get_untracked();
+        let n = results.with_untracked(|r| r.tokens.len());
+        if n > 0 {
+            inspect(s.token.filter(|&t| t < n).unwrap_or(n - 1));
+        }
+        let has_layers =
+            results.with_untracked(|r| r.report.as_ref().is_some_and(|x| !x.layers.is_empty()));
+        if !s.layers.is_empty() && !has_layers {
+            compute_layers();
+        }
+        let has_steering =
+            results.with_untracked(|r| r.report.as_ref().is_some_and(|x| x.steering.is_some()));
+        if s.steer_run && !has_steering {
+            run_steering();
+        }
+        if let Some(report) = results.with_untracked(|r| r.report.clone()) {
+            let computed = Snapshot::of(&report);
+            snapshot.update(|snap| {
+                if let Some((link, check)) = snap {
+                    let d = link.disagreements(&computed);
+                    *check = if d.is_empty() {
+                        SnapshotCheck::Confirmed
+                    } else {
+                        SnapshotCheck::Mismatch(d)
+                    };
+                }
+            });
+        }
     };
 
     let load_current = move || {
@@ -157,8 +306,14 @@ pub fn App() -> impl IntoView {
 
     let on_reply =
         Rc::new(move |r: Reply| {
-            let current = job.get_value();
-            let mine = |j: u32| j == current && running.get_untracked().is_some();
+            let mine = |j: u32| queue.with_value(|q| q.iter().any(|(k, _)| *k == j));
+            let merge = |f: &dyn Fn(&mut lens_protocol::report::Report)| {
+                results.update(|res| {
+                    if let Some(rep) = res.report.as_mut() {
+                        f(rep)
+                    }
+                })
+            };
             match r {
                 Reply::Started => load_current(),
                 Reply::Download {
@@ -181,7 +336,7 @@ pub fn App() -> impl IntoView {
                     done,
                     total,
                 } if mine(j) => running.update(|r| {
-                    if let Some(r) = r {
+                    if let Some(r) = r.as_mut().filter(|r| r.job == j) {
                         r.stage = stage;
                         r.done = done;
                         r.total = total;
@@ -198,6 +353,10 @@ pub fn App() -> impl IntoView {
                     load_ms,
                     ..
                 } => {
+                    num_layers.set(layers);
+                    if layers_input.get_untracked().trim().is_empty() {
+                        layers_input.set(default_layers(layers));
+                    }
                     model_state.set(ModelState::Ready {
                         name,
                         detail: format!(
@@ -246,32 +405,77 @@ pub fn App() -> impl IntoView {
                     res.detached = Some(detached_rel_error);
                     res.fro_norms = Some(fro_norms);
                 }),
-                Reply::Spectrum {
+                Reply::Spectrum { job: j, ms, .. } if mine(j) => {
+                    results.update(|res| res.svd_ms = Some(ms))
+                }
+                Reply::LongPrompt {
                     job: j,
-                    singular_values,
-                    stable_rank,
-                    fro_norm,
-                    ms,
+                    tokens,
+                    reason,
                 } if mine(j) => results.update(|res| {
-                    res.spectrum = Some(SpectrumData {
-                        singular_values,
-                        stable_rank,
-                        fro_norm,
-                        ms,
-                    })
+                    res.long_prompt = Some(format!(
+                        "Matrix-free mode for this prompt ({tokens} tokens): {reason}. The page \
+                     finds the top of the spectrum without forming J (block Lanczos on probe \
+                     products); the heatmap, the per-token spectra and the ordinary Jacobian \
+                     need the full J and are left out."
+                    ))
                 }),
+                Reply::Report { job: j, report } if mine(j) => {
+                    results.update(|res| res.report = Some(*report))
+                }
                 Reply::Ordinary {
                     job: j,
                     ordinary_rel_error,
+                    ms,
+                } if mine(j) => {
+                    results.update(|res| res.ordinary = Some(ordinary_rel_error));
+                    merge(&|rep| {
+                        rep.reconstruction.ordinary_rel_error = Some(ordinary_rel_error);
+                        rep.timings_ms.ordinary = ms;
+                    });
+                }
+                Reply::Layers {
+                    job: j,
+                    layers,
+                    path,
+                    ms,
+                } if mine(j) => {
+                    merge(&|rep| {
+                        rep.layers = layers.clone();
+                        rep.path = path.clone();
+                        rep.timings_ms.layers = ms;
+                    });
+                    finish(j);
+                }
+                Reply::Inspect {
+                    job: j,
+                    heatmap,
+                    columns,
                     ..
-                } if mine(j) => results.update(|res| res.ordinary = Some(ordinary_rel_error)),
+                } if mine(j) => {
+                    results.update(|res| res.inspect = Some((heatmap, columns)));
+                    finish(j);
+                }
+                Reply::Steered {
+                    job: j,
+                    steering,
+                    ms,
+                } if mine(j) => {
+                    results.update(|res| res.steering = Some(steering.clone()));
+                    merge(&|rep| {
+                        rep.steering = Some(steering.clone());
+                        rep.timings_ms.steering = ms;
+                    });
+                    finish(j);
+                }
                 Reply::Done { job: j, ms } if mine(j) => {
                     results.update(|res| res.done_ms = Some(ms));
-                    running.set(None);
+                    finish(j);
                     let v = spec.get_untracked().view;
-                    if v != View::Prediction {
+                    if v != View::Prediction && spec.get_untracked().embed.is_none() {
                         browser::scroll_to(&format!("view-{}", v.as_str()));
                     }
+                    after_run();
                 }
                 Reply::Failed {
                     job: j,
@@ -279,7 +483,7 @@ pub fn App() -> impl IntoView {
                     message,
                 } => {
                     match j {
-                        Some(j) if j == current => running.set(None),
+                        Some(j) if mine(j) => finish(j),
                         Some(_) => return,
                         None if kind == ErrorKind::Quota => {}
                         None => model_state.set(ModelState::Failed),
@@ -291,6 +495,7 @@ pub fn App() -> impl IntoView {
         });
     let on_crash = Rc::new(move |msg: String| {
         let was_running = running.get_untracked().is_some();
+        queue.update_value(|q| q.clear());
         running.set(None);
         error.set(Some(format!(
             "The engine stopped{}: {msg}. It has been restarted and the model is loading again.",
@@ -309,6 +514,7 @@ pub fn App() -> impl IntoView {
 
     let cancel = Callback::new(move |()| {
         let was_running = running.get_untracked().is_some();
+        queue.update_value(|q| q.clear());
         running.set(None);
         run_when_ready.set_value(false);
         if !was_running {
@@ -316,7 +522,8 @@ pub fn App() -> impl IntoView {
             loaded.set_value(None);
         }
         error.set(Some(if was_running {
-            "Cancelled. The engine was stopped; the model is reloading from this device's cache."
+            "Cancelled. The engine was stopped; the model is reloading from this device's cache. \
+             Results already shown are kept."
                 .into()
         } else {
             "Download cancelled. Pick a model to load it again.".into()
@@ -338,11 +545,12 @@ pub fn App() -> impl IntoView {
             s.token = None;
         });
         results.set(Results::default());
+        queue.update_value(|q| q.clear());
         running.set(None);
         // A model picked by hand: a link's pending run is not for it.
         run_when_ready.set_value(false);
         loaded.set_value(Some(Loadable::Remote(id)));
-        browser::set_fragment(&spec.get_untracked().to_fragment());
+        sync_url();
         // A fresh worker: whatever the old one was doing stops.
         if let Some(e) = engine.get_value() {
             e.spawn();
@@ -363,6 +571,7 @@ pub fn App() -> impl IntoView {
             s.token = None;
         });
         results.set(Results::default());
+        queue.update_value(|q| q.clear());
         running.set(None);
         run_when_ready.set_value(false);
         loaded.set_value(Some(Loadable::Files(arr)));
@@ -399,20 +608,71 @@ pub fn App() -> impl IntoView {
             return;
         }
         let model_changed = s.model != defaults.model;
+        let rerun = model_changed
+            || s.prompt != defaults.prompt
+            || s.precision != defaults.precision
+            || s.svd != defaults.svd;
+        snapshot.set(
+            s.snapshot
+                .as_deref()
+                .and_then(Snapshot::parse)
+                .map(|x| (x, SnapshotCheck::Pending)),
+        );
+        layers_input.set(
+            s.layers
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         spec.set(s.clone());
         if model_changed {
             pick.run(s.model);
             run_when_ready.set_value(true);
-        } else {
+        } else if rerun {
             start_run();
+        } else {
+            after_run();
         }
     });
+    let classroom_step = move |step: usize| {
+        spec.update(|s| {
+            s.classroom = Some(step.min(STEPS.len() - 1));
+            if let Some(v) = STEPS[step.min(STEPS.len() - 1)].view {
+                s.view = v;
+            }
+        });
+        sync_url();
+    };
+    // ← and → step through the classroom walkthrough (not while typing).
+    let on_key =
+        Closure::<dyn FnMut(web_sys::KeyboardEvent)>::new(move |ev: web_sys::KeyboardEvent| {
+            let Some(step) = spec.get_untracked().classroom else {
+                return;
+            };
+            let typing = ev
+                .target()
+                .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+                .is_some_and(|e| matches!(e.tag_name().as_str(), "INPUT" | "TEXTAREA" | "SELECT"));
+            if typing || ev.alt_key() || ev.ctrl_key() || ev.meta_key() {
+                return;
+            }
+            match ev.key().as_str() {
+                "ArrowRight" => classroom_step((step + 1).min(STEPS.len() - 1)),
+                "ArrowLeft" => classroom_step(step.saturating_sub(1)),
+                _ => return,
+            }
+            ev.prevent_default();
+        });
     if let Some(w) = web_sys::window() {
         let _ = w.add_event_listener_with_callback("hashchange", on_hash.as_ref().unchecked_ref());
+        let _ = w.add_event_listener_with_callback("keydown", on_key.as_ref().unchecked_ref());
     }
     on_hash.forget();
+    on_key.forget();
 
     let ready = move || matches!(model_state.get(), ModelState::Ready { .. });
+    let busy = Signal::derive(move || running.get().is_some());
     let status = Signal::derive(move || model_state.get().status());
     let progress = Signal::derive(move || match running.get() {
         Some(r) => Some(r.progress(browser::now_ms())),
@@ -441,30 +701,252 @@ pub fn App() -> impl IntoView {
     let selected = Signal::derive(move || spec.get().token);
     let select = Callback::new(move |i: usize| {
         spec.update(|s| s.token = Some(i));
-        browser::set_fragment(&spec.get_untracked().to_fragment());
+        sync_url();
+        inspect(i);
     });
-    let spectrum = Signal::derive(move || results.get().spectrum);
-    let spectrum_pending = Signal::derive(move || running.get().is_some());
-    let share = move || browser::url_with_fragment(&spec.get().to_fragment());
+    let tokens = Signal::derive(move || results.get().tokens);
+    let spectrum = Signal::derive(move || {
+        let r = results.get();
+        let rep = r.report?;
+        let n = rep.tokens.len();
+        let at = spec
+            .get()
+            .token
+            .filter(|&t| t < n)
+            .unwrap_or(n.saturating_sub(1));
+        Some(match (&rep.svd, &rep.matrix_free) {
+            (Some(svd), _) => SpectrumData {
+                singular_values: svd.concat.singular_values.clone(),
+                stable_rank: Some(svd.concat.stable_rank),
+                fro_norm: Some(svd.concat.fro_norm),
+                ms: r.svd_ms.unwrap_or(rep.timings_ms.svd),
+                token: svd.per_token.get(at).map(|sp| {
+                    (
+                        at,
+                        rep.tokens.get(at).cloned().unwrap_or_default(),
+                        sp.clone(),
+                    )
+                }),
+                matrix_free: None,
+            },
+            (None, Some(mf)) => SpectrumData {
+                singular_values: mf.singular_values.clone(),
+                stable_rank: None,
+                fro_norm: None,
+                ms: rep.timings_ms.svd,
+                token: None,
+                matrix_free: Some(mf.clone()),
+            },
+            _ => return None,
+        })
+    });
+    let decode = Signal::derive(move || results.get().report.and_then(|r| r.decode));
+    let matrix_free = Signal::derive(move || {
+        results
+            .get()
+            .report
+            .is_some_and(|r| r.matrix_free.is_some())
+    });
+    let layer_rows =
+        Signal::derive(move || results.get().report.map(|r| r.layers).unwrap_or_default());
+    let path = Signal::derive(move || results.get().report.map(|r| r.path).unwrap_or_default());
+    let attention = Signal::derive(move || results.get().report.and_then(|r| r.attention));
+    let attn_layer = Signal::derive(move || spec.get().attn_layer);
+    let attn_head = Signal::derive(move || spec.get().attn_head);
+    let on_attn = Callback::new(move |(l, h): (usize, usize)| {
+        spec.update(|s| {
+            s.attn_layer = l;
+            s.attn_head = h;
+        });
+        sync_url();
+    });
+    let heatmap = Signal::derive(move || results.get().inspect);
+    let heatmap_pending =
+        Signal::derive(move || results.get().inspect.is_none() && running.get().is_some());
+    let analysed = Signal::derive(move || results.get().report.is_some() && ready());
+    let on_layers_input = Callback::new(move |text: String| {
+        layers_input.set(text);
+    });
+    let on_compute_layers = Callback::new(move |()| {
+        let wanted = parse_layers(&layers_input.get_untracked());
+        let max = num_layers.get_untracked();
+        let bad: Vec<usize> = wanted.iter().copied().filter(|&l| l > max).collect();
+        if wanted.is_empty() || !bad.is_empty() {
+            error.set(Some(format!(
+                "Layers must be numbers from 1 to {max}, separated by commas{}.",
+                if bad.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({bad:?} is out of range)")
+                }
+            )));
+            return;
+        }
+        error.set(None);
+        spec.update(|s| s.layers = wanted);
+        sync_url();
+        compute_layers();
+    });
+    let steer_spec = Signal::derive(move || spec.get().steer);
+    let on_steer_change = Callback::new(move |st: SteerSpec| {
+        spec.update(|s| s.steer = st);
+        sync_url();
+    });
+    let on_steer_run = Callback::new(move |()| {
+        spec.update(|s| s.steer_run = true);
+        sync_url();
+        run_steering();
+    });
+    let steering = Signal::derive(move || results.get().steering);
+    let can_steer = Signal::derive(ready);
+
+    let share = move || {
+        let mut s = spec.get();
+        s.snapshot = None;
+        browser::url_with_fragment(&s.to_fragment())
+    };
+    let share_snapshot = move || {
+        let mut s = spec.get();
+        s.snapshot = results.get().report.map(|r| Snapshot::of(&r).to_json());
+        s.embed = None;
+        browser::url_with_fragment(&s.to_fragment())
+    };
+    let embed_link = move || {
+        let mut s = spec.get();
+        s.embed = Some(s.view);
+        s.classroom = None;
+        s.snapshot = results.get().report.map(|r| Snapshot::of(&r).to_json());
+        browser::url_with_fragment(&s.to_fragment())
+    };
+    let full_page = move || {
+        let mut s = spec.get();
+        s.embed = None;
+        browser::url_with_fragment(&s.to_fragment())
+    };
     let focus_view = move |v: View| {
         spec.update(|s| s.view = v);
-        browser::set_fragment(&spec.get_untracked().to_fragment());
+        sync_url();
         browser::scroll_to(&format!("view-{}", v.as_str()));
     };
     let (copied, set_copied) = signal(false);
     let current_model = Signal::derive(move || spec.get().model);
+    let layers_text = Signal::derive(move || layers_input.get());
+    let num_layers_sig = Signal::derive(move || num_layers.get());
+    let embed_rows = Signal::derive(move || results.get().report.map(|r| r.per_token));
+    let snapshot_sig = Signal::derive(move || snapshot.get());
+    let long_prompt = Signal::derive(move || results.get().long_prompt);
 
-    view! {
-        <div class="page" on:dragover=move |ev: web_sys::DragEvent| ev.prevent_default() on:drop=on_drop>
-        <header class="masthead">
-            <h1>"Linear Lens"</h1>
-            <p class="tagline">
-                "The exact linear map a language model applies to your prompt — computed in your browser."
-            </p>
-        </header>
-        <main>
-            <ModelPicker catalog=catalog current=current_model status=status on_pick=pick
-                on_files=pick_files storage=storage.into() on_clear=clear />
+    // One view by name: the page's slots, the embed mode and the classroom
+    // steps all draw through this.
+    let render = move |v: View| -> AnyView {
+        match v {
+            View::Prediction => view! { <PredictionView data=prediction /> }.into_any(),
+            View::Exactness => view! { <ExactnessView data=exactness /> }.into_any(),
+            View::Tokens => view! { <TokenStrip data=strip selected=selected on_select=select /> }.into_any(),
+            View::Spectrum => view! { <SpectrumView data=spectrum pending=busy /> }.into_any(),
+            View::Decode => view! { <DecodeView decode=decode tokens=tokens matrix_free=matrix_free /> }.into_any(),
+            View::Layers => view! {
+                <LayersView rows=layer_rows num_layers=num_layers_sig layers_input=layers_text
+                    on_layers_input=on_layers_input on_compute=on_compute_layers busy=busy available=analysed />
+            }.into_any(),
+            View::Path => view! { <PathView points=path /> }.into_any(),
+            View::Attention => view! {
+                <AttentionView attention=attention tokens=tokens layer=attn_layer head=attn_head on_select=on_attn />
+            }.into_any(),
+            View::Heatmap => view! { <HeatmapView data=heatmap tokens=tokens pending=heatmap_pending /> }.into_any(),
+            View::Steering => view! {
+                <SteeringView spec=steer_spec on_change=on_steer_change on_run=on_steer_run result=steering
+                    busy=busy available=can_steer num_layers=num_layers_sig />
+            }.into_any(),
+        }
+    };
+    let slot = move |v: View| {
+        view! {
+            <div id=format!("view-{}", v.as_str()) class="view-slot"
+                class:focused=move || spec.get().view == v>
+                {render(v)}
+            </div>
+        }
+    };
+    let export_error = move |r: Result<(), String>| {
+        if let Err(e) = r {
+            error.set(Some(format!("Export failed: {e}")));
+        }
+    };
+    let exports = move || {
+        let has = results.get().report.is_some();
+        view! {
+            <div class="exports" role="group" aria-label="export">
+                <span class="exports-label">"Export:"</span>
+                <button type="button" class="secondary" data-testid="export-json" disabled=!has
+                    on:click=move |_| {
+                        if let Some(r) = results.get_untracked().report {
+                            let json = serde_json::to_string_pretty(&r).unwrap_or_default();
+                            export_error(export::save_text("linear-lens-report.json", "application/json", &json));
+                        }
+                    }>"Report (JSON)"</button>
+                <button type="button" class="secondary" data-testid="export-csv" disabled=!has
+                    on:click=move |_| {
+                        let v = spec.get_untracked().view;
+                        let res = results.get_untracked();
+                        let Some(r) = res.report.as_ref() else { return };
+                        match export::csv(v, r, res.inspect.as_ref()) {
+                            Some(csv) => export_error(export::save_text(
+                                &format!("linear-lens-{}.csv", v.as_str()), "text/csv", &csv)),
+                            None => error.set(Some(format!("The {} view has no numbers yet.", view_title(v)))),
+                        }
+                    }>"Numbers of this view (CSV)"</button>
+                <button type="button" class="secondary" data-testid="export-svg" disabled=!has
+                    on:click=move |_| {
+                        let v = spec.get_untracked().view;
+                        export_error(export::svg_of(&format!("view-{}", v.as_str())).and_then(|(svg, _, _)| {
+                            export::save_text(&format!("linear-lens-{}.svg", v.as_str()), "image/svg+xml", &svg)
+                        }));
+                    }>"Plot (SVG)"</button>
+                <button type="button" class="secondary" data-testid="export-png" disabled=!has
+                    on:click=move |_| {
+                        let v = spec.get_untracked().view;
+                        match export::svg_of(&format!("view-{}", v.as_str())) {
+                            Ok((svg, w, h)) => spawn_local(async move {
+                                export_error(export::save_png(&format!("linear-lens-{}.png", v.as_str()), &svg, w, h).await);
+                            }),
+                            Err(e) => export_error(Err(e)),
+                        }
+                    }>"Plot (PNG)"</button>
+            </div>
+        }
+    };
+    let progress_and_errors = move || {
+        view! {
+            <ProgressView info=progress on_cancel=cancel />
+            {move || error.get().map(|e| view! {
+                <p class="error" role="alert" data-testid="error-message">{e}</p>
+            })}
+            {move || long_prompt.get().map(|m| view! {
+                <p class="notice" role="status" data-testid="long-prompt-notice">{m}</p>
+            })}
+            <SnapshotView data=snapshot_sig />
+        }
+    };
+
+    // An embed link: one view, nothing around it.
+    if let Some(v) = spec.get_untracked().embed {
+        return view! {
+            <div class="page embed" data-testid="embed" data-view=v.as_str()>
+                {progress_and_errors}
+                {slot(v)}
+                <p class="embed-foot">
+                    <span data-testid="model-status" class="hint">{move || status.get()}</span>
+                    " · "
+                    <a href=full_page target="_blank" rel="noopener">"Linear Lens: open the full analysis"</a>
+                </p>
+            </div>
+        }
+        .into_any();
+    }
+
+    let prompt_bar = move || {
+        view! {
             <form class="prompt-bar" on:submit=move |ev| { ev.prevent_default(); start_run(); }>
                 <label for="prompt">"Prompt"</label>
                 <div class="prompt-row">
@@ -482,50 +964,124 @@ pub fn App() -> impl IntoView {
                         <option value="f64" selected=move || spec.get().precision == Precision::F64>"f64 (exact)"</option>
                         <option value="f32" selected=move || spec.get().precision == Precision::F32>"f32 (faster)"</option>
                     </select>
+                    <select data-testid="svd-select" aria-label="how the SVD is found"
+                        prop:value=move || spec.get().svd.as_str()
+                        on:change=move |ev| {
+                            if let Some(m) = SvdMode::parse(&event_target_value(&ev)) {
+                                spec.update(|s| s.svd = m);
+                            }
+                        }>
+                        <option value="auto" selected=move || spec.get().svd == SvdMode::Auto>"SVD: auto"</option>
+                        <option value="full" selected=move || spec.get().svd == SvdMode::Full>"SVD: full J"</option>
+                        <option value="krylov" selected=move || spec.get().svd == SvdMode::Krylov>"SVD: matrix-free"</option>
+                    </select>
                     <button type="submit" data-testid="run-button"
                         disabled=move || !ready() || running.get().is_some()>
                         {move || if running.get().is_some() { "Computing…" } else { "Run" }}
                     </button>
                 </div>
             </form>
-            <ProgressView info=progress on_cancel=cancel />
-            {move || error.get().map(|e| view! {
-                <p class="error" role="alert" data-testid="error-message">{e}</p>
-            })}
-            <nav class="view-nav" aria-label="views">
-                {View::ALL.into_iter().map(|v| view! {
-                    <button type="button" class="view-tab" data-testid=format!("view-tab-{}", v.as_str())
-                        aria-current=move || (spec.get().view == v).then_some("true")
-                        on:click=move |_| focus_view(v)>
-                        {view_title(v)}
-                    </button>
-                }).collect_view()}
-            </nav>
-            <div id="view-tokens" class="view-slot" class:focused=move || spec.get().view == View::Tokens>
-                <TokenStrip data=strip selected=selected on_select=select />
-            </div>
-            <div class="grid2">
-                <div id="view-prediction" class="view-slot" class:focused=move || spec.get().view == View::Prediction>
-                    <PredictionView data=prediction />
-                </div>
-                <div id="view-spectrum" class="view-slot" class:focused=move || spec.get().view == View::Spectrum>
-                    <SpectrumView data=spectrum pending=spectrum_pending />
-                </div>
-            </div>
-            <div id="view-exactness" class="view-slot" class:focused=move || spec.get().view == View::Exactness>
-                <ExactnessView data=exactness />
-            </div>
+        }
+    };
+
+    // Memos: the page's layout changes only when these do, not with every
+    // edit of the analysis state (which would re-create the views and lose
+    // the keyboard focus).
+    let classroom_on = Memo::new(move |_| spec.get().classroom.is_some());
+    let classroom_at = Memo::new(move |_| spec.get().classroom.unwrap_or(0).min(STEPS.len() - 1));
+    let classroom = move || {
+        let step_sig = Signal::derive(move || classroom_at.get());
+        let on_step = Callback::new(classroom_step);
+        let on_preset = Callback::new(move |p: String| {
+            spec.update(|s| s.prompt = p);
+            start_run();
+        });
+        let on_exit = Callback::new(move |()| {
+            spec.update(|s| s.classroom = None);
+            sync_url();
+        });
+        let prompt = Signal::derive(move || spec.get().prompt);
+        view! {
+            <ClassroomNav step=step_sig on_step=on_step prompt=prompt on_preset=on_preset on_exit=on_exit />
+            {move || match STEPS[classroom_at.get()].view {
+                Some(v) => slot(v).into_any(),
+                None => view! { <div id="view-embed" class="view-slot"><EmbeddingBars rows=embed_rows /></div> }.into_any(),
+            }}
+        }
+    };
+
+    view! {
+        <div class="page" class:classroom=move || classroom_on.get()
+            on:dragover=move |ev: web_sys::DragEvent| ev.prevent_default() on:drop=on_drop>
+        <header class="masthead">
+            <h1>"Linear Lens"</h1>
+            <p class="tagline">
+                "The exact linear map a language model applies to your prompt — computed in your browser."
+            </p>
+            <button type="button" class="secondary classroom-toggle" data-testid="classroom-toggle"
+                aria-pressed=move || spec.get().classroom.is_some().to_string()
+                on:click=move |_| {
+                    let on = spec.get_untracked().classroom.is_some();
+                    if on {
+                        spec.update(|s| s.classroom = None);
+                        sync_url();
+                    } else {
+                        classroom_step(0);
+                    }
+                }>
+                {move || if spec.get().classroom.is_some() { "Full page" } else { "Classroom mode" }}
+            </button>
+        </header>
+        <main>
+            <ModelPicker catalog=catalog current=current_model status=status on_pick=pick
+                on_files=pick_files storage=storage.into() on_clear=clear />
+            {prompt_bar}
+            {progress_and_errors}
+            {move || if classroom_on.get() {
+                classroom().into_any()
+            } else {
+                view! {
+                    <nav class="view-nav" aria-label="views">
+                        {View::ALL.into_iter().map(|v| view! {
+                            <button type="button" class="view-tab" data-testid=format!("view-tab-{}", v.as_str())
+                                aria-current=move || (spec.get().view == v).then_some("true")
+                                on:click=move |_| focus_view(v)>
+                                {view_title(v)}
+                            </button>
+                        }).collect_view()}
+                    </nav>
+                    {slot(View::Tokens)}
+                    <div class="grid2">
+                        {slot(View::Prediction)}
+                        {slot(View::Spectrum)}
+                    </div>
+                    {slot(View::Exactness)}
+                    {slot(View::Decode)}
+                    {slot(View::Layers)}
+                    <div class="grid2">
+                        {slot(View::Path)}
+                        {slot(View::Attention)}
+                    </div>
+                    {slot(View::Heatmap)}
+                    {slot(View::Steering)}
+                }.into_any()
+            }}
+            {exports}
             <p class="share">
                 <a data-testid="share-link" href=share>"Link to this analysis"</a>
+                " · "
+                <a data-testid="share-link-snapshot" href=share_snapshot>"Link with results"</a>
+                " · "
+                <a data-testid="embed-link" href=embed_link>"Embed this view"</a>
                 " "
                 <button type="button" class="secondary" data-testid="copy-link"
                     on:click=move |_| {
-                        let url = share();
+                        let url = share_snapshot();
                         spawn_local(async move {
                             set_copied.set(browser::copy_text(&url).await.is_ok());
                         });
                     }>
-                    {move || if copied.get() { "Copied" } else { "Copy link" }}
+                    {move || if copied.get() { "Copied" } else { "Copy link with results" }}
                 </button>
                 <span class="timing">{move || results.get().done_ms.map(|ms| format!(" · all stages in {:.1} s", ms / 1000.0))}</span>
             </p>

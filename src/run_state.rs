@@ -4,7 +4,7 @@
 use crate::views::format::mb;
 use crate::views::prediction::PredictionData;
 use crate::views::progress::ProgressInfo;
-use crate::views::spectrum::SpectrumData;
+use lens_protocol::report::{Columns, Heatmap, Report};
 use lens_protocol::{Precision, Stage, TokenRow};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -26,9 +26,20 @@ pub enum ModelState {
     Idle,
 }
 
+/// What a job computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    /// The staged run (prediction … ordinary Jacobian).
+    Run,
+    Layers,
+    Inspect,
+    Steer,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Running {
     pub job: u32,
+    pub task: Task,
     pub stage: Stage,
     pub done: usize,
     pub total: usize,
@@ -46,9 +57,17 @@ pub struct Results {
     pub contributions: Option<(f64, f64)>,
     pub detached: Option<f64>,
     pub fro_norms: Option<Vec<f64>>,
-    pub spectrum: Option<SpectrumData>,
     pub ordinary: Option<f64>,
     pub done_ms: Option<f64>,
+    /// The whole Report as the worker has sent it, with the on-demand parts
+    /// (ordinary error, layers, steering) merged in.
+    pub report: Option<Report>,
+    /// The selected token's `J_i`, drawn small, and its largest columns.
+    pub inspect: Option<(Heatmap, Columns)>,
+    /// Why the run went matrix-free (a long prompt).
+    pub long_prompt: Option<String>,
+    pub svd_ms: Option<f64>,
+    pub steering: Option<lens_protocol::report::Steering>,
 }
 
 impl ModelState {
@@ -121,6 +140,29 @@ impl Running {
     /// The progress bar of a run at time `now_ms`.
     pub fn progress(&self, now_ms: f64) -> ProgressInfo {
         let r = self;
+        let within = if r.total > 0 {
+            r.done as f64 / r.total as f64
+        } else {
+            0.0
+        };
+        let secs = (now_ms - r.started) / 1000.0;
+        if r.task != Task::Run || r.stage == Stage::Krylov {
+            return ProgressInfo {
+                label: format!(
+                    "{}{}",
+                    capitalized(r.stage.label()),
+                    match r.task {
+                        Task::Layers => " (asked for)",
+                        _ => "",
+                    }
+                ),
+                fraction: Some(within),
+                detail: format!(
+                    "{:.0} % · {secs:.0} s so far · the page stays usable",
+                    100.0 * within
+                ),
+            };
+        }
         let stages = [
             Stage::Predict,
             Stage::Contributions,
@@ -129,16 +171,10 @@ impl Running {
             Stage::Ordinary,
         ];
         let k = stages.iter().position(|s| *s == r.stage).unwrap_or(0);
-        let within = if r.total > 0 {
-            r.done as f64 / r.total as f64
-        } else {
-            0.0
-        };
         // Rough shares of the time each stage takes.
         let weights = [0.02, 0.08, 0.45, 0.05, 0.40];
         let before: f64 = weights[..k].iter().sum();
         let frac = before + weights[k] * within;
-        let secs = (now_ms - r.started) / 1000.0;
         ProgressInfo {
             label: format!("Step {} of 5: {}", k + 1, r.stage.label()),
             fraction: Some(frac),
@@ -147,5 +183,13 @@ impl Running {
                 r.done, r.total
             ),
         }
+    }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
     }
 }

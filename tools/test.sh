@@ -33,3 +33,4 @@ for _ in $(seq 1 120); do grep -q '^serving ' "$log" && break; sleep 0.5; done
 url=$(grep -m1 '^serving ' "$log" | cut -d' ' -f2)
 [ -n "$url" ] || { cat "$log"; echo "error: the server did not start"; exit 1; }
 LINEAR_LENS_BIN="$bin" TINY_QWEN3_DIR="$tiny" node tests/e2e/explorer.mjs "$url" "${SCREENSHOT_DIR:-}"
+LINEAR_LENS_BIN="$bin" node tests/e2e/analysis.mjs "$url" "${SCREENSHOT_DIR:-}"

@@ -8,11 +8,11 @@
 // the same model files and prompts. Prints what it saw; exits non-zero on
 // any failed check.
 
-import { chromium } from "playwright-core";
 import { execFileSync } from "node:child_process";
 import { createServer } from "node:http";
 import { readFileSync, existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { check, failures, finish, launch, open, relClose, t, waitReady, MODEL_TIMEOUT, RUN_TIMEOUT } from "./lib.mjs";
 
 const url = process.argv[2];
 const shots = process.argv[3] ?? process.env.SCREENSHOT_DIR ?? "";
@@ -26,17 +26,6 @@ if (shots) mkdirSync(shots, { recursive: true });
 
 const PROMPT = "The capital of France is";
 const TINY_PROMPT = "w5 w17 w42 w8 w23";
-const MODEL_TIMEOUT = 300_000;
-const RUN_TIMEOUT = 600_000;
-
-const failures = [];
-const check = (ok, what) => {
-  console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
-  if (!ok) failures.push(what);
-};
-const relClose = (a, b, tol) => Math.abs(a - b) <= tol * Math.abs(b);
-const t = (ms) => `${(ms / 1000).toFixed(1)} s`;
-
 function analyze(model, prompt) {
   const out = execFileSync(
     bin,
@@ -46,35 +35,7 @@ function analyze(model, prompt) {
   return JSON.parse(out);
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--headless=new", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-});
-
-async function open(context, target) {
-  const page = await context.newPage();
-  await page.setViewportSize({ width: 1280, height: 1000 });
-  page.on("pageerror", (e) => console.log(`page error: ${e.message}`));
-  page.on("console", (m) => {
-    if (m.type() === "error") console.log(`console.error: ${m.text()}`);
-  });
-  await page.goto(target);
-  return page;
-}
-
-async function waitReady(page) {
-  await page.waitForFunction(
-    () =>
-      document.querySelector('[data-testid="model-status"]')?.textContent.startsWith("ready") ||
-      document.querySelector('[data-testid="error-message"]'),
-    null,
-    { timeout: MODEL_TIMEOUT },
-  );
-  const err = await page.$('[data-testid="error-message"]');
-  if (err) throw new Error(`the model did not load: ${await err.textContent()}`);
-  return page.textContent('[data-testid="model-status"]');
-}
+const browser = await launch();
 
 async function waitValue(page, testid) {
   const sel = `[data-testid="${testid}"][data-value], [data-testid="error-message"]`;
@@ -305,8 +266,4 @@ try {
   hf.close();
 }
 
-if (failures.length) {
-  console.log(`browser: ${failures.length} check(s) failed`);
-  process.exit(1);
-}
-console.log("browser: all checks passed");
+finish();

@@ -5,9 +5,11 @@
 
 pub mod catalog;
 pub mod messages;
+pub mod snapshot;
 pub mod spec;
 
 pub use catalog::{Catalog, CatalogEntry, FileSpec, ModelFormat, ModelSource};
 pub use lens_report as report;
 pub use messages::{ErrorKind, Reply, Request, Stage, TokenRow, TopRow};
+pub use snapshot::Snapshot;
 pub use spec::{AnalysisSpec, Precision, SteerSpec, SvdMode, View};

@@ -200,7 +200,8 @@ pub enum Reply {
         ordinary_rel_error: f64,
         ms: f64,
     },
-    /// A long prompt: the run finds the top of the spectrum matrix-free.
+    /// The run finds the top of the spectrum matrix-free (a long prompt, or
+    /// asked for), and why.
     LongPrompt {
         job: u32,
         tokens: usize,

@@ -130,6 +130,9 @@ pub struct Reconstruction {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TokenRow {
     pub token: String,
+    /// `‖x_i‖`, the input embedding's norm.
+    #[serde(default)]
+    pub embedding_norm: f64,
     /// `‖J_i‖_F` (`None` in matrix-free mode).
     pub jacobian_fro_norm: Option<f64>,
     /// `‖c_i‖`, `c_i = J_i x_i`.

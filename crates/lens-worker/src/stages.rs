@@ -228,7 +228,7 @@ pub fn run(
     let n = ids.len();
     let plan = svd_plan(n, model.config.hidden, precision, req.svd)?;
     let matrix_free = plan.is_some();
-    if let (Some(reason), SvdMode::Auto) = (&plan, req.svd) {
+    if let Some(reason) = &plan {
         emit(Reply::LongPrompt {
             job,
             tokens: n,

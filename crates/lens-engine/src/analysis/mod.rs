@@ -213,12 +213,14 @@ pub fn token_rows(
     fro: Option<&[f64]>,
 ) -> Result<Vec<TokenRow>> {
     let (cn, proj) = attribution::norms_and_projections(c, &tr.y_vec()?)?;
+    let xn = fro_norms(&tr.x.unsqueeze(1)?)?;
     Ok(tr
         .ids
         .iter()
         .enumerate()
         .map(|(i, &id)| TokenRow {
             token: model.tokenizer.token_str(id),
+            embedding_norm: xn[i],
             jacobian_fro_norm: fro.and_then(|f| f.get(i).copied()),
             contribution_norm: cn[i],
             projection_on_y: proj[i],
