@@ -7,11 +7,11 @@
 #[cfg(target_arch = "wasm32")]
 mod app;
 #[cfg(target_arch = "wasm32")]
+mod browser;
+#[cfg(target_arch = "wasm32")]
 mod classroom;
 #[cfg(target_arch = "wasm32")]
 mod export;
-#[cfg(target_arch = "wasm32")]
-mod browser;
 #[cfg(target_arch = "wasm32")]
 mod run_state;
 #[cfg(target_arch = "wasm32")]
