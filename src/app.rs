@@ -1002,11 +1002,15 @@ pub fn App() -> impl IntoView {
         });
         let prompt = Signal::derive(move || spec.get().prompt);
         view! {
-            <ClassroomNav step=step_sig on_step=on_step prompt=prompt on_preset=on_preset on_exit=on_exit />
-            {move || match STEPS[classroom_at.get()].view {
-                Some(v) => slot(v).into_any(),
-                None => view! { <div id="view-embed" class="view-slot"><EmbeddingBars rows=embed_rows /></div> }.into_any(),
-            }}
+            <div class="classroom-layout">
+                <ClassroomNav step=step_sig on_step=on_step prompt=prompt on_preset=on_preset on_exit=on_exit />
+                <div class="classroom-picture">
+                    {move || match STEPS[classroom_at.get()].view {
+                        Some(v) => slot(v).into_any(),
+                        None => view! { <div id="view-embed" class="view-slot"><EmbeddingBars rows=embed_rows /></div> }.into_any(),
+                    }}
+                </div>
+            </div>
         }
     };
 
