@@ -245,7 +245,8 @@ pub fn App() -> impl IntoView {
     let after_run = move || {
         let s = spec.get_untracked();
         let n = results.with_untracked(|r| r.tokens.len());
-        if n > 0 {
+        // An embed link draws one view: J_i only when that is the heatmap.
+        if n > 0 && matches!(s.embed, None | Some(View::Heatmap)) {
             inspect(s.token.filter(|&t| t < n).unwrap_or(n - 1));
         }
         let has_layers =

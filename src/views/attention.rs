@@ -125,7 +125,8 @@ pub fn AttentionView(
                     <h2>"Attention (frozen P)"</h2>
                     <p class="hint">
                         "The attention probabilities the Jacobian holds fixed appear here once the "
-                        "prompt has run: one query × key matrix per layer and head."
+                        "prompt has run: one query × key matrix per layer and head (for prompts "
+                        "of up to 64 tokens; the CLI's analyze --json has them for any length)."
                     </p>
                 </section>
             }

@@ -58,6 +58,9 @@ impl From<candle_core::Error> for Failure {
 
 /// Prompts longer than this (tokens) run matrix-free in `SvdMode::Auto`.
 pub const LONG_PROMPT_TOKENS: usize = 48;
+/// Longest prompt whose attention probabilities go to the page (all layers
+/// and heads: `L·H·n²` numbers, 0.3 M for Gemma 3 270M at 64 tokens).
+pub const ATTENTION_MAX_TOKENS: usize = 64;
 /// Cells per side of a `J_i` heatmap.
 pub const HEATMAP_CELLS: usize = 64;
 
@@ -298,7 +301,11 @@ pub fn run(
         attribution_predicted: None,
         columns: sp.columns,
         path: Vec::new(),
-        attention: Some(attention(&tr)?),
+        attention: if n <= ATTENTION_MAX_TOKENS {
+            Some(attention(&tr)?)
+        } else {
+            None
+        },
         steering: None,
         timings_ms: timings,
     };
