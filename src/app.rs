@@ -5,7 +5,7 @@
 
 use crate::browser;
 use crate::classroom::{ClassroomNav, EmbeddingBars, STEPS};
-use crate::export;
+use crate::export::ExportBar;
 use crate::run_state::{ModelState, Results, Running, Task};
 use crate::views::attention::AttentionView;
 use crate::views::decode::DecodeView;
@@ -47,7 +47,7 @@ enum Loadable {
     Files(Array),
 }
 
-fn view_title(v: View) -> &'static str {
+pub(crate) fn view_title(v: View) -> &'static str {
     match v {
         View::Prediction => "Next token",
         View::Exactness => "Exactness",
@@ -679,24 +679,24 @@ pub fn App() -> impl IntoView {
         Some(r) => Some(r.progress(browser::now_ms())),
         None => model_state.get().progress(),
     });
-    let prediction = Signal::derive(move || results.get().prediction);
+    let prediction = Signal::derive(move || results.with(|r| r.prediction.clone()));
     let exactness = Signal::derive(move || {
-        let r = results.get();
-        ExactnessData {
+        results.with(|r| ExactnessData {
             precision: r.precision.name(),
             contributions: r.contributions,
             detached: r.detached,
             ordinary: r.ordinary,
-        }
+        })
     });
     let strip = Signal::derive(move || {
-        let r = results.get();
-        (!r.tokens.is_empty()).then_some(StripData {
-            tokens: r.tokens,
-            rows: r.rows,
-            target_token: r.target_token,
-            logit: r.logit,
-            fro_norms: r.fro_norms,
+        results.with(|r| {
+            (!r.tokens.is_empty()).then(|| StripData {
+                tokens: r.tokens.clone(),
+                rows: r.rows.clone(),
+                target_token: r.target_token.clone(),
+                logit: r.logit,
+                fro_norms: r.fro_norms.clone(),
+            })
         })
     });
     let selected = Signal::derive(move || spec.get().token);
@@ -705,53 +705,64 @@ pub fn App() -> impl IntoView {
         sync_url();
         inspect(i);
     });
-    let tokens = Signal::derive(move || results.get().tokens);
+    let tokens = Signal::derive(move || results.with(|r| r.tokens.clone()));
     let spectrum = Signal::derive(move || {
-        let r = results.get();
-        let rep = r.report?;
-        let n = rep.tokens.len();
-        let at = spec
-            .get()
-            .token
-            .filter(|&t| t < n)
-            .unwrap_or(n.saturating_sub(1));
-        Some(match (&rep.svd, &rep.matrix_free) {
-            (Some(svd), _) => SpectrumData {
-                singular_values: svd.concat.singular_values.clone(),
-                stable_rank: Some(svd.concat.stable_rank),
-                fro_norm: Some(svd.concat.fro_norm),
-                ms: r.svd_ms.unwrap_or(rep.timings_ms.svd),
-                token: svd.per_token.get(at).map(|sp| {
-                    (
-                        at,
-                        rep.tokens.get(at).cloned().unwrap_or_default(),
-                        sp.clone(),
-                    )
-                }),
-                matrix_free: None,
-            },
-            (None, Some(mf)) => SpectrumData {
-                singular_values: mf.singular_values.clone(),
-                stable_rank: None,
-                fro_norm: None,
-                ms: rep.timings_ms.svd,
-                token: None,
-                matrix_free: Some(mf.clone()),
-            },
-            _ => return None,
+        let selected = spec.get().token;
+        results.with(|r| {
+            let rep = r.report.as_ref()?;
+            let n = rep.tokens.len();
+            let at = selected.filter(|&t| t < n).unwrap_or(n.saturating_sub(1));
+            Some(match (&rep.svd, &rep.matrix_free) {
+                (Some(svd), _) => SpectrumData {
+                    singular_values: svd.concat.singular_values.clone(),
+                    stable_rank: Some(svd.concat.stable_rank),
+                    fro_norm: Some(svd.concat.fro_norm),
+                    ms: r.svd_ms.unwrap_or(rep.timings_ms.svd),
+                    token: svd.per_token.get(at).map(|sp| {
+                        (
+                            at,
+                            rep.tokens.get(at).cloned().unwrap_or_default(),
+                            sp.clone(),
+                        )
+                    }),
+                    matrix_free: None,
+                },
+                (None, Some(mf)) => SpectrumData {
+                    singular_values: mf.singular_values.clone(),
+                    stable_rank: None,
+                    fro_norm: None,
+                    ms: rep.timings_ms.svd,
+                    token: None,
+                    matrix_free: Some(mf.clone()),
+                },
+                _ => return None,
+            })
         })
     });
-    let decode = Signal::derive(move || results.get().report.and_then(|r| r.decode));
+    let decode =
+        Signal::derive(move || results.with(|r| r.report.as_ref().and_then(|r| r.decode.clone())));
     let matrix_free = Signal::derive(move || {
-        results
-            .get()
-            .report
-            .is_some_and(|r| r.matrix_free.is_some())
+        results.with(|r| r.report.as_ref().is_some_and(|r| r.matrix_free.is_some()))
     });
-    let layer_rows =
-        Signal::derive(move || results.get().report.map(|r| r.layers).unwrap_or_default());
-    let path = Signal::derive(move || results.get().report.map(|r| r.path).unwrap_or_default());
-    let attention = Signal::derive(move || results.get().report.and_then(|r| r.attention));
+    let layer_rows = Signal::derive(move || {
+        results.with(|r| {
+            r.report
+                .as_ref()
+                .map(|r| r.layers.clone())
+                .unwrap_or_default()
+        })
+    });
+    let path = Signal::derive(move || {
+        results.with(|r| {
+            r.report
+                .as_ref()
+                .map(|r| r.path.clone())
+                .unwrap_or_default()
+        })
+    });
+    let attention = Signal::derive(move || {
+        results.with(|r| r.report.as_ref().and_then(|r| r.attention.clone()))
+    });
     let attn_layer = Signal::derive(move || spec.get().attn_layer);
     let attn_head = Signal::derive(move || spec.get().attn_head);
     let on_attn = Callback::new(move |(l, h): (usize, usize)| {
@@ -761,10 +772,10 @@ pub fn App() -> impl IntoView {
         });
         sync_url();
     });
-    let heatmap = Signal::derive(move || results.get().inspect);
+    let heatmap = Signal::derive(move || results.with(|r| r.inspect.clone()));
     let heatmap_pending =
-        Signal::derive(move || results.get().inspect.is_none() && running.get().is_some());
-    let analysed = Signal::derive(move || results.get().report.is_some() && ready());
+        Signal::derive(move || results.with(|r| r.inspect.is_none()) && running.get().is_some());
+    let analysed = Signal::derive(move || results.with(|r| r.report.is_some()) && ready());
     let on_layers_input = Callback::new(move |text: String| {
         layers_input.set(text);
     });
@@ -798,7 +809,7 @@ pub fn App() -> impl IntoView {
         sync_url();
         run_steering();
     });
-    let steering = Signal::derive(move || results.get().steering);
+    let steering = Signal::derive(move || results.with(|r| r.steering.clone()));
     let can_steer = Signal::derive(ready);
 
     let share = move || {
@@ -808,7 +819,7 @@ pub fn App() -> impl IntoView {
     };
     let share_snapshot = move || {
         let mut s = spec.get();
-        s.snapshot = results.get().report.map(|r| Snapshot::of(&r).to_json());
+        s.snapshot = results.with(|r| r.report.as_ref().map(|r| Snapshot::of(r).to_json()));
         s.embed = None;
         browser::url_with_fragment(&s.to_fragment())
     };
@@ -816,7 +827,7 @@ pub fn App() -> impl IntoView {
         let mut s = spec.get();
         s.embed = Some(s.view);
         s.classroom = None;
-        s.snapshot = results.get().report.map(|r| Snapshot::of(&r).to_json());
+        s.snapshot = results.with(|r| r.report.as_ref().map(|r| Snapshot::of(r).to_json()));
         browser::url_with_fragment(&s.to_fragment())
     };
     let full_page = move || {
@@ -833,9 +844,10 @@ pub fn App() -> impl IntoView {
     let current_model = Signal::derive(move || spec.get().model);
     let layers_text = Signal::derive(move || layers_input.get());
     let num_layers_sig = Signal::derive(move || num_layers.get());
-    let embed_rows = Signal::derive(move || results.get().report.map(|r| r.per_token));
+    let embed_rows =
+        Signal::derive(move || results.with(|r| r.report.as_ref().map(|r| r.per_token.clone())));
     let snapshot_sig = Signal::derive(move || snapshot.get());
-    let long_prompt = Signal::derive(move || results.get().long_prompt);
+    let long_prompt = Signal::derive(move || results.with(|r| r.long_prompt.clone()));
 
     // One view by name: the page's slots, the embed mode and the classroom
     // steps all draw through this.
@@ -869,54 +881,8 @@ pub fn App() -> impl IntoView {
             </div>
         }
     };
-    let export_error = move |r: Result<(), String>| {
-        if let Err(e) = r {
-            error.set(Some(format!("Export failed: {e}")));
-        }
-    };
-    let exports = move || {
-        let has = results.get().report.is_some();
-        view! {
-            <div class="exports" role="group" aria-label="export">
-                <span class="exports-label">"Export:"</span>
-                <button type="button" class="secondary" data-testid="export-json" disabled=!has
-                    on:click=move |_| {
-                        if let Some(r) = results.get_untracked().report {
-                            let json = serde_json::to_string_pretty(&r).unwrap_or_default();
-                            export_error(export::save_text("linear-lens-report.json", "application/json", &json));
-                        }
-                    }>"Report (JSON)"</button>
-                <button type="button" class="secondary" data-testid="export-csv" disabled=!has
-                    on:click=move |_| {
-                        let v = spec.get_untracked().view;
-                        let res = results.get_untracked();
-                        let Some(r) = res.report.as_ref() else { return };
-                        match export::csv(v, r, res.inspect.as_ref()) {
-                            Some(csv) => export_error(export::save_text(
-                                &format!("linear-lens-{}.csv", v.as_str()), "text/csv", &csv)),
-                            None => error.set(Some(format!("The {} view has no numbers yet.", view_title(v)))),
-                        }
-                    }>"Numbers of this view (CSV)"</button>
-                <button type="button" class="secondary" data-testid="export-svg" disabled=!has
-                    on:click=move |_| {
-                        let v = spec.get_untracked().view;
-                        export_error(export::svg_of(&format!("view-{}", v.as_str())).and_then(|(svg, _, _)| {
-                            export::save_text(&format!("linear-lens-{}.svg", v.as_str()), "image/svg+xml", &svg)
-                        }));
-                    }>"Plot (SVG)"</button>
-                <button type="button" class="secondary" data-testid="export-png" disabled=!has
-                    on:click=move |_| {
-                        let v = spec.get_untracked().view;
-                        match export::svg_of(&format!("view-{}", v.as_str())) {
-                            Ok((svg, w, h)) => spawn_local(async move {
-                                export_error(export::save_png(&format!("linear-lens-{}.png", v.as_str()), &svg, w, h).await);
-                            }),
-                            Err(e) => export_error(Err(e)),
-                        }
-                    }>"Plot (PNG)"</button>
-            </div>
-        }
-    };
+    let on_export_error = Callback::new(move |e: String| error.set(Some(e)));
+    let view_in_focus = Signal::derive(move || spec.get().view);
     let progress_and_errors = move || {
         view! {
             <ProgressView info=progress on_cancel=cancel />
@@ -1071,7 +1037,7 @@ pub fn App() -> impl IntoView {
                     {slot(View::Steering)}
                 }.into_any()
             }}
-            {exports}
+            <ExportBar results=results view=view_in_focus on_error=on_export_error />
             <p class="share">
                 <a data-testid="share-link" href=share>"Link to this analysis"</a>
                 " · "
@@ -1088,7 +1054,7 @@ pub fn App() -> impl IntoView {
                     }>
                     {move || if copied.get() { "Copied" } else { "Copy link with results" }}
                 </button>
-                <span class="timing">{move || results.get().done_ms.map(|ms| format!(" · all stages in {:.1} s", ms / 1000.0))}</span>
+                <span class="timing">{move || results.with(|r| r.done_ms).map(|ms| format!(" · all stages in {:.1} s", ms / 1000.0))}</span>
             </p>
         </main>
         <footer>

@@ -1,9 +1,13 @@
 //! Exports: the Report as JSON, the numbers of the view in focus as CSV,
 //! and the view's plot as SVG or PNG, saved as files by the browser.
 
+use crate::app::view_title;
 use crate::browser::js_error;
+use crate::run_state::Results;
 use lens_protocol::report::{Columns, Heatmap, Report};
 use lens_protocol::View;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -415,4 +419,64 @@ pub async fn save_png(name: &str, svg: &str, w: f64, h: f64) -> Result<(), Strin
     let bytes: Vec<u8> = bin.chars().map(|c| c as u32 as u8).collect();
     let arr = js_sys::Uint8Array::from(bytes.as_slice());
     save(name, "image/png", &js_sys::Array::of1(&arr))
+}
+
+/// The export buttons: they save what `results` holds for `view`; failures
+/// go to `on_error` as a sentence.
+#[component]
+pub fn ExportBar(
+    results: RwSignal<Results>,
+    view: Signal<View>,
+    on_error: Callback<String>,
+) -> impl IntoView {
+    let report_error = move |r: Result<(), String>| {
+        if let Err(e) = r {
+            on_error.run(format!("Export failed: {e}"));
+        }
+    };
+    let has = move || results.with(|r| r.report.is_some());
+    view! {
+        <div class="exports" role="group" aria-label="export">
+            <span class="exports-label">"Export:"</span>
+            <button type="button" class="secondary" data-testid="export-json" disabled=move || !has()
+                on:click=move |_| {
+                    let json = results.with_untracked(|r| {
+                        r.report.as_ref().map(|r| serde_json::to_string_pretty(r).unwrap_or_default())
+                    });
+                    if let Some(json) = json {
+                        report_error(save_text("linear-lens-report.json", "application/json", &json));
+                    }
+                }>"Report (JSON)"</button>
+            <button type="button" class="secondary" data-testid="export-csv" disabled=move || !has()
+                on:click=move |_| {
+                    let v = view.get_untracked();
+                    let out = results.with_untracked(|r| {
+                        r.report.as_ref().map(|rep| csv(v, rep, r.inspect.as_ref()))
+                    });
+                    match out {
+                        Some(Some(text)) => report_error(save_text(
+                            &format!("linear-lens-{}.csv", v.as_str()), "text/csv", &text)),
+                        Some(None) => on_error.run(format!("The {} view has no numbers yet.", view_title(v))),
+                        None => {}
+                    }
+                }>"Numbers of this view (CSV)"</button>
+            <button type="button" class="secondary" data-testid="export-svg" disabled=move || !has()
+                on:click=move |_| {
+                    let v = view.get_untracked();
+                    report_error(svg_of(&format!("view-{}", v.as_str())).and_then(|(svg, _, _)| {
+                        save_text(&format!("linear-lens-{}.svg", v.as_str()), "image/svg+xml", &svg)
+                    }));
+                }>"Plot (SVG)"</button>
+            <button type="button" class="secondary" data-testid="export-png" disabled=move || !has()
+                on:click=move |_| {
+                    let v = view.get_untracked();
+                    match svg_of(&format!("view-{}", v.as_str())) {
+                        Ok((svg, w, h)) => spawn_local(async move {
+                            report_error(save_png(&format!("linear-lens-{}.png", v.as_str()), &svg, w, h).await);
+                        }),
+                        Err(e) => report_error(Err(e)),
+                    }
+                }>"Plot (PNG)"</button>
+        </div>
+    }
 }
