@@ -236,6 +236,7 @@ pub fn App() -> impl IntoView {
                 top: TOP_K,
                 full: true,
                 svd: s.svd,
+                backend: Default::default(),
             })
         });
     };

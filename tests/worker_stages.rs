@@ -72,6 +72,7 @@ fn stages_arrive_in_order_with_exact_numbers() {
         top: 5,
         full: true,
         svd: SvdMode::Auto,
+        backend: Default::default(),
     };
     let mut session = None;
     let (replies, result) = collect(&model, &req, &mut session);
@@ -361,6 +362,7 @@ fn bad_prompts_fail_with_a_sentence_and_stop_early() {
         top: 5,
         full: false,
         svd: SvdMode::Auto,
+        backend: Default::default(),
     };
     let mut session = None;
     let (replies, result) = collect(&model, &req, &mut session);
@@ -387,6 +389,7 @@ fn long_prompts_run_matrix_free_like_the_cli() {
         top: 5,
         full: true,
         svd: SvdMode::Krylov,
+        backend: Default::default(),
     };
     let mut session = None;
     let (replies, result) = collect(&model, &req, &mut session);

@@ -12,4 +12,4 @@ pub use catalog::{Catalog, CatalogEntry, FileSpec, ModelFormat, ModelSource};
 pub use lens_report as report;
 pub use messages::{ErrorKind, Reply, Request, Stage, TokenRow, TopRow};
 pub use snapshot::Snapshot;
-pub use spec::{AnalysisSpec, Precision, SteerSpec, SvdMode, View};
+pub use spec::{AnalysisSpec, BackendChoice, Precision, SteerSpec, SvdMode, View};

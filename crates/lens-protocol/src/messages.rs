@@ -2,8 +2,8 @@
 //! (local files travel beside a `LoadFiles` request as `File` objects).
 
 use crate::catalog::ModelRequest;
-use crate::spec::{Precision, SteerSpec, SvdMode};
-use lens_report::{Columns, Heatmap, LayerRow, PathPoint, Report, Steering};
+use crate::spec::{BackendChoice, Precision, SteerSpec, SvdMode};
+use lens_report::{Certificate, Columns, Heatmap, LayerRow, PathPoint, Report, Steering};
 use serde::{Deserialize, Serialize};
 
 /// Page → worker.
@@ -50,6 +50,9 @@ pub struct RunRequest {
     pub full: bool,
     #[serde(default)]
     pub svd: SvdMode,
+    /// Where the passes run.
+    #[serde(default)]
+    pub backend: BackendChoice,
 }
 
 /// The stages of a run, in order.
@@ -159,6 +162,16 @@ pub enum Reply {
         from_cache: bool,
         load_ms: f64,
     },
+    /// Where this run's passes run, sent first in every run.
+    Backend {
+        job: u32,
+        /// "WebGPU" or "CPU".
+        name: String,
+        /// The GPU adapter's name, when on WebGPU.
+        adapter: Option<String>,
+        /// Why auto fell back to the CPU (no adapter, device lost, …).
+        fallback: Option<String>,
+    },
     Prediction {
         job: u32,
         token_ids: Vec<u32>,
@@ -186,6 +199,10 @@ pub enum Reply {
         detached_rel_error: f64,
         /// `‖J_i‖_F` per token.
         fro_norms: Vec<f64>,
+        /// On the GPU: random probes `uᵀJ` in f64 on the CPU against the
+        /// GPU's `J`.
+        #[serde(default)]
+        certificate: Option<Certificate>,
         ms: f64,
     },
     Spectrum {
@@ -274,6 +291,7 @@ mod tests {
             top: 5,
             full: true,
             svd: SvdMode::Krylov,
+            backend: Default::default(),
         });
         assert_eq!(Request::from_json(&r.to_json()), Ok(r));
         let p = Reply::Spectrum {

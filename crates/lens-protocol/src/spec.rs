@@ -92,6 +92,39 @@ impl SvdMode {
     }
 }
 
+/// Where the worker computes the passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// WebGPU when the browser offers an adapter, the CPU otherwise.
+    #[default]
+    Auto,
+    /// WebGPU (f32); the run fails with a clear error when no adapter exists.
+    Webgpu,
+    /// The CPU (f64 or f32).
+    Cpu,
+}
+
+impl BackendChoice {
+    pub const ALL: [BackendChoice; 3] = [
+        BackendChoice::Auto,
+        BackendChoice::Webgpu,
+        BackendChoice::Cpu,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Webgpu => "webgpu",
+            BackendChoice::Cpu => "cpu",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        BackendChoice::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
 /// The steering panel's inputs: `source`'s operator at `layer` steers the
 /// continuation of `text`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,6 +166,8 @@ pub struct AnalysisSpec {
     /// The selected token (position in the prompt).
     pub token: Option<usize>,
     pub svd: SvdMode,
+    /// Where the passes run (`backend=` in the link; omitted for auto).
+    pub backend: BackendChoice,
     /// 1-based layers whose curves were asked for (computed on demand).
     pub layers: Vec<usize>,
     /// The attention view's 1-based layer and 0-based head.
@@ -159,6 +194,7 @@ impl AnalysisSpec {
             view: View::default(),
             token: None,
             svd: SvdMode::Auto,
+            backend: BackendChoice::Auto,
             layers: Vec::new(),
             attn_layer: 1,
             attn_head: 0,
@@ -185,6 +221,9 @@ impl AnalysisSpec {
         }
         if self.svd != SvdMode::Auto {
             put("svd", self.svd.as_str().into());
+        }
+        if self.backend != BackendChoice::Auto {
+            put("backend", self.backend.as_str().into());
         }
         if !self.layers.is_empty() {
             let l: Vec<String> = self.layers.iter().map(|l| l.to_string()).collect();
@@ -258,6 +297,7 @@ impl AnalysisSpec {
                 }
                 "token" => spec.token = value.parse().ok(),
                 "svd" => spec.svd = SvdMode::parse(&value).unwrap_or_default(),
+                "backend" => spec.backend = BackendChoice::parse(&value).unwrap_or_default(),
                 "layers" => spec.layers = parse_layers(&value),
                 "attn" => {
                     let (l, h) = value.split_once('.').unwrap_or((&value, "0"));

@@ -125,6 +125,25 @@ pub struct Reconstruction {
     pub ordinary_rel_error: Option<f64>,
     /// `‖Σ_i c_i − y‖ / ‖y‖` of the forward-mode contributions.
     pub contributions_rel_error: f64,
+    /// When `J` came from the GPU (f32): how far it is from the f64 CPU
+    /// passes on random probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<Certificate>,
+}
+
+/// A GPU-vs-f64 check of `J` without forming `J` in f64: `k` random unit
+/// probes `u`, `uᵀJ` by the f64 transpose pass on the CPU against `uᵀ` times
+/// the GPU's `J`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Certificate {
+    /// Where `J` was computed (the adapter's name).
+    pub device: String,
+    pub probes: usize,
+    /// `max_u ‖uᵀJ_gpu − uᵀJ_f64‖ / ‖uᵀJ_f64‖`.
+    pub max_rel_error: f64,
+    /// The probes' seed (the check is reproducible).
+    pub seed: u64,
+    pub ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

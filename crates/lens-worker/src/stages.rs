@@ -253,6 +253,7 @@ pub fn run(
             job,
             detached_rel_error: detached,
             fro_norms: fro.clone(),
+            certificate: None,
             ms: timings.jacobian,
         });
         let jv = JacobianValues::of(&j)?;
@@ -291,6 +292,7 @@ pub fn run(
             detached_rel_error: detached,
             ordinary_rel_error: None,
             contributions_rel_error: rel,
+            certificate: None,
         },
         per_token: token_rows(model, &tr, &c, fro.as_deref())?,
         layers: Vec::new(),

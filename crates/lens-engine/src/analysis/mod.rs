@@ -180,6 +180,7 @@ pub fn analyze(
             detached_rel_error,
             ordinary_rel_error,
             contributions_rel_error,
+            certificate: None,
         },
         per_token,
         layers,
