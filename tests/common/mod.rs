@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod gpu;
+
 use candle_core::{Device, Tensor};
 use serde_json::{json, Value};
 use std::collections::HashMap;

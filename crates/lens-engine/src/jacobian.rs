@@ -142,9 +142,27 @@ pub fn vjp_tap_on<B: Backend>(
     u: &Tensor,
     opts: PassOptions,
 ) -> Result<(Tensor, PassStats)> {
+    transpose_pass(
+        be,
+        model,
+        trace,
+        tap,
+        &vjp_start(model, trace, tap, u, be.dtype())?,
+        opts,
+    )
+}
+
+/// The transpose pass's starting cotangents for `u` on the tap's output:
+/// `u` through the final norm frozen at its value, in `dtype`.
+pub fn vjp_start(
+    model: &Model,
+    trace: &Trace,
+    tap: Tap,
+    u: &Tensor,
+    dtype: DType,
+) -> Result<Tensor> {
     let (_, scale) = tap_output(model, trace, tap)?;
-    let start = u.to_dtype(be.dtype())?.broadcast_mul(&scale)?;
-    transpose_pass(be, model, trace, tap, &start, opts)
+    Ok(u.to_dtype(dtype)?.broadcast_mul(&scale.to_dtype(dtype)?)?)
 }
 
 /// The full Jacobian of the tap's raw vector (the residual stream or module
@@ -161,6 +179,38 @@ pub fn raw_tap_jacobian(
     ))
 }
 
+/// A transpose pass's result still on the backend: chunks of `[m, k, d]`
+/// cotangent rows at the tap's input, in row order.
+pub struct PassBlocks<B: Backend> {
+    pub chunks: Vec<Cotangents<B>>,
+    pub n: usize,
+    pub d: usize,
+    pub stats: PassStats,
+}
+
+impl<B: Backend> PassBlocks<B> {
+    /// The chunks read back through `download` (natively; a GPU in a
+    /// browser reads back asynchronously and calls [`assemble`] itself).
+    pub fn download(self, be: &B) -> Result<(Tensor, PassStats)> {
+        let d = self.d;
+        let blocks = self
+            .chunks
+            .iter()
+            .map(|g| be.download(&g.buf, 0, &[g.m, g.k, d]))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((assemble(blocks, self.n, d, be.dtype())?, self.stats))
+    }
+}
+
+/// Joins the chunks of a pass (`[n, k_c, d]` each) along the rows.
+pub fn assemble(blocks: Vec<Tensor>, n: usize, d: usize, dtype: DType) -> Result<Tensor> {
+    Ok(match blocks.len() {
+        0 => Tensor::zeros((n, 0, d), dtype, &Device::Cpu)?,
+        1 => blocks.into_iter().next().expect("one block"),
+        _ => Tensor::cat(&blocks, 1)?,
+    })
+}
+
 /// The transpose pass from cotangents `start` (`[k, d]`) on the tap's raw
 /// vector down to the tap's input.
 fn transpose_pass<B: Backend>(
@@ -171,6 +221,18 @@ fn transpose_pass<B: Backend>(
     start: &Tensor,
     opts: PassOptions,
 ) -> Result<(Tensor, PassStats)> {
+    transpose_pass_blocks(be, model, trace, tap, start, opts)?.download(be)
+}
+
+/// The transpose pass, its result left on the backend.
+pub fn transpose_pass_blocks<B: Backend>(
+    be: &B,
+    model: &Model,
+    trace: &Trace,
+    tap: Tap,
+    start: &Tensor,
+    opts: PassOptions,
+) -> Result<PassBlocks<B>> {
     let u = start;
     let c = &model.config;
     let (k, d) = u.dims2()?;
@@ -234,16 +296,12 @@ fn transpose_pass<B: Backend>(
     }
     crate::progress::report(steps, steps);
     drop(ws);
-    let blocks = chunks
-        .iter()
-        .map(|g| be.download(&g.buf, 0, &[g.m, g.k, d]))
-        .collect::<Result<Vec<_>>>()?;
-    let out = match blocks.len() {
-        0 => Tensor::zeros((n, 0, d), be.dtype(), &Device::Cpu)?,
-        1 => blocks.into_iter().next().expect("one block"),
-        _ => Tensor::cat(&blocks, 1)?,
-    };
-    Ok((out, stats))
+    Ok(PassBlocks {
+        chunks,
+        n,
+        d,
+        stats,
+    })
 }
 
 /// The full Jacobian of a tap, `[n, d, d]`.
@@ -290,6 +348,20 @@ pub fn jvp_suffix_on<B: Backend>(
     from: usize,
 ) -> Result<Tensor> {
     let (b, m, d) = v.dims3()?;
+    let t = jvp_suffix_buf(be, model, trace, v, from)?;
+    jvp_finish(trace, &be.download(&t, 0, &[b, m, d])?)
+}
+
+/// Forward mode with its result (`[b, m, d]`, every position) left on the
+/// backend; [`jvp_finish`] takes it from there.
+pub fn jvp_suffix_buf<B: Backend>(
+    be: &B,
+    model: &Model,
+    trace: &Trace,
+    v: &Tensor,
+    from: usize,
+) -> Result<B::Buf> {
+    let (b, m, _) = v.dims3()?;
     if from + m != trace.n() {
         return Err(EngineError::Backend(format!(
             "tangents on {m} positions from {from} do not end at the prompt's {}",
@@ -300,8 +372,17 @@ pub fn jvp_suffix_on<B: Backend>(
     for (l, rec) in trace.layers.iter().enumerate() {
         t = FrozenLayer::new(be, model, l, rec)?.forward(be, &t, b, from)?;
     }
-    let out = be.download(&t, 0, &[b, m, d])?;
-    let last = out.narrow(1, m - 1, 1)?.squeeze(1)?;
+    Ok(t)
+}
+
+/// The last position of a forward-mode result (`[b, m, d]`) through the
+/// final norm frozen at its value: `[b, d]` in the trace's precision.
+pub fn jvp_finish(trace: &Trace, out: &Tensor) -> Result<Tensor> {
+    let m = out.dim(1)?;
+    let last = out
+        .narrow(1, m - 1, 1)?
+        .squeeze(1)?
+        .to_dtype(trace.dtype())?;
     let scale = trace
         .r_final
         .broadcast_mul(&trace.w_final)?
@@ -313,25 +394,13 @@ pub fn jvp_suffix_on<B: Backend>(
 /// mode with tangent `x_i` at position `i` alone, all `i` at once (in batches
 /// that fit `opts`).
 pub fn contributions(model: &Model, trace: &Trace, opts: PassOptions) -> Result<Tensor> {
-    let (n, d) = trace.x.dims2()?;
     let dtype = trace.dtype();
-    let per_tangent = n
-        * (3 * d + model.config.ffn + 2 * model.config.heads * model.config.head_dim)
-        * dtype.size_in_bytes();
-    let batch = (opts.memory_budget / per_tangent.max(1)).clamp(1, n);
     let mut out = Vec::new();
-    for s in (0..n).step_by(batch) {
+    let batches = contribution_batches(model, trace, dtype, opts);
+    let n = trace.n();
+    for &(s, b) in &batches {
         crate::progress::report(s, n);
-        let b = batch.min(n - s);
-        let m = n - s;
-        // Tangent j of this batch is x at position s + j, zero elsewhere:
-        // everything before s stays zero and is skipped.
-        let mut mask = vec![0f64; b * m];
-        for j in 0..b {
-            mask[j * m + j] = 1.0;
-        }
-        let mask = Tensor::from_vec(mask, (b, m, 1), &Device::Cpu)?.to_dtype(dtype)?;
-        let v = mask.broadcast_mul(&trace.x.narrow(0, s, m)?.reshape((1, m, d))?)?;
+        let v = contribution_tangents(trace, s, b)?;
         out.push(on_cpu!(dtype, |be| jvp_suffix_on(
             &be, model, trace, &v, s
         ))?);
@@ -339,6 +408,40 @@ pub fn contributions(model: &Model, trace: &Trace, opts: PassOptions) -> Result<
     crate::progress::report(n, n);
     let refs: Vec<&Tensor> = out.iter().collect();
     Ok(Tensor::cat(&refs, 0)?)
+}
+
+/// The contributions' forward-mode batches `(first position, count)` that
+/// fit `opts` in `dtype`.
+pub fn contribution_batches(
+    model: &Model,
+    trace: &Trace,
+    dtype: DType,
+    opts: PassOptions,
+) -> Vec<(usize, usize)> {
+    let n = trace.n();
+    let d = model.config.hidden;
+    let per_tangent = n
+        * (3 * d + model.config.ffn + 2 * model.config.heads * model.config.head_dim)
+        * dtype.size_in_bytes();
+    let batch = (opts.memory_budget / per_tangent.max(1)).clamp(1, n.max(1));
+    (0..n)
+        .step_by(batch)
+        .map(|s| (s, batch.min(n - s)))
+        .collect()
+}
+
+/// The tangents of one batch, `[b, n - s, d]`: tangent `j` is `x` at
+/// position `s + j`, zero elsewhere (everything before `s` stays zero and
+/// is skipped).
+pub fn contribution_tangents(trace: &Trace, s: usize, b: usize) -> Result<Tensor> {
+    let (n, d) = trace.x.dims2()?;
+    let m = n - s;
+    let mut mask = vec![0f64; b * m];
+    for j in 0..b {
+        mask[j * m + j] = 1.0;
+    }
+    let mask = Tensor::from_vec(mask, (b, m, 1), &Device::Cpu)?.to_dtype(trace.dtype())?;
+    Ok(mask.broadcast_mul(&trace.x.narrow(0, s, m)?.reshape((1, m, d))?)?)
 }
 
 /// `‖Σ_i J_i x_i − y‖ / ‖y‖` for a Jacobian `[n, d_out, d]`.

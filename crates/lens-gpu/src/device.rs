@@ -1,0 +1,322 @@
+//! The GPU device, its kernels and its buffers.
+
+use crate::error::{GpuError, Result};
+use std::cell::{Cell, RefCell};
+use std::sync::{Arc, Mutex};
+use wgpu::util::DeviceExt;
+
+/// What the page and the bench say about the adapter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterSummary {
+    pub name: String,
+    /// "Vulkan", "BrowserWebGpu", "Metal", …
+    pub backend: String,
+    /// "DiscreteGpu", "Cpu" (an emulator such as lavapipe or SwiftShader), …
+    pub device_type: String,
+    pub driver: String,
+    /// The largest buffer one binding may see, in bytes.
+    pub max_binding: u64,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+}
+
+/// A buffer of f32 on the GPU.
+pub struct GpuBuf {
+    pub(crate) buf: wgpu::Buffer,
+    pub(crate) len: usize,
+}
+
+/// Commands are recorded into one encoder and submitted in batches of this
+/// many dispatches (or at a readback), not one submit per operation.
+const BATCH: usize = 64;
+
+/// A GPU device with the kernels of the frozen-linear passes.
+pub struct Gpu {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    summary: AdapterSummary,
+    pub(crate) max_binding: u64,
+    pub(crate) max_groups: u32,
+    pub(crate) gemm: wgpu::ComputePipeline,
+    pub(crate) elementwise: wgpu::ComputePipeline,
+    pub(crate) fill: wgpu::ComputePipeline,
+    encoder: RefCell<Option<wgpu::CommandEncoder>>,
+    queued: Cell<usize>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl Gpu {
+    /// The first high-performance adapter, with its own limits (the
+    /// defaults are lower: 128 MiB bindings natively).
+    pub async fn new() -> Result<Self> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = adapter.features();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("linear-lens"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::Device(e.to_string()))?;
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
+        let max_binding =
+            (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        let summary = AdapterSummary {
+            name: if info.name.is_empty() {
+                format!("{:?} adapter", info.backend)
+            } else {
+                info.name.clone()
+            },
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info)
+                .trim()
+                .to_string(),
+            max_binding,
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+        };
+        let pipeline = |label: &str, src: &str| {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(label),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        };
+        let gemm = pipeline("gemm", include_str!("shaders/gemm.wgsl"));
+        let elementwise = pipeline("elementwise", include_str!("shaders/elementwise.wgsl"));
+        let fill = pipeline("fill", include_str!("shaders/fill.wgsl"));
+        let gpu = Self {
+            device,
+            queue,
+            summary,
+            max_binding,
+            max_groups: limits.max_compute_workgroups_per_dimension.max(1),
+            gemm,
+            elementwise,
+            fill,
+            encoder: RefCell::new(None),
+            queued: Cell::new(0),
+            errors,
+        };
+        gpu.check()?;
+        Ok(gpu)
+    }
+
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.summary
+    }
+
+    /// Errors the GPU reported since the last check.
+    pub(crate) fn check(&self) -> Result<()> {
+        let first = self
+            .errors
+            .lock()
+            .ok()
+            .and_then(|mut v| (!v.is_empty()).then(|| v.drain(..).next()).flatten());
+        match first {
+            Some(e) => Err(GpuError::Gpu(e)),
+            None => Ok(()),
+        }
+    }
+
+    fn fits(&self, len: usize) -> Result<u64> {
+        let bytes = (len.max(1) * 4) as u64;
+        if bytes > self.max_binding {
+            return Err(GpuError::TooLarge {
+                bytes,
+                limit: self.max_binding,
+            });
+        }
+        Ok(bytes)
+    }
+
+    const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+        .union(wgpu::BufferUsages::COPY_SRC)
+        .union(wgpu::BufferUsages::COPY_DST);
+
+    /// `len` zeros (wgpu zero-fills new buffers).
+    pub fn zeros(&self, len: usize) -> Result<GpuBuf> {
+        let size = self.fits(len)?;
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: Self::USAGE,
+            mapped_at_creation: false,
+        });
+        Ok(GpuBuf { buf, len })
+    }
+
+    pub fn upload_f32(&self, data: &[f32]) -> Result<GpuBuf> {
+        self.fits(data.len())?;
+        let contents: &[u8] = if data.is_empty() {
+            &[0; 4]
+        } else {
+            bytemuck::cast_slice(data)
+        };
+        let buf = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents,
+                usage: Self::USAGE,
+            });
+        Ok(GpuBuf {
+            buf,
+            len: data.len(),
+        })
+    }
+
+    /// Records work into the current encoder, submitting every [`BATCH`].
+    pub(crate) fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
+        {
+            let mut slot = self.encoder.borrow_mut();
+            let enc = slot.get_or_insert_with(|| {
+                self.device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+            });
+            f(enc);
+        }
+        self.queued.set(self.queued.get() + 1);
+        if self.queued.get() >= BATCH {
+            self.flush();
+        }
+    }
+
+    /// Submits what was recorded.
+    pub fn flush(&self) {
+        if let Some(enc) = self.encoder.borrow_mut().take() {
+            self.queue.submit([enc.finish()]);
+        }
+        self.queued.set(0);
+    }
+
+    /// One dispatch of `pipeline` with `storage` at bindings 0.. and the
+    /// uniform `params` after them.
+    pub(crate) fn dispatch(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        storage: &[&wgpu::Buffer],
+        params: &[u32],
+        groups: (u32, u32, u32),
+    ) {
+        let uniform = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents: bytemuck::cast_slice(params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let mut entries: Vec<wgpu::BindGroupEntry> = storage
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        entries.push(wgpu::BindGroupEntry {
+            binding: storage.len() as u32,
+            resource: uniform.as_entire_binding(),
+        });
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        self.record(|enc| {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &group, &[]);
+            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+        });
+    }
+
+    /// A 2-d grid of 256-wide workgroups covering `total` invocations.
+    pub(crate) fn grid(&self, total: usize) -> (u32, u32, u32) {
+        let groups = total.div_ceil(256).max(1);
+        let x = groups.min(self.max_groups as usize);
+        (x as u32, groups.div_ceil(x) as u32, 1)
+    }
+
+    /// `len` values from `offset`, read back asynchronously.
+    pub async fn read(&self, buf: &GpuBuf, offset: usize, len: usize) -> Result<Vec<f32>> {
+        if offset + len > buf.len {
+            return Err(GpuError::Readback(format!(
+                "{len} values at {offset} past a buffer of {}",
+                buf.len
+            )));
+        }
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let size = (len * 4) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.record(|enc| {
+            enc.copy_buffer_to_buffer(&buf.buf, (offset * 4) as u64, &staging, 0, size)
+        });
+        self.flush();
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let mapped = rx
+            .await
+            .map_err(|_| GpuError::Readback("the device went away".into()))?;
+        self.check()?;
+        mapped.map_err(|e| GpuError::Readback(e.to_string()))?;
+        let data = {
+            let view = staging
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| GpuError::Readback(e.to_string()))?;
+            bytemuck::pod_collect_to_vec::<u8, f32>(&view)
+        };
+        staging.unmap();
+        Ok(data)
+    }
+
+    /// Waits until the GPU has finished everything submitted (natively).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait(&self) -> Result<()> {
+        self.flush();
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        self.check()
+    }
+}

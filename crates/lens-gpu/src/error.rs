@@ -1,0 +1,33 @@
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum GpuError {
+    /// No adapter (no WebGPU in this browser, no Vulkan/Metal/DX12 driver).
+    #[error("no GPU adapter: {0}")]
+    NoAdapter(String),
+    #[error("the GPU refused a device: {0}")]
+    Device(String),
+    /// A buffer larger than the adapter lets one binding see.
+    #[error("a buffer of {bytes} bytes exceeds this GPU's binding limit of {limit} bytes")]
+    TooLarge { bytes: u64, limit: u64 },
+    /// A validation or out-of-memory error reported by the GPU.
+    #[error("GPU error: {0}")]
+    Gpu(String),
+    #[error("GPU readback failed: {0}")]
+    Readback(String),
+    #[error(transparent)]
+    Engine(#[from] lens_engine::EngineError),
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
+}
+
+impl From<GpuError> for lens_engine::EngineError {
+    fn from(e: GpuError) -> Self {
+        match e {
+            GpuError::Engine(e) => e,
+            other => lens_engine::EngineError::Backend(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, GpuError>;

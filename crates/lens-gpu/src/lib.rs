@@ -1,0 +1,26 @@
+//! The frozen-linear passes on a GPU, through `wgpu`: WebGPU in the
+//! browser, Vulkan / Metal / DX12 natively. [`Gpu`] implements the engine's
+//! [`Backend`](lens_engine::backend::Backend) trait in f32 with WGSL
+//! kernels, so the passes (forward mode, the transpose pass, the full
+//! Jacobian) are the engine's own, not a second copy.
+//!
+//! Readback is asynchronous (a browser cannot block on the GPU): the
+//! functions in [`passes`] are `async` and work everywhere; natively
+//! [`block_on`] runs them, and the trait's `download` blocks.
+
+mod backend;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
+mod device;
+mod error;
+pub mod passes;
+
+pub use device::{AdapterSummary, Gpu, GpuBuf};
+pub use error::GpuError;
+
+/// Runs a future to completion on this thread (native only: a browser
+/// awaits the passes instead).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    pollster::block_on(f)
+}
