@@ -6,8 +6,11 @@
 use crate::browser;
 use crate::classroom::{ClassroomNav, EmbeddingBars, STEPS};
 use crate::export::ExportBar;
-use crate::run_state::{ModelState, Results, Running, Task};
+use crate::run_state::{run_precision, BackendInfo, ModelState, Results, Running, Task};
 use crate::views::attention::AttentionView;
+use crate::views::backend::{
+    BackendFallback, BackendSelect, EngineLabel, GpuPrecisionNote, PrecisionSelect,
+};
 use crate::views::decode::DecodeView;
 use crate::views::exactness::{ExactnessData, ExactnessView};
 use crate::views::format::mb;
@@ -27,8 +30,8 @@ use lens_protocol::catalog::{HF_BASE, MODEL_CACHE};
 use lens_protocol::messages::RunRequest;
 use lens_protocol::spec::parse_layers;
 use lens_protocol::{
-    AnalysisSpec, Catalog, ErrorKind, Precision, Reply, Request, Snapshot, Stage, SteerSpec,
-    SvdMode, View,
+    AnalysisSpec, BackendChoice, Catalog, ErrorKind, Precision, Reply, Request, Snapshot, Stage,
+    SteerSpec, SvdMode, View,
 };
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -93,6 +96,8 @@ pub fn App() -> impl IntoView {
     let running = RwSignal::new(None::<Running>);
     let results = RwSignal::new(Results::default());
     let error = RwSignal::new(None::<String>);
+    // Where the latest run's passes run (the worker's Backend reply).
+    let backend = RwSignal::new(BackendInfo::default());
     let storage = RwSignal::new(None::<(f64, f64)>);
     let num_layers = RwSignal::new(0usize);
     let job = StoredValue::new(0u32);
@@ -164,6 +169,15 @@ pub fn App() -> impl IntoView {
         post(make(id));
     };
     let model_ready = move || matches!(model_state.get_untracked(), ModelState::Ready { .. });
+    // On-demand stages follow the latest run: f32 when it ran on WebGPU
+    // (auto included), so the worker reuses its J.
+    let job_precision = move |s: &AnalysisSpec| {
+        if backend.with_untracked(|b| b.name == "WebGPU") {
+            Precision::F32
+        } else {
+            run_precision(s)
+        }
+    };
 
     let inspect = move |position: usize| {
         let s = spec.get_untracked();
@@ -176,7 +190,7 @@ pub fn App() -> impl IntoView {
         enqueue(Task::Inspect, &|job| Request::Inspect {
             job,
             prompt: s.prompt.clone(),
-            precision: s.precision,
+            precision: job_precision(&s),
             position,
         });
     };
@@ -188,7 +202,7 @@ pub fn App() -> impl IntoView {
         enqueue(Task::Layers, &|job| Request::Layers {
             job,
             prompt: s.prompt.clone(),
-            precision: s.precision,
+            precision: job_precision(&s),
             layers: s.layers.clone(),
         });
     };
@@ -199,7 +213,7 @@ pub fn App() -> impl IntoView {
         }
         enqueue(Task::Steer, &|job| Request::Steer {
             job,
-            precision: s.precision,
+            precision: job_precision(&s),
             steer: s.steer.clone(),
         });
     };
@@ -224,7 +238,7 @@ pub fn App() -> impl IntoView {
         let s = spec.get_untracked();
         error.set(None);
         results.set(Results {
-            precision: s.precision,
+            precision: run_precision(&s),
             ..Results::default()
         });
         sync_url();
@@ -232,11 +246,11 @@ pub fn App() -> impl IntoView {
             Request::Run(RunRequest {
                 job,
                 prompt: s.prompt.clone(),
-                precision: s.precision,
+                precision: run_precision(&s),
                 top: TOP_K,
                 full: true,
                 svd: s.svd,
-                backend: Default::default(),
+                backend: s.backend,
             })
         });
     };
@@ -374,6 +388,22 @@ pub fn App() -> impl IntoView {
                         start_run();
                     }
                 }
+                Reply::Backend {
+                    job: j,
+                    name,
+                    adapter,
+                    fallback,
+                } if mine(j) => {
+                    if name == "WebGPU" {
+                        // The GPU computes in f32 (auto included).
+                        results.update(|res| res.precision = Precision::F32);
+                    }
+                    backend.set(BackendInfo {
+                        name,
+                        adapter,
+                        fallback,
+                    });
+                }
                 Reply::Prediction {
                     job: j,
                     tokens,
@@ -391,21 +421,26 @@ pub fn App() -> impl IntoView {
                     per_token,
                     rel_error,
                     other_precision_rel_error,
+                    certificate,
                     ..
                 } if mine(j) => results.update(|res| {
                     res.rows = Some(per_token);
                     res.target_token = target_token;
                     res.logit = logit;
                     res.contributions = Some((rel_error, other_precision_rel_error));
+                    // The GPU's probe products, until its J refines them.
+                    res.certificate = certificate;
                 }),
                 Reply::Jacobian {
                     job: j,
                     detached_rel_error,
                     fro_norms,
+                    certificate,
                     ..
                 } if mine(j) => results.update(|res| {
                     res.detached = Some(detached_rel_error);
                     res.fro_norms = Some(fro_norms);
+                    res.certificate = certificate;
                 }),
                 Reply::Spectrum { job: j, ms, .. } if mine(j) => {
                     results.update(|res| res.svd_ms = Some(ms))
@@ -422,9 +457,14 @@ pub fn App() -> impl IntoView {
                      need the full J and are left out."
                     ))
                 }),
-                Reply::Report { job: j, report } if mine(j) => {
-                    results.update(|res| res.report = Some(*report))
-                }
+                Reply::Report { job: j, report } if mine(j) => results.update(|res| {
+                    let mut report = *report;
+                    // The Jacobian stage's certificate, for the export.
+                    if report.reconstruction.certificate.is_none() {
+                        report.reconstruction.certificate = res.certificate.clone();
+                    }
+                    res.report = Some(report);
+                }),
                 Reply::Ordinary {
                     job: j,
                     ordinary_rel_error,
@@ -613,7 +653,8 @@ pub fn App() -> impl IntoView {
         let rerun = model_changed
             || s.prompt != defaults.prompt
             || s.precision != defaults.precision
-            || s.svd != defaults.svd;
+            || s.svd != defaults.svd
+            || s.backend != defaults.backend;
         snapshot.set(
             s.snapshot
                 .as_deref()
@@ -687,6 +728,11 @@ pub fn App() -> impl IntoView {
             contributions: r.contributions,
             detached: r.detached,
             ordinary: r.ordinary,
+            certificate: r.certificate.clone().or_else(|| {
+                r.report
+                    .as_ref()
+                    .and_then(|rep| rep.reconstruction.certificate.clone())
+            }),
         })
     });
     let strip = Signal::derive(move || {
@@ -849,6 +895,15 @@ pub fn App() -> impl IntoView {
         Signal::derive(move || results.with(|r| r.report.as_ref().map(|r| r.per_token.clone())));
     let snapshot_sig = Signal::derive(move || snapshot.get());
     let long_prompt = Signal::derive(move || results.with(|r| r.long_prompt.clone()));
+    let backend_sig = Signal::derive(move || backend.get());
+    let backend_choice = Signal::derive(move || spec.get().backend);
+    let on_webgpu = Signal::derive(move || spec.get().backend == BackendChoice::Webgpu);
+    let run_precision_sig = Signal::derive(move || run_precision(&spec.get()));
+    let on_precision = Callback::new(move |p: Precision| spec.update(|s| s.precision = p));
+    let on_backend = Callback::new(move |b: BackendChoice| {
+        spec.update(|s| s.backend = b);
+        sync_url();
+    });
 
     // One view by name: the page's slots, the embed mode and the classroom
     // steps all draw through this.
@@ -893,6 +948,7 @@ pub fn App() -> impl IntoView {
             {move || long_prompt.get().map(|m| view! {
                 <p class="notice" role="status" data-testid="long-prompt-notice">{m}</p>
             })}
+            <BackendFallback info=backend_sig />
             <SnapshotView data=snapshot_sig />
         }
     };
@@ -922,16 +978,7 @@ pub fn App() -> impl IntoView {
                         spellcheck="false" maxlength="4000"
                         prop:value=move || spec.get().prompt
                         on:input=move |ev| spec.update(|s| s.prompt = event_target_value(&ev)) />
-                    <select data-testid="precision-select" aria-label="precision"
-                        prop:value=move || spec.get().precision.name()
-                        on:change=move |ev| {
-                            if let Some(p) = Precision::parse(&event_target_value(&ev)) {
-                                spec.update(|s| s.precision = p);
-                            }
-                        }>
-                        <option value="f64" selected=move || spec.get().precision == Precision::F64>"f64 (exact)"</option>
-                        <option value="f32" selected=move || spec.get().precision == Precision::F32>"f32 (faster)"</option>
-                    </select>
+                    <PrecisionSelect precision=run_precision_sig gpu=on_webgpu on_change=on_precision />
                     <select data-testid="svd-select" aria-label="how the SVD is found"
                         prop:value=move || spec.get().svd.as_str()
                         on:change=move |ev| {
@@ -943,11 +990,13 @@ pub fn App() -> impl IntoView {
                         <option value="full" selected=move || spec.get().svd == SvdMode::Full>"SVD: full J"</option>
                         <option value="krylov" selected=move || spec.get().svd == SvdMode::Krylov>"SVD: matrix-free"</option>
                     </select>
+                    <BackendSelect choice=backend_choice on_change=on_backend />
                     <button type="submit" data-testid="run-button"
                         disabled=move || !ready() || running.get().is_some()>
                         {move || if running.get().is_some() { "Computing…" } else { "Run" }}
                     </button>
                 </div>
+                <GpuPrecisionNote gpu=on_webgpu />
             </form>
         }
     };
@@ -1059,8 +1108,8 @@ pub fn App() -> impl IntoView {
             </p>
         </main>
         <footer>
-            "Engine: " <span data-testid="backend-label">"CPU"</span>
-            " (WebAssembly, in a Web Worker) · nothing leaves this device · J. R. Golden, "
+            <EngineLabel info=backend_sig />
+            " · nothing leaves this device · J. R. Golden, "
             <a href="https://arxiv.org/abs/2505.24293">"Equivalent Linear Mappings of Large Language Models"</a>
             " (TMLR 2025)"
         </footer>

@@ -4,8 +4,8 @@
 use crate::views::format::mb;
 use crate::views::prediction::PredictionData;
 use crate::views::progress::ProgressInfo;
-use lens_protocol::report::{Columns, Heatmap, Report};
-use lens_protocol::{Precision, Stage, TokenRow};
+use lens_protocol::report::{Certificate, Columns, Heatmap, Report};
+use lens_protocol::{AnalysisSpec, BackendChoice, Precision, Stage, TokenRow};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ModelState {
@@ -68,6 +68,39 @@ pub struct Results {
     pub long_prompt: Option<String>,
     pub svd_ms: Option<f64>,
     pub steering: Option<lens_protocol::report::Steering>,
+    /// The GPU's `J` against f64 probes on the CPU (a run on WebGPU).
+    pub certificate: Option<Certificate>,
+}
+
+/// Where the worker says the latest run's passes run (its `Backend` reply).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendInfo {
+    /// "WebGPU" or "CPU".
+    pub name: String,
+    /// The GPU adapter's name.
+    pub adapter: Option<String>,
+    /// Why auto fell back to the CPU.
+    pub fallback: Option<String>,
+}
+
+impl Default for BackendInfo {
+    /// Before any run: the CPU.
+    fn default() -> Self {
+        BackendInfo {
+            name: "CPU".into(),
+            adapter: None,
+            fallback: None,
+        }
+    }
+}
+
+/// The precision the requests carry: WebGPU computes in f32; auto and the
+/// CPU use the chosen one (on auto the worker decides, and says where).
+pub fn run_precision(spec: &AnalysisSpec) -> Precision {
+    match spec.backend {
+        BackendChoice::Webgpu => Precision::F32,
+        BackendChoice::Auto | BackendChoice::Cpu => spec.precision,
+    }
 }
 
 impl ModelState {

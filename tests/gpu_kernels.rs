@@ -68,7 +68,16 @@ fn products_match_the_cpu_backend() {
     let mut rng = Rng::new(7);
     // Shapes that do not divide the 64×64 tiles or the depth of 16.
     let (m, k, n) = (70, 37, 130);
-    let cases: Vec<(&str, [usize; 3], MatView, MatView, MatView, Batch, bool)> = vec![
+    type Case = (
+        &'static str,
+        [usize; 3],
+        MatView,
+        MatView,
+        MatView,
+        Batch,
+        bool,
+    );
+    let cases: Vec<Case> = vec![
         (
             "dense",
             [m * n, m * k, k * n],

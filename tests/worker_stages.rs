@@ -40,7 +40,16 @@ fn replies_of(
 }
 
 fn collect(model: &Model, req: &RunRequest, session: &mut Option<stages::Session>) -> Outcome {
-    replies_of(|emit, now| stages::run(model, req, emit, now, session))
+    replies_of(|emit, now| {
+        lens_gpu::block_on(stages::run(
+            model,
+            req,
+            emit,
+            now,
+            session,
+            stages::Compute::CPU,
+        ))
+    })
 }
 
 fn report_of(replies: &[Reply]) -> Report {

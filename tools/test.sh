@@ -34,3 +34,4 @@ url=$(grep -m1 '^serving ' "$log" | cut -d' ' -f2)
 [ -n "$url" ] || { cat "$log"; echo "error: the server did not start"; exit 1; }
 LINEAR_LENS_BIN="$bin" TINY_QWEN3_DIR="$tiny" node tests/e2e/explorer.mjs "$url" "${SCREENSHOT_DIR:-}"
 LINEAR_LENS_BIN="$bin" node tests/e2e/analysis.mjs "$url" "${SCREENSHOT_DIR:-}"
+LINEAR_LENS_BIN="$bin" TINY_QWEN3_DIR="$tiny" node tests/e2e/webgpu.mjs "$url" "${SCREENSHOT_DIR:-}"

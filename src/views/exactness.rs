@@ -1,8 +1,10 @@
 //! Exactness: how well each linear reading reconstructs the model's output,
 //! as big numbers: the detached Jacobian (exact), the ordinary one (not),
-//! and the forward-mode contributions in f64 and f32.
+//! and the forward-mode contributions in f64 and f32; on the GPU, the
+//! certificate of its `J` against f64 probes on the CPU.
 
 use super::format::sci;
+use lens_protocol::report::Certificate;
 use leptos::prelude::*;
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -12,6 +14,39 @@ pub struct ExactnessData {
     pub contributions: Option<(f64, f64)>,
     pub detached: Option<f64>,
     pub ordinary: Option<f64>,
+    /// A run on the GPU: `k` random probes `uᵀJ` in f64 on the CPU against
+    /// the GPU's `J`.
+    pub certificate: Option<Certificate>,
+}
+
+/// "GPU vs f64 certificate: 3 probes, max relative error … (on …, 0.8 s)".
+fn certificate_row(c: Certificate) -> impl IntoView {
+    let good = c.max_rel_error <= 1e-4;
+    let device = if c.device.is_empty() {
+        "the GPU".to_string()
+    } else {
+        c.device.clone()
+    };
+    view! {
+        <p class="certificate" class:good=good data-testid="certificate"
+            data-max-rel-error=format!("{:e}", c.max_rel_error)
+            data-probes=c.probes.to_string()
+            data-seed=c.seed.to_string()
+            data-device=c.device.clone()
+            title=format!(
+                "{} random unit probes u (seed {}): max over u of ‖uᵀJ_gpu − uᵀJ_f64‖ / ‖uᵀJ_f64‖, \
+                 uᵀJ_f64 by the f64 transpose pass on the CPU",
+                c.probes, c.seed
+            )>
+            {format!(
+                "GPU vs f64 certificate: {} probe{}, max relative error {} (on {device}, {:.1} s)",
+                c.probes,
+                if c.probes == 1 { "" } else { "s" },
+                sci(c.max_rel_error),
+                c.ms / 1000.0
+            )}
+        </p>
+    }
 }
 
 fn figure(
@@ -50,6 +85,7 @@ pub fn ExactnessView(data: Signal<ExactnessData>) -> impl IntoView {
                     {figure("recon-error-contributions", format!("contributions cᵢ ({})", d.precision), d.contributions.map(|c| c.0), "forward mode, no J")}
                     {figure("recon-error-other-precision", format!("contributions cᵢ ({other})"), d.contributions.map(|c| c.1), "the other precision")}
                 </div>
+                {d.certificate.map(certificate_row)}
             </section>
         }
     }

@@ -2,6 +2,7 @@
 //! it; they know no linear algebra.
 
 pub mod attention;
+pub mod backend;
 pub mod decode;
 pub mod exactness;
 pub mod format;

@@ -14,11 +14,13 @@ export const check = (ok, what) => {
 export const relClose = (a, b, tol) => Math.abs(a - b) <= tol * Math.abs(b);
 export const t = (ms) => `${(ms / 1000).toFixed(1)} s`;
 
-export function launch() {
+/// `webgpu: true` adds `--enable-unsafe-webgpu`, without which headless
+/// Chromium offers no WebGPU adapter (with it: SwiftShader, on the CPU).
+export function launch({ webgpu = false } = {}) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     args: ["--no-sandbox", "--headless=new", "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync"],
+      "--disable-component-update", "--disable-sync", ...(webgpu ? ["--enable-unsafe-webgpu"] : [])],
   });
 }
 

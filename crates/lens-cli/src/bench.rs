@@ -12,6 +12,11 @@ use std::time::Instant;
 #[derive(Serialize)]
 pub struct BenchReport {
     pub model: String,
+    /// "cpu" or "gpu".
+    pub backend: &'static str,
+    /// The GPU adapter (`--backend gpu`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
     pub precision: &'static str,
     pub n_tokens: usize,
     pub threads: usize,
@@ -23,6 +28,8 @@ pub struct BenchReport {
     /// for Gemma 3 270M), for comparison across methods.
     pub naive_gflop: f64,
     pub jacobian_gflops: f64,
+    /// The machine's matmul rate: BLAS on the CPU, or the GPU backend's own
+    /// GEMM kernel (square products) with `--backend gpu`.
     pub gemm_gflops: f64,
     pub efficiency: f64,
     pub peak_rss_mib: f64,
@@ -112,6 +119,8 @@ pub fn run(
     let secs = jacobian_ms / 1e3;
     Ok(BenchReport {
         model: model_name.to_string(),
+        backend: "cpu",
+        adapter: None,
         precision: precision.name(),
         n_tokens: n,
         threads: candle_core::utils::get_num_threads(),
@@ -122,6 +131,71 @@ pub fn run(
         jacobian_gflops: flops / 1e9 / secs,
         gemm_gflops: gemm,
         efficiency: naive / 1e9 / secs / gemm,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// The same measurement with the passes on the GPU (f32): the forward on the
+/// CPU records the frozen coefficients, then the transpose pass runs on the
+/// GPU, readback included.
+pub fn run_gpu(
+    model_name: &str,
+    model: &Model,
+    prompt: &str,
+    repeat: usize,
+) -> Result<BenchReport, String> {
+    let e = |e: lens_engine::EngineError| e.to_string();
+    let g = |e: lens_gpu::GpuError| e.to_string();
+    let gpu = lens_gpu::block_on(lens_gpu::Gpu::new()).map_err(g)?;
+    let ids = model.encode(prompt).map_err(e)?;
+    let n = ids.len();
+    let precision = Precision::F32;
+    let (mut forward_ms, mut jacobian_ms) = (f64::INFINITY, f64::INFINITY);
+    let mut flops = 0.0;
+    for _ in 0..repeat.max(1) {
+        let t = Instant::now();
+        let tr = trace(model, &ids, precision).map_err(e)?;
+        forward_ms = forward_ms.min(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        let (_, stats) = lens_gpu::block_on(lens_gpu::passes::detached_jacobian(
+            &gpu,
+            model,
+            &tr,
+            PassOptions::default(),
+        ))
+        .map_err(g)?;
+        jacobian_ms = jacobian_ms.min(t.elapsed().as_secs_f64() * 1e3);
+        flops = stats.flops;
+    }
+    let c = &model.config;
+    let naive = naive_flops_per_row(model) * (n * c.layers * c.hidden) as f64;
+    // Emulated GPUs (lavapipe, SwiftShader) run at about 0.5 GFLOP/s.
+    let (size, reps) = if gpu.adapter().device_type == "Cpu" {
+        (256, 3)
+    } else {
+        (2048, 20)
+    };
+    let rate = lens_gpu::bench::gemm_rate(&gpu, size, reps).map_err(g)?;
+    let secs = jacobian_ms / 1e3;
+    Ok(BenchReport {
+        model: model_name.to_string(),
+        backend: "gpu",
+        adapter: Some(format!(
+            "{} ({}, {})",
+            gpu.adapter().name,
+            gpu.adapter().backend,
+            gpu.adapter().device_type
+        )),
+        precision: precision.name(),
+        n_tokens: n,
+        threads: candle_core::utils::get_num_threads(),
+        forward_ms,
+        jacobian_ms,
+        jacobian_gflop: flops / 1e9,
+        naive_gflop: naive / 1e9,
+        jacobian_gflops: flops / 1e9 / secs,
+        gemm_gflops: rate.gflops,
+        efficiency: naive / 1e9 / secs / rate.gflops,
         peak_rss_mib: peak_rss_mib(),
     })
 }

@@ -107,6 +107,10 @@ enum Command {
         /// Also write J as a .npy f64 array [n, d, d] (J[i][o][c] = ∂y_o/∂x_ic).
         #[arg(long)]
         save_jacobian: Option<std::path::PathBuf>,
+        /// `cpu`, or `gpu`: the passes on wgpu's first adapter in f32
+        /// (the report adds the adapter and the GEMM kernel's rate).
+        #[arg(long, default_value = "cpu")]
+        backend: String,
     },
     /// Serve the web page (trunk's dist) and the model cache on 127.0.0.1.
     Serve {
@@ -200,6 +204,7 @@ fn run(cli: Cli) -> Result<(), String> {
             threads,
             repeat,
             save_jacobian,
+            backend,
         } => {
             if let Some(t) = threads {
                 if t == 0 {
@@ -208,15 +213,23 @@ fn run(cli: Cli) -> Result<(), String> {
                 // candle reads this on every matmul.
                 std::env::set_var("RAYON_NUM_THREADS", t.to_string());
             }
-            let m = load(&model)?;
-            let report = bench::run(
-                &model,
-                &m,
-                &prompt,
-                precision,
-                repeat,
-                save_jacobian.as_deref(),
-            )?;
+            let report = match backend.as_str() {
+                "cpu" => bench::run(
+                    &model,
+                    &load(&model)?,
+                    &prompt,
+                    precision,
+                    repeat,
+                    save_jacobian.as_deref(),
+                )?,
+                "gpu" => {
+                    if save_jacobian.is_some() {
+                        return Err("--save-jacobian works with --backend cpu".into());
+                    }
+                    bench::run_gpu(&model, &load(&model)?, &prompt, repeat)?
+                }
+                other => return Err(format!("--backend is cpu or gpu, not {other:?}")),
+            };
             println!(
                 "{}",
                 serde_json::to_string(&report).map_err(|e| e.to_string())?

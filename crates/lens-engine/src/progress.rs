@@ -23,6 +23,26 @@ pub fn scoped<R>(hook: Hook, body: impl FnOnce() -> R) -> R {
     out
 }
 
+/// Installs `hook` until the returned guard drops (for async callers,
+/// whose body cannot be one closure).
+pub fn install(hook: Hook) -> Installed {
+    Installed {
+        previous: HOOK.with(|h| h.borrow_mut().replace(hook)),
+    }
+}
+
+/// Restores the previous hook when dropped.
+pub struct Installed {
+    previous: Option<Hook>,
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        HOOK.with(|h| *h.borrow_mut() = previous);
+    }
+}
+
 /// Runs `body` as step `step` of `steps` of the current pass: the passes
 /// inside report their own progress, seen by the current hook as a fraction
 /// of that one step (for loops of passes: layer taps, Lanczos blocks).

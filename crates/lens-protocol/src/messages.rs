@@ -191,6 +191,10 @@ pub enum Reply {
         rel_error: f64,
         /// The same at the other precision (f64 vs f32).
         other_precision_rel_error: f64,
+        /// On the GPU: random probes `uᵀJ` by the GPU's transpose pass
+        /// against the f64 CPU's (before `J` is formed).
+        #[serde(default)]
+        certificate: Option<Certificate>,
         ms: f64,
     },
     Jacobian {

@@ -4,6 +4,7 @@
 //! detached Jacobian, the SVD of `J_cat` and the ordinary Jacobian.
 
 use lens_engine::analysis::attribution::{attribute, norms_and_projections};
+use lens_engine::analysis::certificate;
 use lens_engine::analysis::steering::SteerOptions;
 use lens_engine::analysis::{
     attention, columns_at, fro_norms, heatmap, lanczos, layer_curves, spectra, spectra_matrix_free,
@@ -16,7 +17,9 @@ use lens_engine::jacobian::{
 use lens_engine::ordinary::ordinary_jacobian;
 use lens_engine::trace::{trace, Trace};
 use lens_engine::{progress, Model, Precision, PrecisionDType};
+use lens_gpu::passes;
 use lens_protocol::messages::RunRequest;
+use lens_protocol::report::Certificate;
 use lens_protocol::{ErrorKind, Reply, Stage, SteerSpec, SvdMode, TokenRow, TopRow};
 use std::rc::Rc;
 
@@ -46,6 +49,31 @@ impl From<lens_engine::EngineError> for Failure {
         }
     }
 }
+
+impl From<lens_gpu::GpuError> for Failure {
+    fn from(e: lens_gpu::GpuError) -> Self {
+        Failure {
+            kind: ErrorKind::Engine,
+            message: format!("on the GPU: {e}"),
+        }
+    }
+}
+
+/// Where a run computes: the GPU (if any) and why auto did not take one.
+pub struct Compute<'a> {
+    pub gpu: Option<&'a lens_gpu::Gpu>,
+    pub fallback: Option<String>,
+}
+
+impl Compute<'_> {
+    pub const CPU: Compute<'static> = Compute {
+        gpu: None,
+        fallback: None,
+    };
+}
+
+/// The probes' seed: fixed, so a certificate is reproducible.
+pub const CERTIFICATE_SEED: u64 = 2505_24293;
 
 impl From<candle_core::Error> for Failure {
     fn from(e: candle_core::Error) -> Self {
@@ -127,17 +155,30 @@ fn encode(model: &Model, prompt: &str) -> Result<Vec<u32>, Failure> {
 /// Runs `req` on `model`, sending each stage's reply to `emit` and
 /// progress within the long stages; `now_ms` is the clock. What the
 /// on-demand stages need is left in `session`.
-pub fn run(
+pub async fn run(
     model: &Model,
     req: &RunRequest,
     emit: Emit,
     now_ms: &dyn Fn() -> f64,
     session: &mut Option<Session>,
+    compute: Compute<'_>,
 ) -> Result<(), Failure> {
     *session = None;
     let job = req.job;
     let start = now_ms();
-    let precision = req.precision;
+    let gpu = compute.gpu;
+    emit(Reply::Backend {
+        job,
+        name: if gpu.is_some() { "WebGPU" } else { "CPU" }.into(),
+        adapter: gpu.map(|g| g.adapter().name.clone()),
+        fallback: compute.fallback.clone(),
+    });
+    // The GPU computes in f32.
+    let precision = if gpu.is_some() {
+        Precision::F32
+    } else {
+        req.precision
+    };
     let ids = encode(model, &req.prompt)?;
     let stage = |s: Stage, done: usize, total: usize| {
         emit(Reply::Progress {
@@ -173,9 +214,13 @@ pub fn run(
     let predicted = top.first().map(|t| t.id).unwrap_or_default();
 
     let t = now_ms();
-    let c = progress::scoped(hook(&emit, job, Stage::Contributions), || {
-        contributions(model, &tr, PassOptions::default())
-    })?;
+    let c = {
+        let _hook = progress::install(hook(&emit, job, Stage::Contributions));
+        match gpu {
+            Some(g) => passes::contributions(g, model, &tr, PassOptions::default()).await?,
+            None => contributions(model, &tr, PassOptions::default())?,
+        }
+    };
     let rel = rel_error(&c.sum(0)?, &tr.y.flatten_all()?)?;
     let att = attribute(model, &tr, &c, predicted)?;
     let (norms, proj) = norms_and_projections(&c, &tr.y_vec()?)?;
@@ -187,7 +232,30 @@ pub fn run(
     let tr_other = trace(model, &ids, other)?;
     let c_other = contributions(model, &tr_other, PassOptions::default())?;
     let other_rel = rel_error(&c_other.sum(0)?, &tr_other.y.flatten_all()?)?;
-    drop((tr_other, c_other));
+    drop(c_other);
+    // On the GPU: its transpose pass on a few random probes against the
+    // f64 CPU's (the other precision's trace is the f64 one).
+    let probes = match gpu {
+        Some(g) => {
+            let t = now_ms();
+            let u =
+                certificate::probes(model.config.hidden, certificate::PROBES, CERTIFICATE_SEED)?;
+            let reference = certificate::reference(model, &tr_other, &u)?;
+            let (on_gpu, _) = passes::vjp(g, model, &tr, &u, PassOptions::default()).await?;
+            let max_rel_error = certificate::max_rel_error(&on_gpu, &reference)?;
+            let cert = Certificate {
+                device: g.adapter().name.clone(),
+                probes: certificate::PROBES,
+                max_rel_error,
+                seed: CERTIFICATE_SEED,
+                ms: now_ms() - t,
+            };
+            Some((u, reference, cert))
+        }
+        None => None,
+    };
+    drop(tr_other);
+    let mut cert = probes.as_ref().map(|p| p.2.clone());
     timings.contributions = now_ms() - t;
     emit(Reply::Contributions {
         job,
@@ -208,6 +276,7 @@ pub fn run(
         attribution_sum_rel_error: att.sum_rel_error,
         rel_error: rel,
         other_precision_rel_error: other_rel,
+        certificate: cert.clone(),
         ms: timings.contributions,
     });
     let done = |emit: &Emit| {
@@ -243,17 +312,32 @@ pub fn run(
         (None, None, None)
     } else {
         let t = now_ms();
-        let (j, _) = progress::scoped(hook(&emit, job, Stage::Jacobian), || {
-            detached_jacobian(model, &tr, PassOptions::default())
-        })?;
+        let (j, _) = {
+            let _hook = progress::install(hook(&emit, job, Stage::Jacobian));
+            match gpu {
+                Some(g) => passes::detached_jacobian(g, model, &tr, PassOptions::default()).await?,
+                None => detached_jacobian(model, &tr, PassOptions::default())?,
+            }
+        };
         let detached = reconstruction_error(&j, &tr.x, &tr.y)?;
         let fro = fro_norms(&j)?;
         timings.jacobian = now_ms() - t;
+        // The certificate again, now on the GPU's J itself.
+        if let Some((u, reference, c)) = &probes {
+            let t = now_ms();
+            let max_rel_error =
+                certificate::max_rel_error(&certificate::through(&j, u)?, reference)?;
+            cert = Some(Certificate {
+                max_rel_error,
+                ms: c.ms + now_ms() - t,
+                ..c.clone()
+            });
+        }
         emit(Reply::Jacobian {
             job,
             detached_rel_error: detached,
             fro_norms: fro.clone(),
-            certificate: None,
+            certificate: cert.clone(),
             ms: timings.jacobian,
         });
         let jv = JacobianValues::of(&j)?;
@@ -292,7 +376,7 @@ pub fn run(
             detached_rel_error: detached,
             ordinary_rel_error: None,
             contributions_rel_error: rel,
-            certificate: None,
+            certificate: cert,
         },
         per_token: token_rows(model, &tr, &c, fro.as_deref())?,
         layers: Vec::new(),

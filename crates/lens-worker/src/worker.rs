@@ -3,8 +3,10 @@
 use crate::fetch::{self, js_error, scope, Failure};
 use js_sys::{Array, Uint8Array};
 use lens_engine::Model;
+use lens_gpu::Gpu;
 use lens_protocol::catalog::ModelRequest;
-use lens_protocol::{ErrorKind, FileSpec, ModelFormat, Reply, Request, Stage};
+use lens_protocol::messages::RunRequest;
+use lens_protocol::{BackendChoice, ErrorKind, FileSpec, ModelFormat, Reply, Request, Stage};
 use lens_worker::stages;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -18,6 +20,84 @@ thread_local! {
     static MODEL: RefCell<Option<Rc<Model>>> = const { RefCell::new(None) };
     /// The last run's frozen forward and `J`, for the on-demand stages.
     static SESSION: RefCell<Option<stages::Session>> = const { RefCell::new(None) };
+    /// The WebGPU device, asked for once (or why there is none).
+    static GPU: RefCell<Option<Result<Rc<Gpu>, String>>> = const { RefCell::new(None) };
+    /// A run is in flight (runs await the GPU; requests wait their turn).
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The browser's WebGPU device, created on first use.
+async fn webgpu() -> Result<Rc<Gpu>, String> {
+    if let Some(g) = GPU.with(|g| g.borrow().clone()) {
+        return g;
+    }
+    let made = Gpu::new().await.map(Rc::new).map_err(|e| e.to_string());
+    GPU.with(|g| *g.borrow_mut() = Some(made.clone()));
+    made
+}
+
+/// Where a run goes: `Ok((gpu, why not))`, or an error when WebGPU was
+/// asked for and there is none.
+async fn choose(choice: BackendChoice) -> Result<(Option<Rc<Gpu>>, Option<String>), Failure> {
+    match choice {
+        BackendChoice::Cpu => Ok((None, None)),
+        BackendChoice::Webgpu => match webgpu().await {
+            Ok(g) => Ok((Some(g), None)),
+            Err(e) => Err((
+                ErrorKind::Engine,
+                format!("WebGPU is not available in this browser ({e}); choose the CPU backend"),
+            )),
+        },
+        BackendChoice::Auto => match webgpu().await {
+            // A software adapter (SwiftShader) is slower than the CPU path.
+            Ok(g) if g.adapter().device_type == "Cpu" => Ok((
+                None,
+                Some(format!(
+                    "the only WebGPU adapter ({}) is a software emulator, slower than the CPU path",
+                    g.adapter().name
+                )),
+            )),
+            Ok(g) => Ok((Some(g), None)),
+            Err(e) => Ok((None, Some(e))),
+        },
+    }
+}
+
+/// A run on the loaded model, on the backend it asks for.
+async fn run(req: RunRequest) {
+    let job = req.job;
+    let Some(model) = MODEL.with(|m| m.borrow().clone()) else {
+        return fail(
+            Some(job),
+            (ErrorKind::Engine, "no model is loaded yet".into()),
+        );
+    };
+    if BUSY.with(|b| b.replace(true)) {
+        return fail(
+            Some(job),
+            (ErrorKind::Engine, "another run is still in progress".into()),
+        );
+    }
+    let result = async {
+        let (gpu, fallback) = choose(req.backend)
+            .await
+            .map_err(|(kind, message)| stages::Failure { kind, message })?;
+        let emit: stages::Emit = Rc::new(|r| post(&r));
+        // The session is taken out for the run (it awaits the GPU) and put back.
+        let mut session = SESSION.with(|s| s.borrow_mut().take());
+        let compute = stages::Compute {
+            gpu: gpu.as_deref(),
+            fallback,
+        };
+        let out = stages::run(&model, &req, emit, &now_ms, &mut session, compute).await;
+        SESSION.with(|s| *s.borrow_mut() = session);
+        out
+    }
+    .await;
+    BUSY.with(|b| b.set(false));
+    if let Err(f) = result {
+        fail(Some(job), (f.kind, f.message));
+    }
 }
 
 /// Runs an engine request on the loaded model; its failure becomes a reply.
@@ -84,9 +164,7 @@ pub fn start() {
                     fail(None, f);
                 }
             }),
-            Request::Run(req) => {
-                with_model(req.job, |m, emit, s| stages::run(m, &req, emit, &now_ms, s))
-            }
+            Request::Run(req) => spawn_local(run(req)),
             Request::Layers {
                 job,
                 prompt,

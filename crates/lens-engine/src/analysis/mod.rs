@@ -2,6 +2,7 @@
 //! data) that the CLI prints and the page draws.
 
 pub mod attribution;
+pub mod certificate;
 pub mod decode;
 pub mod lanczos;
 pub mod layers;

@@ -1,0 +1,187 @@
+// Browser end-to-end tests of the WebGPU backend, in Debian's headless
+// Chromium with `--enable-unsafe-webgpu` (its adapter is SwiftShader: WebGPU
+// emulated on the CPU, slow but exact enough to check):
+//
+//   LINEAR_LENS_BIN=target/release/linear-lens TINY_QWEN3_DIR=/tmp/tiny \
+//     node tests/e2e/webgpu.mjs http://127.0.0.1:8080/ [screenshot-dir]
+//
+// 1. Gemma 3 270M with `backend=webgpu`: the footer says WebGPU, the run is
+//    f32, the predicted token = the CLI's (f32), the reconstruction from the
+//    GPU's contributions ≤ 1e-5, and the GPU-vs-f64 certificate ≤ 1e-4.
+// 2. A tiny Qwen 3 (through the Hugging Face URL layout, from a local
+//    server) on WebGPU: the full J arrives (σ of J_cat), reconstruction
+//    ≤ 1e-5, σ1 = the CLI's (f64), the certificate in the Report export.
+// 3. `backend=cpu`: the footer says CPU, f64 exact, no certificate.
+// 4. A browser without WebGPU (no flag): auto falls back to the CPU and says
+//    why; `backend=webgpu` fails with a clear message.
+
+import { execFileSync } from "node:child_process";
+import { createServer } from "node:http";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { check, failures, finish, launch, open, relClose, t, waitIdle, waitReady, MODEL_TIMEOUT, RUN_TIMEOUT } from "./lib.mjs";
+
+const url = process.argv[2];
+const shots = process.argv[3] ?? process.env.SCREENSHOT_DIR ?? "";
+const bin = process.env.LINEAR_LENS_BIN;
+const tinyDir = process.env.TINY_QWEN3_DIR;
+if (!url || !bin || !tinyDir) {
+  console.error("usage: LINEAR_LENS_BIN=… TINY_QWEN3_DIR=… node tests/e2e/webgpu.mjs URL [screenshot-dir]");
+  process.exit(2);
+}
+if (shots) mkdirSync(shots, { recursive: true });
+
+const MODEL = "gemma-3-270m";
+const PROMPT = "The capital of France is";
+const TINY = "hf%3Atiny%2Fqwen3";
+const TINY_PROMPT = "w5 w17 w42 w8 w23";
+
+const analyze = (model, prompt, precision) =>
+  JSON.parse(execFileSync(bin, ["analyze", "--model", model, "--prompt", prompt, "--precision", precision, "--decode", "0",
+    "--columns", "0", "--no-attention", "--no-ordinary", "--json", "-"], { encoding: "utf8", maxBuffer: 1 << 26 }));
+const attr = (page, testid, name) => page.getAttribute(`[data-testid="${testid}"]`, name);
+const num = async (page, testid, name = "data-value") => Number(await attr(page, testid, name));
+const label = (page) => page.textContent('[data-testid="backend-label"]');
+
+// A stand-in for huggingface.co serving the tiny model, as in explorer.mjs.
+const hf = createServer((req, res) => {
+  const m = req.url.match(/^\/tiny\/qwen3\/resolve\/main\/([A-Za-z0-9_.-]+)$/);
+  const file = m && join(tinyDir, m[1]);
+  const headers = { "Access-Control-Allow-Origin": "*", "Cross-Origin-Resource-Policy": "cross-origin" };
+  if (!file || !existsSync(file)) {
+    res.writeHead(404, headers);
+    return res.end("not found");
+  }
+  const body = readFileSync(file);
+  res.writeHead(200, { ...headers, "Content-Length": body.length, "Content-Type": "application/octet-stream" });
+  res.end(body);
+});
+await new Promise((r) => hf.listen(0, "127.0.0.1", r));
+const tinyLink = (extra) =>
+  `${url}?hf_base=${encodeURIComponent(`http://127.0.0.1:${hf.address().port}`)}#model=${TINY}&prompt=${encodeURIComponent(TINY_PROMPT)}${extra}`;
+
+/// Waits for the whole run (σ shown, nothing running) and reads what the
+/// checks need.
+async function runResults(page) {
+  await waitReady(page);
+  await waitIdle(page, "singular-values");
+  const cert = await page.$('[data-testid="certificate"]');
+  return {
+    backend: await label(page),
+    adapter: await attr(page, "backend-label", "data-adapter"),
+    predicted: await page.textContent('[data-testid="predicted-token"]'),
+    detached: await num(page, "recon-error-detached"),
+    sigma: JSON.parse(await attr(page, "singular-values", "data-values")),
+    cert: cert && {
+      maxRel: Number(await cert.getAttribute("data-max-rel-error")),
+      probes: Number(await cert.getAttribute("data-probes")),
+      text: await cert.textContent(),
+    },
+  };
+}
+
+const gpu = await launch({ webgpu: true });
+const plain = await launch();
+try {
+  // 1. Gemma 3 270M on WebGPU.
+  const cli = analyze(MODEL, PROMPT, "f32");
+  const ctx = await gpu.newContext({ acceptDownloads: true });
+  const t0 = Date.now();
+  let page = await open(ctx, `${url}#model=${MODEL}&backend=webgpu&prompt=${encodeURIComponent(PROMPT)}`);
+  check(await page.evaluate(async () => !!(await navigator.gpu?.requestAdapter())), "the browser offers a WebGPU adapter");
+  check((await page.inputValue('[data-testid="backend-select"]')) === "webgpu", "backend select: webgpu from the link");
+  check((await page.inputValue('[data-testid="precision-select"]')) === "f32" && (await page.isDisabled('[data-testid="precision-select"]')) &&
+    !!(await page.$('[data-testid="backend-precision-note"]')), "WebGPU: the precision is f32, fixed, and the page says so");
+  // The full J of Gemma on SwiftShader (~340 GFLOP at ~1 GFLOP/s) would
+  // take minutes: the checks use what comes before it, the prediction, the
+  // contributions' reconstruction and the certificate from the GPU's
+  // transpose pass on random probes.
+  await waitReady(page);
+  await page.waitForFunction(
+    () => (document.querySelector('[data-testid="certificate"]') &&
+      document.querySelector('[data-testid="recon-error-contributions"]')?.getAttribute("data-value")) ||
+      document.querySelector('[data-testid="error-message"]'),
+    null, { timeout: RUN_TIMEOUT });
+  const err = await page.$('[data-testid="error-message"]');
+  if (err) throw new Error(`Gemma on WebGPU: ${await err.textContent()}`);
+  const cert = await page.$('[data-testid="certificate"]');
+  let r = {
+    backend: await label(page),
+    adapter: await attr(page, "backend-label", "data-adapter"),
+    predicted: await page.textContent('[data-testid="predicted-token"]'),
+    contributions: await num(page, "recon-error-contributions"),
+    cert: { maxRel: Number(await cert.getAttribute("data-max-rel-error")), probes: Number(await cert.getAttribute("data-probes")), text: await cert.textContent() },
+  };
+  console.log(`Gemma 3 270M on WebGPU: prediction, contributions and certificate in ${t(Date.now() - t0)} (adapter ${JSON.stringify(r.adapter)})`);
+  check(r.backend === "WebGPU", `footer: backend-label ${JSON.stringify(r.backend)} = "WebGPU"`);
+  check((await page.textContent("footer")).includes("WebGPU") && !(await page.textContent("footer")).includes("WebAssembly"),
+    "footer: says WebGPU, not WebAssembly");
+  check(r.predicted === cli.top[0].token, `predicted ${JSON.stringify(r.predicted)} = CLI (f32) ${JSON.stringify(cli.top[0].token)}`);
+  check(r.contributions <= 1e-5, `reconstruction Σ J_i x_i (GPU contributions, f32) ${r.contributions.toExponential(2)} ≤ 1e-5`);
+  check(r.cert.probes > 0 && r.cert.maxRel <= 1e-4,
+    `certificate: ${r.cert.probes} probes, max relative error ${r.cert.maxRel.toExponential(2)} ≤ 1e-4 (${JSON.stringify(r.cert.text)})`);
+  check(!(await page.$('[data-testid="backend-fallback"]')), "no fallback note");
+  const share = await attr(page, "share-link", "href");
+  check(share.includes("backend=webgpu"), `share link keeps the backend: ${share}`);
+  if (shots) await page.screenshot({ path: join(shots, "webgpu-gemma.png"), fullPage: true });
+  await ctx.close();
+
+  // 2. A tiny Qwen 3 on WebGPU: the full J.
+  const cliTiny = analyze(tinyDir, TINY_PROMPT, "f64");
+  const ctxT = await gpu.newContext({ acceptDownloads: true });
+  page = await open(ctxT, tinyLink("&backend=webgpu"));
+  r = await runResults(page);
+  check(r.backend === "WebGPU", `tiny Qwen 3: backend-label ${JSON.stringify(r.backend)} = "WebGPU"`);
+  // A random model's top two logits can be all but tied: then f32 may pick
+  // either.
+  const [a, b] = cliTiny.top;
+  const tied = b && Math.abs(a.logit - b.logit) <= 1e-4 * Math.abs(a.logit);
+  check(r.predicted === a.token || (tied && r.predicted === b.token),
+    `tiny Qwen 3: predicted ${JSON.stringify(r.predicted)} = CLI ${JSON.stringify(a.token)}${tied ? ` (or ${JSON.stringify(b.token)}, tied)` : ""}`);
+  check(r.sigma.length > 0 && relClose(r.sigma[0], cliTiny.svd.concat.singular_values[0], 1e-4),
+    `tiny Qwen 3: the full J arrives, ${r.sigma.length} σ, σ1 ${r.sigma[0]?.toFixed(6)} = CLI's (f64) to 1e-4`);
+  check(r.detached <= 1e-5, `tiny Qwen 3: detached reconstruction ${r.detached.toExponential(2)} ≤ 1e-5`);
+  check(!!r.cert && r.cert.maxRel <= 1e-4, `tiny Qwen 3: certificate ${r.cert?.maxRel.toExponential(2)} ≤ 1e-4`);
+  const [d] = await Promise.all([page.waitForEvent("download", { timeout: 30_000 }), page.click('[data-testid="export-json"]')]);
+  const rep = JSON.parse(readFileSync(await d.path(), "utf8"));
+  const rc = rep.reconstruction?.certificate;
+  check(rep.precision === "f32" && !!rc && rc.max_rel_error === r.cert?.maxRel && rc.probes === r.cert?.probes,
+    `export: the Report (${rep.precision}) carries the certificate (${JSON.stringify(rc)})`);
+  if (shots) await page.screenshot({ path: join(shots, "webgpu-tiny-qwen3.png"), fullPage: true });
+  await page.close();
+
+  // 3. backend=cpu in the same browser: the CPU, f64 exact, no certificate.
+  page = await open(ctxT, tinyLink("&backend=cpu&precision=f64"));
+  r = await runResults(page);
+  check(r.backend === "CPU", `backend=cpu: backend-label ${JSON.stringify(r.backend)} = "CPU"`);
+  check((await page.textContent("footer")).includes("WebAssembly"), "backend=cpu: the footer says WebAssembly");
+  check(r.detached <= 1e-13 && !r.cert, `backend=cpu: f64 reconstruction ${r.detached.toExponential(2)} ≤ 1e-13, no certificate`);
+  check(await page.isEnabled('[data-testid="precision-select"]'), "backend=cpu: the precision select is enabled");
+  await ctxT.close();
+
+  // 4. No WebGPU in the browser: auto falls back and says why; webgpu fails
+  // with a message.
+  const ctxP = await plain.newContext();
+  page = await open(ctxP, tinyLink("&precision=f64"));
+  r = await runResults(page);
+  const note = await page.$('[data-testid="backend-fallback"]');
+  const noteText = note ? await note.textContent() : "";
+  check(r.backend === "CPU" && noteText.startsWith("WebGPU unavailable") && noteText.includes("running on the CPU"),
+    `no WebGPU, auto: on the CPU, and the page says why (${JSON.stringify(noteText)})`);
+  check(!!(await attr(page, "backend-label", "title")), "no WebGPU, auto: the label's title gives the reason");
+  await page.close();
+  page = await open(ctxP, tinyLink("&backend=webgpu"));
+  // The model loads, then the run fails: wait for the message alone.
+  await page.waitForSelector('[data-testid="error-message"]', { timeout: MODEL_TIMEOUT + RUN_TIMEOUT });
+  const msg = await page.textContent('[data-testid="error-message"]');
+  check(/webgpu/i.test(msg), `no WebGPU, backend=webgpu: the run fails with a message (${JSON.stringify(msg)})`);
+  await ctxP.close();
+} catch (e) {
+  failures.push(String(e));
+  console.log(`FAIL ${e.message ?? e}`);
+} finally {
+  await gpu.close();
+  await plain.close();
+  hf.close();
+}
+finish();

@@ -1,0 +1,152 @@
+//! The worker's run with its passes on the GPU (wgpu; lavapipe here): it
+//! says so first, computes in f32 whatever precision was asked, and its
+//! certificate (random probes against the f64 CPU) and reconstruction are
+//! within bounds, on a tiny Qwen 3 and on Gemma 3 270M's contributions.
+
+mod common;
+
+use common::gpu::gpu;
+use common::{
+    hf_config, prompt, random_hf_tensors, temp_dir, word_level_tokenizer_json, word_vocab,
+    write_hf_dir, Family, Spec,
+};
+use lens_engine::{Model, Precision};
+use lens_protocol::messages::RunRequest;
+use lens_protocol::{Reply, SvdMode};
+use lens_worker::stages;
+use serde_json::json;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+fn run_on_gpu(model: &Model, prompt: &str, full: bool) -> Vec<Reply> {
+    let g = gpu();
+    let req = RunRequest {
+        job: 1,
+        prompt: prompt.into(),
+        precision: Precision::F64,
+        top: 5,
+        full,
+        svd: SvdMode::Full,
+        backend: lens_protocol::BackendChoice::Webgpu,
+    };
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    let mut session = None;
+    let compute = stages::Compute {
+        gpu: Some(&g),
+        fallback: None,
+    };
+    let result = lens_gpu::block_on(stages::run(
+        model,
+        &req,
+        Rc::new(move |r| s.borrow_mut().push(r)),
+        &|| 0.0,
+        &mut session,
+        compute,
+    ));
+    assert!(result.is_ok(), "{:?}", result.err());
+    let replies = seen.borrow().clone();
+    match replies.first() {
+        Some(Reply::Backend { name, adapter, .. }) => {
+            assert_eq!(name, "WebGPU");
+            assert_eq!(adapter.as_deref(), Some(g.adapter().name.as_str()));
+        }
+        other => panic!("first reply {other:?}"),
+    }
+    replies
+}
+
+#[test]
+fn tiny_qwen3_full_run_on_the_gpu() {
+    let spec = Spec::new(Family::Qwen3);
+    let dir = temp_dir("worker-gpu");
+    let tok = word_level_tokenizer_json(&word_vocab(spec.vocab));
+    write_hf_dir(
+        &dir,
+        &hf_config(&spec, json!({})),
+        &random_hf_tensors(&spec),
+        &tok,
+        None,
+    );
+    let m = Model::load_path(&dir).expect("tiny model");
+    let replies = run_on_gpu(&m, &prompt(9, 6, spec.vocab), true);
+    let (detached, cert) = replies
+        .iter()
+        .find_map(|r| match r {
+            Reply::Jacobian {
+                detached_rel_error,
+                certificate,
+                ..
+            } => Some((*detached_rel_error, certificate.clone())),
+            _ => None,
+        })
+        .expect("a Jacobian reply");
+    let cert = cert.expect("a certificate");
+    eprintln!(
+        "detached {detached:.2e}, certificate {:.2e}",
+        cert.max_rel_error
+    );
+    assert!(detached <= 1e-5, "f32 reconstruction {detached:.3e}");
+    assert!(cert.max_rel_error <= 1e-4 && cert.probes == 3);
+    let report = replies
+        .iter()
+        .find_map(|r| match r {
+            Reply::Report { report, .. } => Some(report.clone()),
+            _ => None,
+        })
+        .expect("a Report");
+    assert_eq!(report.precision, Precision::F32, "the GPU computes in f32");
+    assert_eq!(report.reconstruction.certificate, Some(cert));
+    assert!(report.svd.is_some(), "the SVD of the GPU's J");
+}
+
+#[test]
+fn gemma_270m_contributions_on_the_gpu() {
+    let m = Model::load_path(&common_gemma()).expect("gemma");
+    let replies = run_on_gpu(&m, "The capital of France is", false);
+    let (rel, cert) = replies
+        .iter()
+        .find_map(|r| match r {
+            Reply::Contributions {
+                rel_error,
+                certificate,
+                ..
+            } => Some((*rel_error, certificate.clone())),
+            _ => None,
+        })
+        .expect("contributions");
+    let cert = cert.expect("a certificate from the GPU's probes");
+    eprintln!("Σc vs y {rel:.2e}, certificate {:.2e}", cert.max_rel_error);
+    assert!(
+        rel <= 1e-5,
+        "reconstruction from the contributions {rel:.3e}"
+    );
+    assert!(
+        cert.max_rel_error <= 1e-4,
+        "certificate {:.3e}",
+        cert.max_rel_error
+    );
+    let top = replies.iter().find_map(|r| match r {
+        Reply::Prediction { top, .. } => top.first().map(|t| t.token.clone()),
+        _ => None,
+    });
+    // The prediction of the f64 CPU forward.
+    let ids = m.encode("The capital of France is").expect("encode");
+    let logits = lens_engine::trace::trace(&m, &ids, Precision::F64)
+        .and_then(|t| t.logits(&m))
+        .expect("f64 logits");
+    let best = (0..logits.len())
+        .max_by(|&i, &j| logits[i].total_cmp(&logits[j]))
+        .expect("a vocabulary");
+    assert_eq!(top, Some(m.tokenizer.token_str(best as u32)));
+}
+
+fn common_gemma() -> std::path::PathBuf {
+    let dir = std::env::var_os("LINEAR_LENS_MODELS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/linear-lens")
+        });
+    dir.join("gemma-3-270m-q4_k_m.gguf")
+}
