@@ -1,4 +1,5 @@
-//! The engine's passes on the GPU (f32, wgpu) against the CPU in f64: the
+//! The engine's passes on the GPU (f32, wgpu), from the GPU's own frozen
+//! forward, against the CPU in f64: the
 //! full detached Jacobian of tiny random Qwen 3, Gemma 3 (sliding window
 //! shorter than the prompt) and Llama models, and on Gemma 3 270M the
 //! output and its logits, the contributions and random probe products.
@@ -41,7 +42,7 @@ fn full_jacobian_matches_f64(family: Family) {
     let ids = m
         .encode(&prompt(5, 7, Spec::new(family).vocab))
         .expect("encode");
-    let tr32 = trace(&m, &ids, Precision::F32).expect("trace f32");
+    let tr32 = block_on(lens_gpu::trace::trace(&g, &m, &ids)).expect("GPU trace");
     let tr64 = trace(&m, &ids, Precision::F64).expect("trace f64");
     let opts = PassOptions::default();
     let (j_gpu, _) = block_on(passes::detached_jacobian(&g, &m, &tr32, opts)).expect("GPU J");
@@ -98,7 +99,7 @@ fn gemma_270m_output_contributions_and_probes() {
     let g = gpu();
     let m = Model::load_path(&model_path(GEMMA)).expect("gemma loads");
     let ids = m.encode("The capital of France is").expect("encode");
-    let tr32 = trace(&m, &ids, Precision::F32).expect("trace f32");
+    let tr32 = block_on(lens_gpu::trace::trace(&g, &m, &ids)).expect("GPU trace");
     let tr64 = trace(&m, &ids, Precision::F64).expect("trace f64");
     let opts = PassOptions::default();
 

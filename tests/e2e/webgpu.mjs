@@ -85,7 +85,10 @@ const plain = await launch();
 try {
   // 1. Gemma 3 270M on WebGPU.
   const cli = analyze(MODEL, PROMPT, "f32");
-  const ctx = await gpu.newContext({ acceptDownloads: true });
+  // Its own browser: closing it ends the GPU process, and with it the
+  // J's remaining work, which would otherwise queue ahead of the next case.
+  const gpuG = await launch({ webgpu: true });
+  const ctx = await gpuG.newContext();
   const t0 = Date.now();
   let page = await open(ctx, `${url}#model=${MODEL}&backend=webgpu&prompt=${encodeURIComponent(PROMPT)}`);
   check(await page.evaluate(async () => !!(await navigator.gpu?.requestAdapter())), "the browser offers a WebGPU adapter");
@@ -125,6 +128,7 @@ try {
   check(share.includes("backend=webgpu"), `share link keeps the backend: ${share}`);
   if (shots) await page.screenshot({ path: join(shots, "webgpu-gemma.png"), fullPage: true });
   await ctx.close();
+  await gpuG.close();
 
   // 2. A tiny Qwen 3 on WebGPU: the full J.
   const cliTiny = analyze(tinyDir, TINY_PROMPT, "f64");

@@ -180,30 +180,33 @@ pub fn norm_weight(model: &Model, name: &str, dtype: DType) -> Result<Tensor> {
     })
 }
 
+/// Whether [`matrix`] gives `name` as stored (only llama-architecture GGUF
+/// q/k rows are reordered).
+pub fn matrix_as_stored(model: &Model, name: &str) -> bool {
+    !(model.format == SourceFormat::Gguf
+        && model.config.arch == Arch::Llama
+        && (name.ends_with("attn_q.weight") || name.ends_with("attn_k.weight")))
+}
+
 /// A weight matrix `[out, in]`; llama-architecture GGUF q/k rows un-permuted
 /// back to the rotate-half layout.
 pub fn matrix(model: &Model, name: &str, dtype: DType) -> Result<Tensor> {
     let w = model.weights.get(name, dtype)?;
-    let c = &model.config;
-    if model.format == SourceFormat::Gguf && c.arch == Arch::Llama {
-        let heads = if name.ends_with("attn_q.weight") {
-            Some(c.heads)
-        } else if name.ends_with("attn_k.weight") {
-            Some(c.kv_heads)
-        } else {
-            None
-        };
-        if let Some(nh) = heads {
-            let d = w.dim(1)?;
-            let hd = c.head_dim;
-            return Ok(w
-                .reshape((nh, hd / 2, 2, d))?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((nh * hd, d))?);
-        }
+    if matrix_as_stored(model, name) {
+        return Ok(w);
     }
-    Ok(w)
+    let c = &model.config;
+    let nh = if name.ends_with("attn_q.weight") {
+        c.heads
+    } else {
+        c.kv_heads
+    };
+    let d = w.dim(1)?;
+    let hd = c.head_dim;
+    Ok(w.reshape((nh, hd / 2, 2, d))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((nh * hd, d))?)
 }
 
 /// `x · rsqrt(mean(x²) + eps) · w` over the last dimension.

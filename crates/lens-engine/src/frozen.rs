@@ -16,7 +16,7 @@
 
 use crate::backend::{Backend, Batch, MatView, Store, Strided};
 use crate::error::Result;
-use crate::forward::{matrix, norm_weight, LayerRecord};
+use crate::forward::{norm_weight, LayerRecord};
 use crate::model::{Arch, Model};
 use candle_core::{Device, Tensor};
 
@@ -123,18 +123,36 @@ impl<B: Backend> FrozenLayer<B> {
         let name = |s: &str| format!("blk.{l}.{s}.weight");
         let gemma = c.arch == Arch::Gemma3;
         let d = c.hidden;
-        let w_attn = norm_weight(model, &name("attn_norm"), dtype)?.reshape((1, d))?;
-        let w_ffn = norm_weight(model, &name("ffn_norm"), dtype)?.reshape((1, d))?;
-        let wv = matrix(model, &name("attn_v"), dtype)?.broadcast_mul(&w_attn)?;
-        let mut wo = matrix(model, &name("attn_output"), dtype)?;
-        let w_up = matrix(model, &name("ffn_up"), dtype)?.broadcast_mul(&w_ffn)?;
-        let mut w_down = matrix(model, &name("ffn_down"), dtype)?;
-        if gemma {
-            let wp = norm_weight(model, &name("post_attention_norm"), dtype)?.reshape((d, 1))?;
-            wo = wo.broadcast_mul(&wp)?;
-            let wf = norm_weight(model, &name("post_ffw_norm"), dtype)?.reshape((d, 1))?;
-            w_down = w_down.broadcast_mul(&wf)?;
-        }
+        let (kvd, hh) = (c.kv_heads * c.head_dim, c.heads * c.head_dim);
+        // The norm weights fold into the matrices on the backend, so that a
+        // GPU decodes its resident weights without a round trip.
+        let fold = |w: &str, norm: &str, dims: [usize; 3], strides: [usize; 3]| {
+            let mut m = be.weight(model, &name(w))?;
+            let g = be.upload(&norm_weight(model, &name(norm), dtype)?)?;
+            be.elementwise(
+                Store::Mul,
+                &mut m,
+                0,
+                dims,
+                (&g, Strided { offset: 0, strides }),
+                None,
+            )?;
+            Ok::<_, crate::EngineError>(m)
+        };
+        // Columns scaled by the pre-norm weight; rows by Gemma's post-norm.
+        let wv = fold("attn_v", "attn_norm", [1, kvd, d], [0, 0, 1])?;
+        let w_up = fold("ffn_up", "ffn_norm", [1, c.ffn, d], [0, 0, 1])?;
+        let (wo, w_down) = if gemma {
+            (
+                fold("attn_output", "post_attention_norm", [1, d, hh], [0, 1, 0])?,
+                fold("ffn_down", "post_ffw_norm", [1, d, c.ffn], [0, 1, 0])?,
+            )
+        } else {
+            (
+                be.weight(model, &name("attn_output"))?,
+                be.weight(model, &name("ffn_down"))?,
+            )
+        };
         let n = rec.h_in.dim(0)?;
         // P̂ = r_post_i · P · r_attn_j
         let mut p_hat = rec.p.broadcast_mul(&rec.r_attn.reshape((1, 1, n))?)?;
@@ -152,10 +170,10 @@ impl<B: Backend> FrozenLayer<B> {
             heads: c.heads,
             kv_heads: c.kv_heads,
             head_dim: c.head_dim,
-            wv: be.upload(&wv)?,
-            wo: be.upload(&wo)?,
-            w_up: be.upload(&w_up)?,
-            w_down: be.upload(&w_down)?,
+            wv,
+            wo,
+            w_up,
+            w_down,
             p_t: be.upload(
                 &p_hat
                     .reshape((c.kv_heads, c.heads / c.kv_heads, n, n))?

@@ -233,75 +233,164 @@ pub fn transpose_pass_blocks<B: Backend>(
     start: &Tensor,
     opts: PassOptions,
 ) -> Result<PassBlocks<B>> {
-    let u = start;
-    let c = &model.config;
-    let (k, d) = u.dims2()?;
-    let n = trace.n();
-    let bytes = be.dtype().size_in_bytes();
-    let (nh, hd, ffn) = (c.heads as f64, c.head_dim as f64, c.ffn as f64);
-    let (kvd, df, kf) = ((c.kv_heads * c.head_dim) as f64, d as f64, k as f64);
-    // Composing W̃down diag(g̃) W̃up (2·d²·ffn per position, once for all
-    // rows) and applying it (2·k·d²) beats applying the factors (4·k·d·ffn)
-    // once k is large.
-    let compose_cost = 2.0 * df * df * ffn + 2.0 * kf * df * df;
-    let factor_cost = 4.0 * kf * df * ffn;
-    let compose = compose_cost < factor_cost;
-    // Working values per cotangent row, all positions: the cotangents, the
-    // attention's output, the MLP's output, the per-head and per-kv-head
-    // blocks, and the factor form's ffn-wide product.
-    let per_row = n
-        * (3 * d
-            + c.heads * c.head_dim
-            + c.kv_heads * c.head_dim
-            + if compose { 0 } else { c.ffn })
-        * bytes;
-    let chunk = (opts.memory_budget / per_row.max(1)).clamp(1, k.max(1));
-    let start = start.to_dtype(be.dtype())?;
-    let mut chunks = (0..k)
-        .step_by(chunk)
-        .map(|s| {
-            let kc = chunk.min(k - s);
-            Ok(Cotangents {
-                buf: be.upload(&start.narrow(0, s, kc)?)?,
-                m: 1,
-                k: kc,
+    let mut pass = TransposePass::new(be, model, trace, tap, start, opts)?;
+    while pass.step()? {}
+    Ok(pass.finish())
+}
+
+/// The transpose pass one block at a time, so that a caller on a GPU can
+/// wait for each block's work (progress that follows the GPU, work that
+/// stops when the caller does) between steps.
+pub struct TransposePass<'a, B: Backend> {
+    be: &'a B,
+    model: &'a Model,
+    trace: &'a Trace,
+    tap: Tap,
+    chunks: Vec<Cotangents<B>>,
+    ws: Workspace<B>,
+    stats: PassStats,
+    compose: bool,
+    compose_cost: f64,
+    factor_cost: f64,
+    k: usize,
+    /// The next block down, `None` when done.
+    next: Option<usize>,
+}
+
+impl<'a, B: Backend> TransposePass<'a, B> {
+    pub fn new(
+        be: &'a B,
+        model: &'a Model,
+        trace: &'a Trace,
+        tap: Tap,
+        start: &Tensor,
+        opts: PassOptions,
+    ) -> Result<Self> {
+        let c = &model.config;
+        let (k, d) = start.dims2()?;
+        let n = trace.n();
+        let bytes = be.dtype().size_in_bytes();
+        let (df, kf, ffn) = (d as f64, k as f64, c.ffn as f64);
+        // Composing W̃down diag(g̃) W̃up (2·d²·ffn per position, once for all
+        // rows) and applying it (2·k·d²) beats applying the factors (4·k·d·ffn)
+        // once k is large.
+        let compose_cost = 2.0 * df * df * ffn + 2.0 * kf * df * df;
+        let factor_cost = 4.0 * kf * df * ffn;
+        let compose = compose_cost < factor_cost;
+        // Working values per cotangent row, all positions: the cotangents, the
+        // attention's output, the MLP's output, the per-head and per-kv-head
+        // blocks, and the factor form's ffn-wide product.
+        let per_row = n
+            * (3 * d
+                + c.heads * c.head_dim
+                + c.kv_heads * c.head_dim
+                + if compose { 0 } else { c.ffn })
+            * bytes;
+        let chunk = (opts.memory_budget / per_row.max(1)).clamp(1, k.max(1));
+        let start = start.to_dtype(be.dtype())?;
+        let chunks = (0..k)
+            .step_by(chunk)
+            .map(|s| {
+                let kc = chunk.min(k - s);
+                Ok(Cotangents {
+                    buf: be.upload(&start.narrow(0, s, kc)?)?,
+                    m: 1,
+                    k: kc,
+                })
             })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            be,
+            model,
+            trace,
+            tap,
+            chunks,
+            ws: Workspace::default(),
+            stats: PassStats::default(),
+            compose,
+            compose_cost,
+            factor_cost,
+            k,
+            next: Some(tap.layer),
         })
-        .collect::<Result<Vec<_>>>()?;
-    let mut ws = Workspace::default();
-    let mut stats = PassStats::default();
-    let lowest = if tap.cumulative { 0 } else { tap.layer };
-    let steps = tap.layer + 1 - lowest;
-    for l in (lowest..=tap.layer).rev() {
-        crate::progress::report(tap.layer - l, steps);
-        let fl = FrozenLayer::new(be, model, l, &trace.layers[l])?;
+    }
+
+    fn lowest(&self) -> usize {
+        if self.tap.cumulative {
+            0
+        } else {
+            self.tap.layer
+        }
+    }
+
+    /// Blocks done and in all.
+    pub fn progress(&self) -> (usize, usize) {
+        let steps = self.tap.layer + 1 - self.lowest();
+        let done = self.next.map_or(steps, |l| self.tap.layer - l);
+        (done, steps)
+    }
+
+    /// Runs the next block down; `false` once every block has run.
+    pub fn step(&mut self) -> Result<bool> {
+        let Some(l) = self.next else {
+            return Ok(false);
+        };
+        let (done, steps) = self.progress();
+        crate::progress::report(done, steps);
+        let (be, tap, c) = (self.be, self.tap, &self.model.config);
+        let n = self.trace.n();
+        let (nh, hd) = (c.heads as f64, c.head_dim as f64);
+        let (kvd, df, kf) = (
+            (c.kv_heads * c.head_dim) as f64,
+            c.hidden as f64,
+            self.k as f64,
+        );
+        let fl = FrozenLayer::new(be, self.model, l, &self.trace.layers[l])?;
         let top = l == tap.layer;
         // The tap's own block: an attention tap skips the MLP; an MLP tap or
         // an attention tap enters its module without the residual path.
         let with_mlp = !(top && tap.kind == TapKind::Attn);
         let mlp_residual = !(top && tap.kind != TapKind::Layer);
         let attn_residual = !(top && tap.kind == TapKind::Attn);
-        let m = chunks.first().map_or(n, |c| c.m);
+        let m = self.chunks.first().map_or(n, |c| c.m);
         let mf = m as f64;
         if with_mlp {
-            stats.flops += mf * if compose { compose_cost } else { factor_cost };
-            fl.mlp_transpose(be, &mut chunks, mlp_residual, compose, &mut ws)?;
+            self.stats.flops += mf
+                * if self.compose {
+                    self.compose_cost
+                } else {
+                    self.factor_cost
+                };
+            fl.mlp_transpose(
+                be,
+                &mut self.chunks,
+                mlp_residual,
+                self.compose,
+                &mut self.ws,
+            )?;
         }
         // Attention: Wo on m positions, Pᵀ mixing, Wv on all n.
-        stats.flops +=
+        self.stats.flops +=
             2.0 * kf * (mf * df * nh * hd + nh * mf * n as f64 * hd + n as f64 * kvd * df);
-        for g in chunks.iter_mut() {
-            fl.attn_transpose(be, g, attn_residual, &mut ws)?;
+        for g in self.chunks.iter_mut() {
+            fl.attn_transpose(be, g, attn_residual, &mut self.ws)?;
+        }
+        self.next = (l > self.lowest()).then(|| l - 1);
+        if self.next.is_none() {
+            crate::progress::report(steps, steps);
+        }
+        Ok(true)
+    }
+
+    /// The result, left on the backend.
+    pub fn finish(self) -> PassBlocks<B> {
+        PassBlocks {
+            chunks: self.chunks,
+            n: self.trace.n(),
+            d: self.model.config.hidden,
+            stats: self.stats,
         }
     }
-    crate::progress::report(steps, steps);
-    drop(ws);
-    Ok(PassBlocks {
-        chunks,
-        n,
-        d,
-        stats,
-    })
 }
 
 /// The full Jacobian of a tap, `[n, d, d]`.
@@ -369,10 +458,24 @@ pub fn jvp_suffix_buf<B: Backend>(
         )));
     }
     let mut t = be.upload(v)?;
-    for (l, rec) in trace.layers.iter().enumerate() {
-        t = FrozenLayer::new(be, model, l, rec)?.forward(be, &t, b, from)?;
+    for l in 0..trace.layers.len() {
+        t = forward_layer(be, model, trace, l, &t, b, from)?;
     }
     Ok(t)
+}
+
+/// Forward mode through block `l` alone (`b` tangents on positions
+/// `from..n`), for callers that wait on the backend between blocks.
+pub fn forward_layer<B: Backend>(
+    be: &B,
+    model: &Model,
+    trace: &Trace,
+    l: usize,
+    t: &B::Buf,
+    b: usize,
+    from: usize,
+) -> Result<B::Buf> {
+    FrozenLayer::new(be, model, l, &trace.layers[l])?.forward(be, t, b, from)
 }
 
 /// The last position of a forward-mode result (`[b, m, d]`) through the

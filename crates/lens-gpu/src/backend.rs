@@ -5,6 +5,7 @@ use crate::device::{Gpu, GpuBuf};
 use crate::error::GpuError;
 use candle_core::{DType, Tensor};
 use lens_engine::backend::{Backend, Batch, MatView, Store, Strided};
+use lens_engine::model::Model;
 use lens_engine::{EngineError, Result};
 
 fn bad(what: String) -> EngineError {
@@ -188,6 +189,10 @@ impl Backend for Gpu {
             self.grid(total),
         );
         Ok(())
+    }
+
+    fn weight(&self, model: &Model, name: &str) -> Result<GpuBuf> {
+        Ok(self.resident_weight(model, name)?)
     }
 
     fn fill(&self, dst: &mut GpuBuf, offset: usize, len: usize, value: f64) -> Result<()> {

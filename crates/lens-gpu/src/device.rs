@@ -40,6 +40,12 @@ pub struct Gpu {
     pub(crate) gemm: wgpu::ComputePipeline,
     pub(crate) elementwise: wgpu::ComputePipeline,
     pub(crate) fill: wgpu::ComputePipeline,
+    pub(crate) dequant: wgpu::ComputePipeline,
+    pub(crate) rms: wgpu::ComputePipeline,
+    pub(crate) rope: wgpu::ComputePipeline,
+    pub(crate) softmax: wgpu::ComputePipeline,
+    pub(crate) gate: wgpu::ComputePipeline,
+    pub(crate) resident: RefCell<crate::weights::ResidentSet>,
     encoder: RefCell<Option<wgpu::CommandEncoder>>,
     queued: Cell<usize>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -80,10 +86,11 @@ impl Gpu {
         let max_binding =
             (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
         let summary = AdapterSummary {
-            name: if info.name.is_empty() {
-                format!("{:?} adapter", info.backend)
-            } else {
-                info.name.clone()
+            // Browsers leave the description empty unless asked for it.
+            name: match (info.name.is_empty(), info.device_type) {
+                (false, _) => info.name.clone(),
+                (true, wgpu::DeviceType::Cpu) => "WebGPU software adapter".into(),
+                (true, _) => "WebGPU adapter".into(),
             },
             backend: format!("{:?}", info.backend),
             device_type: format!("{:?}", info.device_type),
@@ -111,6 +118,11 @@ impl Gpu {
         let gemm = pipeline("gemm", include_str!("shaders/gemm.wgsl"));
         let elementwise = pipeline("elementwise", include_str!("shaders/elementwise.wgsl"));
         let fill = pipeline("fill", include_str!("shaders/fill.wgsl"));
+        let dequant = pipeline("dequant", include_str!("shaders/dequant.wgsl"));
+        let rms = pipeline("rms", include_str!("shaders/rms.wgsl"));
+        let rope = pipeline("rope", include_str!("shaders/rope.wgsl"));
+        let softmax = pipeline("softmax", include_str!("shaders/softmax.wgsl"));
+        let gate = pipeline("gate", include_str!("shaders/gate.wgsl"));
         let gpu = Self {
             device,
             queue,
@@ -120,6 +132,12 @@ impl Gpu {
             gemm,
             elementwise,
             fill,
+            dequant,
+            rms,
+            rope,
+            softmax,
+            gate,
+            resident: RefCell::default(),
             encoder: RefCell::new(None),
             queued: Cell::new(0),
             errors,
@@ -190,6 +208,23 @@ impl Gpu {
             buf,
             len: data.len(),
         })
+    }
+
+    /// Raw bytes (a multiple of 4) in a storage buffer.
+    pub(crate) fn upload_bytes(&self, bytes: &[u8]) -> Result<wgpu::Buffer> {
+        if bytes.len() as u64 > self.max_binding {
+            return Err(GpuError::TooLarge {
+                bytes: bytes.len() as u64,
+                limit: self.max_binding,
+            });
+        }
+        Ok(self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("weights"),
+                contents: bytes,
+                usage: wgpu::BufferUsages::STORAGE,
+            }))
     }
 
     /// Records work into the current encoder, submitting every [`BATCH`].
@@ -266,25 +301,46 @@ impl Gpu {
 
     /// `len` values from `offset`, read back asynchronously.
     pub async fn read(&self, buf: &GpuBuf, offset: usize, len: usize) -> Result<Vec<f32>> {
-        if offset + len > buf.len {
-            return Err(GpuError::Readback(format!(
-                "{len} values at {offset} past a buffer of {}",
-                buf.len
-            )));
+        let mut parts = self.read_many(&[(buf, offset, len)]).await?;
+        Ok(parts.pop().unwrap_or_default())
+    }
+
+    /// Several `(buffer, offset, len)` ranges read back through one staging
+    /// buffer and one mapping (one round trip, not one per range).
+    pub async fn read_many(&self, parts: &[(&GpuBuf, usize, usize)]) -> Result<Vec<Vec<f32>>> {
+        for &(buf, offset, len) in parts {
+            if offset + len > buf.len {
+                return Err(GpuError::Readback(format!(
+                    "{len} values at {offset} past a buffer of {}",
+                    buf.len
+                )));
+            }
         }
-        if len == 0 {
-            return Ok(Vec::new());
+        let total: usize = parts.iter().map(|p| p.2).sum();
+        if total == 0 {
+            return Ok(parts.iter().map(|_| Vec::new()).collect());
         }
-        let size = (len * 4) as u64;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
-            size,
+            size: (total * 4) as u64,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.record(|enc| {
-            enc.copy_buffer_to_buffer(&buf.buf, (offset * 4) as u64, &staging, 0, size)
-        });
+        let mut at = 0;
+        for &(buf, offset, len) in parts {
+            if len > 0 {
+                self.record(|enc| {
+                    enc.copy_buffer_to_buffer(
+                        &buf.buf,
+                        (offset * 4) as u64,
+                        &staging,
+                        (at * 4) as u64,
+                        (len * 4) as u64,
+                    )
+                });
+            }
+            at += len;
+        }
         self.flush();
         let (tx, rx) = futures_channel::oneshot::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
@@ -307,7 +363,32 @@ impl Gpu {
             bytemuck::pod_collect_to_vec::<u8, f32>(&view)
         };
         staging.unmap();
-        Ok(data)
+        let mut out = Vec::with_capacity(parts.len());
+        let mut at = 0;
+        for &(_, _, len) in parts {
+            out.push(data[at..at + len].to_vec());
+            at += len;
+        }
+        Ok(out)
+    }
+
+    /// Submits what was recorded and waits (asynchronously) until the GPU
+    /// has done it. The passes settle after each block, so that the queue
+    /// never holds more than a block's work: progress follows the GPU, and
+    /// a cancelled run leaves little behind in a shared GPU process.
+    pub async fn settle(&self) -> Result<()> {
+        self.flush();
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        rx.await
+            .map_err(|_| GpuError::Readback("the device went away".into()))?;
+        self.check()
     }
 
     /// Waits until the GPU has finished everything submitted (natively).

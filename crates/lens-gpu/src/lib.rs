@@ -4,6 +4,11 @@
 //! kernels, so the passes (forward mode, the transpose pass, the full
 //! Jacobian) are the engine's own, not a second copy.
 //!
+//! The frozen forward itself (the ordinary forward pass that records the
+//! frozen coefficients) runs on the GPU too ([`trace::trace`]), from the
+//! model's weights kept resident in their stored blocks and decoded on
+//! the device.
+//!
 //! Readback is asynchronous (a browser cannot block on the GPU): the
 //! functions in [`passes`] are `async` and work everywhere; natively
 //! [`block_on`] runs them, and the trait's `download` blocks.
@@ -14,6 +19,8 @@ pub mod bench;
 mod device;
 mod error;
 pub mod passes;
+pub mod trace;
+mod weights;
 
 pub use device::{AdapterSummary, Gpu, GpuBuf};
 pub use error::GpuError;

@@ -5,8 +5,8 @@ use crate::device::{Gpu, GpuBuf};
 use crate::error::Result;
 use candle_core::{DType, Device, Tensor};
 use lens_engine::jacobian::{
-    assemble, contribution_batches, contribution_tangents, jvp_finish, jvp_suffix_buf,
-    transpose_pass_blocks, vjp_start, PassOptions, PassStats, Tap,
+    assemble, contribution_batches, contribution_tangents, forward_layer, jvp_finish, vjp_start,
+    PassOptions, PassStats, Tap, TransposePass,
 };
 use lens_engine::model::Model;
 use lens_engine::trace::Trace;
@@ -37,7 +37,11 @@ pub async fn vjp_tap(
     opts: PassOptions,
 ) -> Result<(Tensor, PassStats)> {
     let start = vjp_start(model, trace, tap, u, DType::F32)?;
-    let blocks = transpose_pass_blocks(gpu, model, trace, tap, &start, options(gpu, opts))?;
+    let mut pass = TransposePass::new(gpu, model, trace, tap, &start, options(gpu, opts))?;
+    while pass.step()? {
+        gpu.settle().await?;
+    }
+    let blocks = pass.finish();
     let mut out = Vec::with_capacity(blocks.chunks.len());
     for c in &blocks.chunks {
         out.push(download(gpu, &c.buf, 0, &[c.m, c.k, blocks.d]).await?);
@@ -78,15 +82,39 @@ pub async fn contributions(
     let n = trace.n();
     let d = model.config.hidden;
     let mut out = Vec::new();
-    for (s, b) in contribution_batches(model, trace, DType::F32, options(gpu, opts)) {
-        lens_engine::progress::report(s, n);
+    let batches = contribution_batches(model, trace, DType::F32, options(gpu, opts));
+    let layers = trace.layers.len();
+    let steps = batches.len() * layers;
+    for (i, &(s, b)) in batches.iter().enumerate() {
         let v = contribution_tangents(trace, s, b)?;
-        let t = jvp_suffix_buf(gpu, model, trace, &v, s)?;
+        let t = forward(gpu, model, trace, &v, s, |l| {
+            lens_engine::progress::report(i * layers + l, steps)
+        })
+        .await?;
         let raw = download(gpu, &t, 0, &[b, n - s, d]).await?;
         out.push(jvp_finish(trace, &raw)?);
     }
-    lens_engine::progress::report(n, n);
+    lens_engine::progress::report(steps, steps);
     Ok(Tensor::cat(&out, 0)?)
+}
+
+/// Forward mode block by block, settling the GPU after each.
+async fn forward(
+    gpu: &Gpu,
+    model: &Model,
+    trace: &Trace,
+    v: &Tensor,
+    from: usize,
+    report: impl Fn(usize),
+) -> Result<GpuBuf> {
+    let b = v.dim(0)?;
+    let mut t = lens_engine::backend::Backend::upload(gpu, v)?;
+    for l in 0..trace.layers.len() {
+        report(l);
+        t = forward_layer(gpu, model, trace, l, &t, b, from)?;
+        gpu.settle().await?;
+    }
+    Ok(t)
 }
 
 /// The model's output `y = Σ_i J_i x_i` (`[1, d]`) by one forward-mode pass
@@ -94,7 +122,7 @@ pub async fn contributions(
 pub async fn output(gpu: &Gpu, model: &Model, trace: &Trace) -> Result<Tensor> {
     let (n, d) = trace.x.dims2()?;
     let v = trace.x.reshape((1, n, d))?;
-    let t = jvp_suffix_buf(gpu, model, trace, &v, 0)?;
+    let t = forward(gpu, model, trace, &v, 0, |_| {}).await?;
     let raw = download(gpu, &t, 0, &[1, n, d]).await?;
     Ok(jvp_finish(trace, &raw)?)
 }

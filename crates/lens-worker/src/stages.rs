@@ -192,7 +192,13 @@ pub async fn run(
 
     stage(Stage::Predict, 0, 1);
     let t = now_ms();
-    let tr = trace(model, &ids, precision)?;
+    let tr = match gpu {
+        Some(g) => {
+            let _hook = progress::install(hook(&emit, job, Stage::Predict));
+            lens_gpu::trace::trace(g, model, &ids).await?
+        }
+        None => trace(model, &ids, precision)?,
+    };
     let logits = tr.logits(model)?;
     let top = top_k(model, &logits, req.top.clamp(1, 50));
     timings.forward = now_ms() - t;

@@ -13,6 +13,7 @@ pub mod cpu;
 pub use cpu::CpuBackend;
 
 use crate::error::Result;
+use crate::model::Model;
 use candle_core::{DType, Tensor};
 
 /// A `rows × cols` matrix inside a buffer: element `(r, c)` is at
@@ -188,4 +189,12 @@ pub trait Backend {
 
     /// `dst[offset..offset + len] = value`.
     fn fill(&self, dst: &mut Self::Buf, offset: usize, len: usize, value: f64) -> Result<()>;
+
+    /// The model's weight matrix `name` (`[out, in]`, as
+    /// [`crate::forward::matrix`] gives it) in a fresh buffer. The default
+    /// decodes it on the host and uploads it; a GPU keeps the stored
+    /// (quantized) form resident and decodes it on the device.
+    fn weight(&self, model: &Model, name: &str) -> Result<Self::Buf> {
+        self.upload(&crate::forward::matrix(model, name, self.dtype())?)
+    }
 }

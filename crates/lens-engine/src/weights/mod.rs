@@ -53,11 +53,56 @@ pub struct WeightStore {
     tensors: HashMap<String, StoredTensor>,
     /// The GGUF file's bytes (empty for safetensors models).
     blob: Arc<[u8]>,
+    /// Unique per loaded store (clones share it), so that a backend that
+    /// keeps weights resident knows when the model changed.
+    id: u64,
+}
+
+/// A stored tensor as the file has it, for a backend that decodes it
+/// itself (the GPU keeps the compact form resident).
+#[derive(Debug, Clone, Copy)]
+pub enum RawTensor<'a> {
+    /// GGML blocks, rows of whole blocks.
+    Ggml {
+        dtype: GgmlDType,
+        shape: &'a [usize],
+        bytes: &'a [u8],
+    },
+    Dense(&'a Tensor),
 }
 
 impl WeightStore {
     pub fn new(tensors: HashMap<String, StoredTensor>, blob: Arc<[u8]>) -> Self {
-        Self { tensors, blob }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self {
+            tensors,
+            blob,
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// This store's identity (0 for an empty default store).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The stored form of `name`, undecoded.
+    pub fn raw(&self, name: &str) -> Result<RawTensor<'_>> {
+        Ok(match self.stored(name)? {
+            StoredTensor::Ggml {
+                dtype,
+                shape,
+                start,
+                len,
+            } => RawTensor::Ggml {
+                dtype: *dtype,
+                shape,
+                bytes: self.blob.get(*start..*start + *len).ok_or_else(|| {
+                    EngineError::Gguf(format!("tensor `{name}` lies past the file's end"))
+                })?,
+            },
+            StoredTensor::Dense(t) => RawTensor::Dense(t),
+        })
     }
 
     pub fn contains(&self, name: &str) -> bool {
