@@ -180,33 +180,40 @@ pub fn norm_weight(model: &Model, name: &str, dtype: DType) -> Result<Tensor> {
     })
 }
 
-/// Whether [`matrix`] gives `name` as stored (only llama-architecture GGUF
-/// q/k rows are reordered).
-pub fn matrix_as_stored(model: &Model, name: &str) -> bool {
-    !(model.format == SourceFormat::Gguf
-        && model.config.arch == Arch::Llama
-        && (name.ends_with("attn_q.weight") || name.ends_with("attn_k.weight")))
+/// The stored row each row of [`matrix`] comes from, or `None` for the
+/// stored order: llama-architecture GGUF q/k rows go back from the
+/// interleaved to the rotate-half layout (per head, rows `2i + t` → `t, i`).
+pub fn matrix_rows(model: &Model, name: &str) -> Option<Vec<usize>> {
+    let c = &model.config;
+    if model.format != SourceFormat::Gguf || c.arch != Arch::Llama {
+        return None;
+    }
+    let heads = if name.ends_with("attn_q.weight") {
+        c.heads
+    } else if name.ends_with("attn_k.weight") {
+        c.kv_heads
+    } else {
+        return None;
+    };
+    let hd = c.head_dim;
+    Some(
+        (0..heads)
+            .flat_map(|h| (0..2).flat_map(move |t| (0..hd / 2).map(move |i| h * hd + 2 * i + t)))
+            .collect(),
+    )
 }
 
-/// A weight matrix `[out, in]`; llama-architecture GGUF q/k rows un-permuted
-/// back to the rotate-half layout.
+/// A weight matrix `[out, in]`, rows in [`matrix_rows`]' order.
 pub fn matrix(model: &Model, name: &str, dtype: DType) -> Result<Tensor> {
     let w = model.weights.get(name, dtype)?;
-    if matrix_as_stored(model, name) {
-        return Ok(w);
+    match matrix_rows(model, name) {
+        None => Ok(w),
+        Some(rows) => {
+            let ids: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+            let ids = Tensor::from_vec(ids, rows.len(), &Device::Cpu)?;
+            Ok(w.index_select(&ids, 0)?)
+        }
     }
-    let c = &model.config;
-    let nh = if name.ends_with("attn_q.weight") {
-        c.heads
-    } else {
-        c.kv_heads
-    };
-    let d = w.dim(1)?;
-    let hd = c.head_dim;
-    Ok(w.reshape((nh, hd / 2, 2, d))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((nh * hd, d))?)
 }
 
 /// `x · rsqrt(mean(x²) + eps) · w` over the last dimension.

@@ -8,7 +8,7 @@ use crate::device::{Gpu, GpuBuf};
 use crate::error::{GpuError, Result};
 use candle_core::quantized::GgmlDType;
 use candle_core::DType;
-use lens_engine::forward::{matrix, matrix_as_stored};
+use lens_engine::forward::{matrix, matrix_rows};
 use lens_engine::model::Model;
 use lens_engine::weights::RawTensor;
 use lens_engine::EngineError;
@@ -125,23 +125,37 @@ impl Gpu {
     /// The resident form of `name`, made on first use.
     fn resident(&self, model: &Model, name: &str) -> Result<Resident> {
         let as_f32 = |gpu: &Gpu| -> Result<Resident> {
-            // Reordered rows, or a format the kernel lacks: decode once here.
+            // A format the kernel lacks: decode once here.
             let w = matrix(model, name, DType::F32)?;
             let (rows, cols) = w.dims2()?;
             let vals = w.flatten_all()?.to_vec1::<f32>()?;
             let r = gpu.keep(GgmlDType::F32, rows, cols, bytemuck::cast_slice(&vals))?;
             r.ok_or_else(|| bad_blocks("f32 is always decodable".into()))
         };
-        if !matrix_as_stored(model, name) {
-            return as_f32(self);
-        }
+        let order = matrix_rows(model, name);
         let raw = model.weights.raw(name)?;
         let (dtype, shape, bytes): (GgmlDType, &[usize], Vec<u8>) = match raw {
             RawTensor::Ggml {
                 dtype,
                 shape,
                 bytes,
-            } => (dtype, shape, bytes.to_vec()),
+            } => {
+                let bytes = match &order {
+                    // Rows are whole blocks: reorder them as stored.
+                    Some(order) if shape.len() == 2 && order.len() == shape[0] => {
+                        let row = bytes.len() / shape[0];
+                        order
+                            .iter()
+                            .flat_map(|&r| &bytes[r * row..(r + 1) * row])
+                            .copied()
+                            .collect()
+                    }
+                    Some(_) => return as_f32(self),
+                    None => bytes.to_vec(),
+                };
+                (dtype, shape, bytes)
+            }
+            RawTensor::Dense(_) if order.is_some() => return as_f32(self),
             RawTensor::Dense(t) => {
                 let flat = t.flatten_all()?;
                 let bytes = match t.dtype() {
