@@ -68,7 +68,7 @@ impl Gpu {
         let Some((kind, block, block_bytes)) = kernel_kind(dtype) else {
             return Ok(None);
         };
-        if cols % block != 0 || bytes.len() != rows * (cols / block) * block_bytes {
+        if !cols.is_multiple_of(block) || bytes.len() != rows * (cols / block) * block_bytes {
             return Err(bad_blocks(format!(
                 "{dtype:?} data of {} bytes is not a {rows}×{cols} matrix of {block}-wide blocks",
                 bytes.len()
