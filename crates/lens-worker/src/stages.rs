@@ -167,6 +167,8 @@ pub async fn run(
     let job = req.job;
     let start = now_ms();
     let gpu = compute.gpu;
+    // A bad prompt fails before anything is said about the run.
+    let ids = encode(model, &req.prompt)?;
     emit(Reply::Backend {
         job,
         name: if gpu.is_some() { "WebGPU" } else { "CPU" }.into(),
@@ -179,7 +181,6 @@ pub async fn run(
     } else {
         req.precision
     };
-    let ids = encode(model, &req.prompt)?;
     let stage = |s: Stage, done: usize, total: usize| {
         emit(Reply::Progress {
             job: Some(job),
