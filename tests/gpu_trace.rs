@@ -4,13 +4,15 @@
 //! and the residual stream of tiny random Qwen 3, Gemma 3 and Llama models,
 //! and on the real GGUF models (Gemma 3 270M: Q4_K/Q5_0/Q6_K/Q8_0 blocks
 //! decoded on the GPU; SmolLM2: Q4_1, llama q/k order) the next-token
-//! logits and the predicted token. Bound: 1e-4 relative (f32 against f64).
+//! logits and the predicted token. The tiny models run twice: with the
+//! optional features the adapter has (subgroup reductions) and with the
+//! kernels that need none. Bound: 1e-4 relative (f32 against f64).
 
 mod common;
 mod real_models;
 
 use candle_core::Tensor;
-use common::gpu::gpu;
+use common::gpu::{gpu, gpu_with};
 use common::{
     hf_config, prompt, random_hf_tensors, temp_dir, word_level_tokenizer_json, word_vocab,
     write_hf_dir, Family, Spec,
@@ -19,7 +21,7 @@ use lens_engine::forward::Precision;
 use lens_engine::jacobian::rel_error;
 use lens_engine::trace::{trace, Trace};
 use lens_engine::Model;
-use lens_gpu::block_on;
+use lens_gpu::{block_on, Gpu, GpuOptions};
 use real_models::{model_path, GEMMA, SMOLLM};
 use serde_json::json;
 
@@ -77,15 +79,23 @@ fn records_match(gpu: &Trace, cpu: &Trace) -> f64 {
 }
 
 fn tiny_trace_matches_f64(family: Family) {
-    let g = gpu();
+    // With the optional features the adapter has (subgroup reductions), and
+    // with the kernels that need none.
+    for options in [GpuOptions::default(), GpuOptions::PLAIN] {
+        tiny_trace_on(&gpu_with(options), family);
+    }
+}
+
+fn tiny_trace_on(g: &Gpu, family: Family) {
     let m = tiny(family);
     // 9 tokens: longer than Gemma's sliding window of 4.
     let ids = m
         .encode(&prompt(9, 11, Spec::new(family).vocab))
         .expect("encode");
-    let on_gpu = block_on(lens_gpu::trace::trace(&g, &m, &ids)).expect("GPU trace");
+    let on_gpu = block_on(lens_gpu::trace::trace(g, &m, &ids)).expect("GPU trace");
     let cpu = trace(&m, &ids, Precision::F64).expect("CPU trace");
     let worst = records_match(&on_gpu, &cpu);
+    let subgroups = g.adapter().subgroups;
     // The masks are right, not just close: masked probabilities are zero.
     let p = on_gpu.layers[0].p.to_vec3::<f32>().expect("p");
     let window = m.config.sliding[0];
@@ -99,7 +109,9 @@ fn tiny_trace_matches_f64(family: Family) {
             assert!((sum - 1.0).abs() < 1e-5, "row {i} sums to {sum}");
         }
     }
-    eprintln!("{family:?}: GPU trace vs f64 {worst:.2e} (window {window:?})");
+    eprintln!(
+        "{family:?}: GPU trace vs f64 {worst:.2e} (window {window:?}, subgroups {subgroups})"
+    );
     assert!(worst <= VS_F64, "{family:?}: {worst:.3e}");
 }
 

@@ -3,7 +3,8 @@
 //! f16/bf16/f32 against candle's CPU decoding of the same bytes, and the
 //! resident weights of the real GGUF models (every matrix the passes read,
 //! decoded on the GPU, against the CPU's `matrix`), uploaded once per
-//! model. The kernel computes in f32 like the CPU decoder; it may fuse a
+//! model. The decoder that reads f16 fields natively (`shader-f16`) and
+//! the one that unpacks them give the same bits. The kernel computes in f32 like the CPU decoder; it may fuse a
 //! multiply-add, so agreement is to 1e-6 of the matrix's largest entry.
 
 mod common;
@@ -11,11 +12,12 @@ mod real_models;
 
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
-use common::gpu::gpu;
+use common::gpu::{gpu, gpu_with};
 use common::Rng;
 use lens_engine::backend::Backend;
 use lens_engine::forward::matrix;
 use lens_engine::Model;
+use lens_gpu::GpuOptions;
 use real_models::{model_path, GEMMA, SMOLLM};
 
 const TOL: f64 = 1e-6;
@@ -30,7 +32,10 @@ fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn every_block_format_decodes_like_the_cpu() {
+    let plain = gpu_with(GpuOptions::PLAIN);
+    assert!(!plain.adapter().shader_f16 && !plain.adapter().subgroups);
     let g = gpu();
+    eprintln!("shader-f16 decoder: {}", g.adapter().shader_f16);
     let mut rng = Rng::new(7);
     // 3 rows of 512: two K-quant super-blocks, sixteen small blocks a row.
     let (rows, cols) = (3, 512);
@@ -58,6 +63,13 @@ fn every_block_format_decodes_like_the_cpu() {
             .dequantize(dtype, rows, cols, &bytes)
             .expect("gpu dequantize");
         let back = g.download(&on_gpu, 0, &[rows, cols]).expect("download");
+        // The decoder without shader-f16 gives the same bits.
+        let unpacked = plain
+            .dequantize(dtype, rows, cols, &bytes)
+            .and_then(|b| plain.download(&b, 0, &[rows, cols]).map_err(Into::into))
+            .expect("plain gpu dequantize");
+        let same = unpacked.to_vec2::<f32>().unwrap() == back.to_vec2::<f32>().unwrap();
+        assert!(same, "{dtype:?}: the two decoders differ");
         let err = max_rel(&back, &cpu);
         // The decoded values are not all equal (the test sees every field).
         let spread = max_rel(&cpu, &cpu.zeros_like().unwrap());

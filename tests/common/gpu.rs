@@ -2,10 +2,18 @@
 //! CPU Vulkan from Debian's `mesa-vulkan-drivers`, on machines without a
 //! GPU). A missing adapter fails the test with how to get one.
 
-use lens_gpu::Gpu;
+use lens_gpu::{Gpu, GpuOptions};
 
+/// With every optional feature the adapter has.
 pub fn gpu() -> Gpu {
-    match lens_gpu::block_on(Gpu::new()) {
+    gpu_with(GpuOptions::default())
+}
+
+/// With the optional features limited to `options` (`GpuOptions::PLAIN`:
+/// the kernels that need none).
+#[allow(dead_code)]
+pub fn gpu_with(options: GpuOptions) -> Gpu {
+    match lens_gpu::block_on(Gpu::with_options(options)) {
         Ok(g) => {
             eprintln!("GPU adapter: {:?}", g.adapter());
             g

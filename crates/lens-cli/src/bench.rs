@@ -17,6 +17,10 @@ pub struct BenchReport {
     /// The GPU adapter (`--backend gpu`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adapter: Option<String>,
+    /// The optional WebGPU features the kernels used (`--backend gpu`):
+    /// `shader-f16`, `subgroups`, or none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_features: Option<Vec<&'static str>>,
     pub precision: &'static str,
     pub n_tokens: usize,
     pub threads: usize,
@@ -121,6 +125,7 @@ pub fn run(
         model: model_name.to_string(),
         backend: "cpu",
         adapter: None,
+        gpu_features: None,
         precision: precision.name(),
         n_tokens: n,
         threads: candle_core::utils::get_num_threads(),
@@ -144,10 +149,11 @@ pub fn run_gpu(
     model: &Model,
     prompt: &str,
     repeat: usize,
+    options: lens_gpu::GpuOptions,
 ) -> Result<BenchReport, String> {
     let e = |e: lens_engine::EngineError| e.to_string();
     let g = |e: lens_gpu::GpuError| e.to_string();
-    let gpu = lens_gpu::block_on(lens_gpu::Gpu::new()).map_err(g)?;
+    let gpu = lens_gpu::block_on(lens_gpu::Gpu::with_options(options)).map_err(g)?;
     let ids = model.encode(prompt).map_err(e)?;
     let n = ids.len();
     let precision = Precision::F32;
@@ -187,6 +193,15 @@ pub fn run_gpu(
             gpu.adapter().backend,
             gpu.adapter().device_type
         )),
+        gpu_features: Some(
+            [
+                (gpu.adapter().shader_f16, "shader-f16"),
+                (gpu.adapter().subgroups, "subgroups"),
+            ]
+            .into_iter()
+            .filter_map(|(used, name)| used.then_some(name))
+            .collect(),
+        ),
         precision: precision.name(),
         n_tokens: n,
         threads: candle_core::utils::get_num_threads(),

@@ -111,6 +111,11 @@ enum Command {
         /// (the report adds the adapter and the GEMM kernel's rate).
         #[arg(long, default_value = "cpu")]
         backend: String,
+        /// With `--backend gpu`: the optional WebGPU features the kernels
+        /// may use, `auto` (all the adapter has), `none`, or a list of
+        /// `f16` and `subgroups`.
+        #[arg(long, default_value = "auto")]
+        gpu_features: String,
     },
     /// Serve the web page (trunk's dist) and the model cache on 127.0.0.1.
     Serve {
@@ -205,6 +210,7 @@ fn run(cli: Cli) -> Result<(), String> {
             repeat,
             save_jacobian,
             backend,
+            gpu_features,
         } => {
             if let Some(t) = threads {
                 if t == 0 {
@@ -212,6 +218,9 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
                 // candle reads this on every matmul.
                 std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+            }
+            if backend != "gpu" && gpu_features != "auto" {
+                return Err("--gpu-features works with --backend gpu".into());
             }
             let report = match backend.as_str() {
                 "cpu" => bench::run(
@@ -226,7 +235,9 @@ fn run(cli: Cli) -> Result<(), String> {
                     if save_jacobian.is_some() {
                         return Err("--save-jacobian works with --backend cpu".into());
                     }
-                    bench::run_gpu(&model, &load(&model)?, &prompt, repeat)?
+                    let options =
+                        lens_gpu::GpuOptions::parse(&gpu_features).map_err(|e| e.to_string())?;
+                    bench::run_gpu(&model, &load(&model)?, &prompt, repeat, options)?
                 }
                 other => return Err(format!("--backend is cpu or gpu, not {other:?}")),
             };

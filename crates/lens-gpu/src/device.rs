@@ -16,8 +16,84 @@ pub struct AdapterSummary {
     pub driver: String,
     /// The largest buffer one binding may see, in bytes.
     pub max_binding: u64,
+    /// The kernels use `shader-f16`: the GGUF decoder reads the blocks'
+    /// f16 scales as f16 (asked for, and the adapter has it).
+    pub shader_f16: bool,
+    /// The kernels use subgroups: RMSNorm's reduction (asked for, and the
+    /// adapter has them).
+    pub subgroups: bool,
+}
+
+/// Which optional WebGPU features the kernels may use where the adapter has
+/// them; each has a kernel that needs neither. f16 is never used for
+/// arithmetic: its unit round-off (4.9e-4) is above the 1e-4 the GPU path
+/// must agree with f64 to. It reads the GGUF blocks' f16 scales, which is
+/// exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuOptions {
     pub shader_f16: bool,
     pub subgroups: bool,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        Self {
+            shader_f16: true,
+            subgroups: true,
+        }
+    }
+}
+
+impl GpuOptions {
+    /// The kernels that need no optional feature.
+    pub const PLAIN: Self = Self {
+        shader_f16: false,
+        subgroups: false,
+    };
+
+    /// From `LINEAR_LENS_GPU_FEATURES` (natively): `none`, `f16`,
+    /// `subgroups`, `f16,subgroups`; unset or `auto`: all the adapter has.
+    pub fn from_env() -> std::result::Result<Self, GpuError> {
+        match std::env::var("LINEAR_LENS_GPU_FEATURES") {
+            Err(_) => Ok(Self::default()),
+            Ok(v) => Self::parse(&v),
+        }
+    }
+
+    /// `auto`, `none` or a comma list of `f16` and `subgroups`.
+    pub fn parse(v: &str) -> std::result::Result<Self, GpuError> {
+        let v = v.trim();
+        if v.is_empty() || v == "auto" {
+            return Ok(Self::default());
+        }
+        let mut o = Self::PLAIN;
+        if v == "none" {
+            return Ok(o);
+        }
+        for w in v.split(',').map(str::trim) {
+            match w {
+                "f16" | "shader-f16" => o.shader_f16 = true,
+                "subgroups" => o.subgroups = true,
+                _ => {
+                    return Err(GpuError::Options(format!(
+                        "unknown GPU feature '{w}' (auto, none, f16, subgroups)"
+                    )))
+                }
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// A shader that uses subgroup operations. Browsers (Tint) want the
+/// `enable` directive; naga (natively) rejects it and needs only the
+/// device feature.
+fn subgroup_source(src: &str) -> String {
+    if cfg!(target_arch = "wasm32") {
+        format!("enable subgroups;\n{src}")
+    } else {
+        src.to_string()
+    }
 }
 
 /// A buffer of f32 on the GPU.
@@ -53,8 +129,14 @@ pub struct Gpu {
 
 impl Gpu {
     /// The first high-performance adapter, with its own limits (the
-    /// defaults are lower: 128 MiB bindings natively).
+    /// defaults are lower: 128 MiB bindings natively) and every optional
+    /// feature the kernels can use.
     pub async fn new() -> Result<Self> {
+        Self::with_options(GpuOptions::default()).await
+    }
+
+    /// As [`Gpu::new`], with the optional features limited to `options`.
+    pub async fn with_options(options: GpuOptions) -> Result<Self> {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
@@ -66,11 +148,18 @@ impl Gpu {
             .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let features = adapter.features();
+        let offered = adapter.features();
+        let mut features = wgpu::Features::empty();
+        if options.shader_f16 && offered.contains(wgpu::Features::SHADER_F16) {
+            features |= wgpu::Features::SHADER_F16;
+        }
+        if options.subgroups && offered.contains(wgpu::Features::SUBGROUP) {
+            features |= wgpu::Features::SUBGROUP;
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("linear-lens"),
-                required_features: wgpu::Features::empty(),
+                required_features: features,
                 required_limits: limits.clone(),
                 ..Default::default()
             })
@@ -118,8 +207,18 @@ impl Gpu {
         let gemm = pipeline("gemm", include_str!("shaders/gemm.wgsl"));
         let elementwise = pipeline("elementwise", include_str!("shaders/elementwise.wgsl"));
         let fill = pipeline("fill", include_str!("shaders/fill.wgsl"));
-        let dequant = pipeline("dequant", include_str!("shaders/dequant.wgsl"));
-        let rms = pipeline("rms", include_str!("shaders/rms.wgsl"));
+        let dequant = pipeline(
+            "dequant",
+            &crate::weights::dequant_source(summary.shader_f16),
+        );
+        let rms = if summary.subgroups {
+            pipeline(
+                "rms",
+                &subgroup_source(include_str!("shaders/rms_subgroups.wgsl")),
+            )
+        } else {
+            pipeline("rms", include_str!("shaders/rms.wgsl"))
+        };
         let rope = pipeline("rope", include_str!("shaders/rope.wgsl"));
         let softmax = pipeline("softmax", include_str!("shaders/softmax.wgsl"));
         let gate = pipeline("gate", include_str!("shaders/gate.wgsl"));
@@ -260,6 +359,19 @@ impl Gpu {
         params: &[u32],
         groups: (u32, u32, u32),
     ) {
+        self.dispatch_with_uniform_at(pipeline, storage, storage.len(), params, groups)
+    }
+
+    /// As [`Gpu::dispatch`], with the uniform at binding `at` and the
+    /// storage buffers at the other bindings in order.
+    pub(crate) fn dispatch_with_uniform_at(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        storage: &[&wgpu::Buffer],
+        at: usize,
+        params: &[u32],
+        groups: (u32, u32, u32),
+    ) {
         let uniform = self
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -271,12 +383,12 @@ impl Gpu {
             .iter()
             .enumerate()
             .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
+                binding: (i + usize::from(i >= at)) as u32,
                 resource: b.as_entire_binding(),
             })
             .collect();
         entries.push(wgpu::BindGroupEntry {
-            binding: storage.len() as u32,
+            binding: at as u32,
             resource: uniform.as_entire_binding(),
         });
         let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {

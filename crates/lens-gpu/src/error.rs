@@ -5,6 +5,9 @@ pub enum GpuError {
     /// No adapter (no WebGPU in this browser, no Vulkan/Metal/DX12 driver).
     #[error("no GPU adapter: {0}")]
     NoAdapter(String),
+    /// A bad `LINEAR_LENS_GPU_FEATURES` / `--gpu-features` value.
+    #[error("{0}")]
+    Options(String),
     #[error("the GPU refused a device: {0}")]
     Device(String),
     /// A buffer larger than the adapter lets one binding see.

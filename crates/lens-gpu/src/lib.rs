@@ -22,7 +22,7 @@ pub mod passes;
 pub mod trace;
 mod weights;
 
-pub use device::{AdapterSummary, Gpu, GpuBuf};
+pub use device::{AdapterSummary, Gpu, GpuBuf, GpuOptions};
 pub use error::GpuError;
 
 /// Runs a future to completion on this thread (native only: a browser

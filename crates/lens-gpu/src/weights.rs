@@ -98,12 +98,24 @@ impl Gpu {
             })
         };
         let params = [u(total)?, u(r.cols)?, u(r.row_bytes)?, r.kind];
-        self.dispatch(
-            &self.dequant,
-            &[&out.buf, &r.raw],
-            &params,
-            self.grid(total),
-        );
+        if self.adapter().shader_f16 {
+            // The blocks as u32 words and as f16 (the uniform is binding 2
+            // either way).
+            self.dispatch_with_uniform_at(
+                &self.dequant,
+                &[&out.buf, &r.raw, &r.raw],
+                2,
+                &params,
+                self.grid(total),
+            );
+        } else {
+            self.dispatch(
+                &self.dequant,
+                &[&out.buf, &r.raw],
+                &params,
+                self.grid(total),
+            );
+        }
         Ok(out)
     }
 
@@ -219,5 +231,42 @@ impl Gpu {
     /// Bytes of weights resident on the GPU.
     pub fn resident_bytes(&self) -> u64 {
         self.resident.borrow().bytes
+    }
+}
+
+/// `f16_at` in dequant.wgsl as it reads without `shader-f16`: two bytes
+/// unpacked through `unpack2x16float`.
+const F16_UNPACKED: &str = "fn f16_at(i: u32) -> f32 {
+    return unpack2x16float(u16_at(i)).x;
+}";
+
+/// The same with `shader-f16`: the blocks bound a second time as f16
+/// (binding 3; both bindings read-only), each field read as itself. Every
+/// f16 field of a GGUF block (and every element of a dense f16 matrix)
+/// starts at an even byte.
+const F16_NATIVE: &str = "@group(0) @binding(3) var<storage, read> h: array<f16>;
+
+fn f16_at(i: u32) -> f32 {
+    return f32(h[i >> 1u]);
+}";
+
+/// The GGUF decoder's source, reading f16 fields natively when `f16`.
+/// Both decode to the same bits: an f16 widens to f32 exactly.
+pub(crate) fn dequant_source(f16: bool) -> String {
+    let src = include_str!("shaders/dequant.wgsl");
+    if f16 {
+        format!("enable f16;\n{}", src.replace(F16_UNPACKED, F16_NATIVE))
+    } else {
+        src.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_f16_decoder_replaces_the_unpacking() {
+        let src = super::dequant_source(true);
+        assert!(src.contains(super::F16_NATIVE));
+        assert!(!src.contains("unpack2x16float"));
     }
 }
