@@ -49,7 +49,7 @@ fn run_on_gpu(model: &Model, prompt: &str, full: bool) -> Vec<Reply> {
     match replies.first() {
         Some(Reply::Backend { name, adapter, .. }) => {
             assert_eq!(name, "WebGPU");
-            assert_eq!(adapter.as_deref(), Some(g.adapter().name.as_str()));
+            assert_eq!(adapter.as_deref(), Some(g.adapter().label().as_str()));
         }
         other => panic!("first reply {other:?}"),
     }

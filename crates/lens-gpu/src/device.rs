@@ -24,6 +24,25 @@ pub struct AdapterSummary {
     pub subgroups: bool,
 }
 
+impl AdapterSummary {
+    /// The adapter's name and the optional features the kernels use, for
+    /// the page's engine label: "NVIDIA … · shader-f16, subgroups".
+    pub fn label(&self) -> String {
+        let used: Vec<&str> = [
+            (self.shader_f16, "shader-f16"),
+            (self.subgroups, "subgroups"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        if used.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{} · {}", self.name, used.join(", "))
+        }
+    }
+}
+
 /// Which optional WebGPU features the kernels may use where the adapter has
 /// them; each has a kernel that needs neither. f16 is never used for
 /// arithmetic: its unit round-off (4.9e-4) is above the 1e-4 the GPU path

@@ -172,7 +172,7 @@ pub async fn run(
     emit(Reply::Backend {
         job,
         name: if gpu.is_some() { "WebGPU" } else { "CPU" }.into(),
-        adapter: gpu.map(|g| g.adapter().name.clone()),
+        adapter: gpu.map(|g| g.adapter().label()),
         fallback: compute.fallback.clone(),
     });
     // The GPU computes in f32.

@@ -5,7 +5,11 @@
 // registers per invocation (rows ly + 16i, columns lx + 16j), operands
 // staged through workgroup memory 16 deep along k. Every operand is read
 // through its strides, so a transposed operand or a head's column slice
-// costs no copy.
+// costs no copy. Neighbouring invocations load neighbouring addresses:
+// along the tile's rows (columns) when those are contiguous in memory, and
+// along k when k is (a row-major activation, a weight read transposed);
+// the tiles' rows are padded to 65 so that either order of stores spreads
+// over the memory banks.
 
 struct Params {
     m: u32, n: u32, k: u32, count: u32,
@@ -22,19 +26,25 @@ struct Params {
 
 const TILE: u32 = 64u;
 const DEPTH: u32 = 16u;
+const PAD: u32 = 65u;
 
-var<workgroup> ta: array<f32, 1024>; // [kk][row]
-var<workgroup> tb: array<f32, 1024>; // [kk][col]
+var<workgroup> ta: array<f32, 1040>; // [kk][row], rows PAD apart
+var<workgroup> tb: array<f32, 1040>; // [kk][col]
 
 @compute @workgroup_size(16, 16, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let row0 = wg.y * TILE;
     let col0 = wg.x * TILE;
     let tid = lid.y * 16u + lid.x;
-    var acc: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) {
-        acc[i] = 0.0;
-    }
+    // Four rows of four outputs as vectors: registers everywhere (an
+    // indexed array may live in memory, as lavapipe keeps it).
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    // Which order of loads reads contiguous memory (uniform: from the strides).
+    let a_along_k = p.a_cs == 1u && p.a_rs != 1u;
+    let b_along_k = p.b_rs == 1u && p.b_cs != 1u;
     var z_lo = wg.z + p.z0;
     var z_hi = z_lo + 1u;
     if (p.sum_batch == 1u) {
@@ -47,49 +57,50 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         for (var k0 = 0u; k0 < p.k; k0 += DEPTH) {
             for (var i = 0u; i < 4u; i++) {
                 let e = tid + i * 256u;
-                let r = e % TILE;
-                let kk = e / TILE;
+                var r = e % TILE;
+                var kk = e / TILE;
+                if (a_along_k) {
+                    r = e / DEPTH;
+                    kk = e % DEPTH;
+                }
                 let gk = k0 + kk;
                 let gr = row0 + r;
                 var va = 0.0;
                 if (gr < p.m && gk < p.k) {
                     va = a[ab + gr * p.a_rs + gk * p.a_cs];
                 }
-                ta[kk * TILE + r] = va;
-                let gc = col0 + r;
-                var vb = 0.0;
-                if (gc < p.n && gk < p.k) {
-                    vb = b[bb + gk * p.b_rs + gc * p.b_cs];
+                ta[kk * PAD + r] = va;
+                var c = e % TILE;
+                var kb = e / TILE;
+                if (b_along_k) {
+                    c = e / DEPTH;
+                    kb = e % DEPTH;
                 }
-                tb[kk * TILE + r] = vb;
+                let gkb = k0 + kb;
+                let gc = col0 + c;
+                var vb = 0.0;
+                if (gc < p.n && gkb < p.k) {
+                    vb = b[bb + gkb * p.b_rs + gc * p.b_cs];
+                }
+                tb[kb * PAD + c] = vb;
             }
             workgroupBarrier();
             for (var kk = 0u; kk < DEPTH; kk++) {
-                let base = kk * TILE;
+                let base = kk * PAD;
                 let a0 = ta[base + lid.y];
                 let a1 = ta[base + lid.y + 16u];
                 let a2 = ta[base + lid.y + 32u];
                 let a3 = ta[base + lid.y + 48u];
-                let b0 = tb[base + lid.x];
-                let b1 = tb[base + lid.x + 16u];
-                let b2 = tb[base + lid.x + 32u];
-                let b3 = tb[base + lid.x + 48u];
-                acc[0] = fma(a0, b0, acc[0]);
-                acc[1] = fma(a0, b1, acc[1]);
-                acc[2] = fma(a0, b2, acc[2]);
-                acc[3] = fma(a0, b3, acc[3]);
-                acc[4] = fma(a1, b0, acc[4]);
-                acc[5] = fma(a1, b1, acc[5]);
-                acc[6] = fma(a1, b2, acc[6]);
-                acc[7] = fma(a1, b3, acc[7]);
-                acc[8] = fma(a2, b0, acc[8]);
-                acc[9] = fma(a2, b1, acc[9]);
-                acc[10] = fma(a2, b2, acc[10]);
-                acc[11] = fma(a2, b3, acc[11]);
-                acc[12] = fma(a3, b0, acc[12]);
-                acc[13] = fma(a3, b1, acc[13]);
-                acc[14] = fma(a3, b2, acc[14]);
-                acc[15] = fma(a3, b3, acc[15]);
+                let bv = vec4<f32>(
+                    tb[base + lid.x],
+                    tb[base + lid.x + 16u],
+                    tb[base + lid.x + 32u],
+                    tb[base + lid.x + 48u],
+                );
+                acc0 = fma(vec4<f32>(a0), bv, acc0);
+                acc1 = fma(vec4<f32>(a1), bv, acc1);
+                acc2 = fma(vec4<f32>(a2), bv, acc2);
+                acc3 = fma(vec4<f32>(a3), bv, acc3);
             }
             workgroupBarrier();
         }
@@ -99,22 +110,28 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         zd = 0u;
     }
     let db = p.d_off + zd * p.d_bs;
-    for (var i = 0u; i < 4u; i++) {
-        let r = row0 + lid.y + 16u * i;
-        if (r >= p.m) {
+    store(db, row0 + lid.y, col0 + lid.x, acc0);
+    store(db, row0 + lid.y + 16u, col0 + lid.x, acc1);
+    store(db, row0 + lid.y + 32u, col0 + lid.x, acc2);
+    store(db, row0 + lid.y + 48u, col0 + lid.x, acc3);
+}
+
+// Row r's four outputs at columns c, c + 16, c + 32, c + 48.
+fn store(db: u32, r: u32, c: u32, v: vec4<f32>) {
+    if (r >= p.m) {
+        return;
+    }
+    var w = v; // indexable
+    for (var j = 0u; j < 4u; j++) {
+        let cj = c + 16u * j;
+        if (cj >= p.n) {
             continue;
         }
-        for (var j = 0u; j < 4u; j++) {
-            let c = col0 + lid.x + 16u * j;
-            if (c >= p.n) {
-                continue;
-            }
-            let idx = db + r * p.d_rs + c * p.d_cs;
-            var v = acc[i * 4u + j];
-            if (p.accumulate == 1u) {
-                v += dst[idx];
-            }
-            dst[idx] = v;
+        let idx = db + r * p.d_rs + cj * p.d_cs;
+        var x = w[j];
+        if (p.accumulate == 1u) {
+            x += dst[idx];
         }
+        dst[idx] = x;
     }
 }
