@@ -6,24 +6,25 @@
 use crate::browser;
 use crate::classroom::{ClassroomNav, EmbeddingBars, STEPS};
 use crate::export::ExportBar;
+use crate::replies;
 use crate::run_state::{run_precision, BackendInfo, ModelState, Results, Running, Task};
 use crate::views::attention::AttentionView;
 use crate::views::backend::{
     BackendFallback, BackendSelect, EngineLabel, GpuPrecisionNote, PrecisionSelect,
 };
 use crate::views::decode::DecodeView;
-use crate::views::exactness::{ExactnessData, ExactnessView};
+use crate::views::exactness::ExactnessView;
 use crate::views::format::mb;
 use crate::views::heatmap::HeatmapView;
 use crate::views::layers::LayersView;
 use crate::views::model_picker::ModelPicker;
 use crate::views::path::PathView;
-use crate::views::prediction::{PredictionData, PredictionView};
+use crate::views::prediction::PredictionView;
 use crate::views::progress::ProgressView;
 use crate::views::snapshot::{SnapshotCheck, SnapshotView};
-use crate::views::spectrum::{SpectrumData, SpectrumView};
+use crate::views::spectrum::SpectrumView;
 use crate::views::steering::SteeringView;
-use crate::views::token_strip::{StripData, TokenStrip};
+use crate::views::token_strip::TokenStrip;
 use crate::worker_client::Engine;
 use js_sys::Array;
 use lens_protocol::catalog::{HF_BASE, MODEL_CACHE};
@@ -323,13 +324,6 @@ pub fn App() -> impl IntoView {
     let on_reply =
         Rc::new(move |r: Reply| {
             let mine = |j: u32| queue.with_value(|q| q.iter().any(|(k, _)| *k == j));
-            let merge = |f: &dyn Fn(&mut lens_protocol::report::Report)| {
-                results.update(|res| {
-                    if let Some(rep) = res.report.as_mut() {
-                        f(rep)
-                    }
-                })
-            };
             match r {
                 Reply::Started => load_current(),
                 Reply::Download {
@@ -388,137 +382,6 @@ pub fn App() -> impl IntoView {
                         start_run();
                     }
                 }
-                Reply::Backend {
-                    job: j,
-                    name,
-                    adapter,
-                    fallback,
-                } if mine(j) => {
-                    if name == "WebGPU" {
-                        // The GPU computes in f32 (auto included).
-                        results.update(|res| res.precision = Precision::F32);
-                    }
-                    backend.set(BackendInfo {
-                        name,
-                        adapter,
-                        fallback,
-                    });
-                }
-                Reply::Prediction {
-                    job: j,
-                    tokens,
-                    top,
-                    ms,
-                    ..
-                } if mine(j) => results.update(|res| {
-                    res.tokens = tokens.clone();
-                    res.prediction = Some(PredictionData { tokens, top, ms });
-                }),
-                Reply::Contributions {
-                    job: j,
-                    target_token,
-                    logit,
-                    per_token,
-                    rel_error,
-                    other_precision_rel_error,
-                    certificate,
-                    ..
-                } if mine(j) => results.update(|res| {
-                    res.rows = Some(per_token);
-                    res.target_token = target_token;
-                    res.logit = logit;
-                    res.contributions = Some((rel_error, other_precision_rel_error));
-                    // The GPU's probe products, until its J refines them.
-                    res.certificate = certificate;
-                }),
-                Reply::Jacobian {
-                    job: j,
-                    detached_rel_error,
-                    fro_norms,
-                    certificate,
-                    ..
-                } if mine(j) => results.update(|res| {
-                    res.detached = Some(detached_rel_error);
-                    res.fro_norms = Some(fro_norms);
-                    res.certificate = certificate;
-                }),
-                Reply::Spectrum { job: j, ms, .. } if mine(j) => {
-                    results.update(|res| res.svd_ms = Some(ms))
-                }
-                Reply::LongPrompt {
-                    job: j,
-                    tokens,
-                    reason,
-                } if mine(j) => results.update(|res| {
-                    res.long_prompt = Some(format!(
-                        "Matrix-free mode for this prompt ({tokens} tokens): {reason}. The page \
-                     finds the top of the spectrum without forming J (block Lanczos on probe \
-                     products); the heatmap, the per-token spectra and the ordinary Jacobian \
-                     need the full J and are left out."
-                    ))
-                }),
-                Reply::Report { job: j, report } if mine(j) => results.update(|res| {
-                    let mut report = *report;
-                    // The Jacobian stage's certificate, for the export.
-                    if report.reconstruction.certificate.is_none() {
-                        report.reconstruction.certificate = res.certificate.clone();
-                    }
-                    res.report = Some(report);
-                }),
-                Reply::Ordinary {
-                    job: j,
-                    ordinary_rel_error,
-                    ms,
-                } if mine(j) => {
-                    results.update(|res| res.ordinary = Some(ordinary_rel_error));
-                    merge(&|rep| {
-                        rep.reconstruction.ordinary_rel_error = Some(ordinary_rel_error);
-                        rep.timings_ms.ordinary = ms;
-                    });
-                }
-                Reply::Layers {
-                    job: j,
-                    layers,
-                    path,
-                    ms,
-                } if mine(j) => {
-                    merge(&|rep| {
-                        rep.layers = layers.clone();
-                        rep.path = path.clone();
-                        rep.timings_ms.layers = ms;
-                    });
-                    finish(j);
-                }
-                Reply::Inspect {
-                    job: j,
-                    heatmap,
-                    columns,
-                    ..
-                } if mine(j) => {
-                    results.update(|res| res.inspect = Some((heatmap, columns)));
-                    finish(j);
-                }
-                Reply::Steered {
-                    job: j,
-                    steering,
-                    ms,
-                } if mine(j) => {
-                    results.update(|res| res.steering = Some(steering.clone()));
-                    merge(&|rep| {
-                        rep.steering = Some(steering.clone());
-                        rep.timings_ms.steering = ms;
-                    });
-                    finish(j);
-                }
-                Reply::Done { job: j, ms } if mine(j) => {
-                    results.update(|res| res.done_ms = Some(ms));
-                    finish(j);
-                    let v = spec.get_untracked().view;
-                    if v != View::Prediction && spec.get_untracked().embed.is_none() {
-                        browser::scroll_to(&format!("view-{}", v.as_str()));
-                    }
-                    after_run();
-                }
                 Reply::Failed {
                     job: j,
                     kind,
@@ -532,7 +395,38 @@ pub fn App() -> impl IntoView {
                     }
                     error.set(Some(message));
                 }
-                _ => {}
+                r => {
+                    // A job's result: into Results for the views.
+                    let Some(j) = r.job().filter(|&j| mine(j)) else {
+                        return;
+                    };
+                    if let Reply::Backend {
+                        name,
+                        adapter,
+                        fallback,
+                        ..
+                    } = &r
+                    {
+                        backend.set(BackendInfo {
+                            name: name.clone(),
+                            adapter: adapter.clone(),
+                            fallback: fallback.clone(),
+                        });
+                    }
+                    let ends = replies::ends_job(&r);
+                    let done = matches!(r, Reply::Done { .. });
+                    results.update(|res| replies::apply(res, r));
+                    if ends {
+                        finish(j);
+                    }
+                    if done {
+                        let v = spec.get_untracked().view;
+                        if v != View::Prediction && spec.get_untracked().embed.is_none() {
+                            browser::scroll_to(&format!("view-{}", v.as_str()));
+                        }
+                        after_run();
+                    }
+                }
             }
         });
     let on_crash = Rc::new(move |msg: String| {
@@ -722,30 +616,8 @@ pub fn App() -> impl IntoView {
         None => model_state.get().progress(),
     });
     let prediction = Signal::derive(move || results.with(|r| r.prediction.clone()));
-    let exactness = Signal::derive(move || {
-        results.with(|r| ExactnessData {
-            precision: r.precision.name(),
-            contributions: r.contributions,
-            detached: r.detached,
-            ordinary: r.ordinary,
-            certificate: r.certificate.clone().or_else(|| {
-                r.report
-                    .as_ref()
-                    .and_then(|rep| rep.reconstruction.certificate.clone())
-            }),
-        })
-    });
-    let strip = Signal::derive(move || {
-        results.with(|r| {
-            (!r.tokens.is_empty()).then(|| StripData {
-                tokens: r.tokens.clone(),
-                rows: r.rows.clone(),
-                target_token: r.target_token.clone(),
-                logit: r.logit,
-                fro_norms: r.fro_norms.clone(),
-            })
-        })
-    });
+    let exactness = Signal::derive(move || results.with(Results::exactness));
+    let strip = Signal::derive(move || results.with(Results::strip));
     let selected = Signal::derive(move || spec.get().token);
     let select = Callback::new(move |i: usize| {
         spec.update(|s| s.token = Some(i));
@@ -755,36 +627,7 @@ pub fn App() -> impl IntoView {
     let tokens = Signal::derive(move || results.with(|r| r.tokens.clone()));
     let spectrum = Signal::derive(move || {
         let selected = spec.get().token;
-        results.with(|r| {
-            let rep = r.report.as_ref()?;
-            let n = rep.tokens.len();
-            let at = selected.filter(|&t| t < n).unwrap_or(n.saturating_sub(1));
-            Some(match (&rep.svd, &rep.matrix_free) {
-                (Some(svd), _) => SpectrumData {
-                    singular_values: svd.concat.singular_values.clone(),
-                    stable_rank: Some(svd.concat.stable_rank),
-                    fro_norm: Some(svd.concat.fro_norm),
-                    ms: r.svd_ms.unwrap_or(rep.timings_ms.svd),
-                    token: svd.per_token.get(at).map(|sp| {
-                        (
-                            at,
-                            rep.tokens.get(at).cloned().unwrap_or_default(),
-                            sp.clone(),
-                        )
-                    }),
-                    matrix_free: None,
-                },
-                (None, Some(mf)) => SpectrumData {
-                    singular_values: mf.singular_values.clone(),
-                    stable_rank: None,
-                    fro_norm: None,
-                    ms: rep.timings_ms.svd,
-                    token: None,
-                    matrix_free: Some(mf.clone()),
-                },
-                _ => return None,
-            })
-        })
+        results.with(|r| r.spectrum(selected))
     });
     let decode =
         Signal::derive(move || results.with(|r| r.report.as_ref().and_then(|r| r.decode.clone())));

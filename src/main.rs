@@ -13,7 +13,11 @@ mod classroom;
 #[cfg(target_arch = "wasm32")]
 mod export;
 #[cfg(target_arch = "wasm32")]
+mod replies;
+#[cfg(target_arch = "wasm32")]
 mod run_state;
+#[cfg(target_arch = "wasm32")]
+mod view_data;
 #[cfg(target_arch = "wasm32")]
 mod views;
 #[cfg(target_arch = "wasm32")]

@@ -273,6 +273,27 @@ impl Request {
 }
 
 impl Reply {
+    /// The job this reply belongs to; `None` for the model's own replies
+    /// (start, download, load) and for failures outside a job.
+    pub fn job(&self) -> Option<u32> {
+        match self {
+            Reply::Started | Reply::Download { .. } | Reply::ModelReady { .. } => None,
+            Reply::Progress { job, .. } | Reply::Failed { job, .. } => *job,
+            Reply::Backend { job, .. }
+            | Reply::Prediction { job, .. }
+            | Reply::Contributions { job, .. }
+            | Reply::Jacobian { job, .. }
+            | Reply::Spectrum { job, .. }
+            | Reply::Ordinary { job, .. }
+            | Reply::LongPrompt { job, .. }
+            | Reply::Report { job, .. }
+            | Reply::Layers { job, .. }
+            | Reply::Inspect { job, .. }
+            | Reply::Steered { job, .. }
+            | Reply::Done { job, .. } => Some(*job),
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
@@ -307,5 +328,18 @@ mod tests {
         };
         assert_eq!(Reply::from_json(&p.to_json()), Ok(p));
         assert!(Reply::from_json("{\"type\":\"nope\"}").is_err());
+    }
+
+    #[test]
+    fn replies_name_their_job() {
+        assert_eq!(Reply::Done { job: 7, ms: 1.0 }.job(), Some(7));
+        assert_eq!(Reply::Started.job(), None);
+        let failed = |job| Reply::Failed {
+            job,
+            kind: ErrorKind::Engine,
+            message: "x".into(),
+        };
+        assert_eq!(failed(Some(2)).job(), Some(2));
+        assert_eq!(failed(None).job(), None);
     }
 }
