@@ -92,6 +92,20 @@ try {
   const t0 = Date.now();
   let page = await open(ctx, `${url}#model=${MODEL}&backend=webgpu&prompt=${encodeURIComponent(PROMPT)}`);
   check(await page.evaluate(async () => !!(await navigator.gpu?.requestAdapter())), "the browser offers a WebGPU adapter");
+  // The subgroup variant of RMSNorm as a browser would get it (with the
+  // `enable` directive naga lacks natively): Tint must compile it where the
+  // adapter offers subgroups. wgpu 30's web backend does not pass the
+  // feature on yet, so the page itself runs the plain kernel.
+  const rmsSubgroups = readFileSync(new URL("../../crates/lens-gpu/src/shaders/rms_subgroups.wgsl", import.meta.url), "utf8");
+  const tint = await page.evaluate(async (src) => {
+    const a = await navigator.gpu.requestAdapter();
+    if (!a.features.has("subgroups")) return null;
+    const d = await a.requestDevice({ requiredFeatures: ["subgroups"] });
+    const m = d.createShaderModule({ code: "enable subgroups;\n" + src });
+    return (await m.getCompilationInfo()).messages.map((x) => `${x.type}: ${x.message}`);
+  }, rmsSubgroups);
+  if (tint === null) console.log("this adapter offers no subgroups: the subgroup RMSNorm is not compiled here");
+  else check(tint.length === 0, `Tint compiles the subgroup RMSNorm with 'enable subgroups' (${JSON.stringify(tint)})`);
   check((await page.inputValue('[data-testid="backend-select"]')) === "webgpu", "backend select: webgpu from the link");
   check((await page.inputValue('[data-testid="precision-select"]')) === "f32" && (await page.isDisabled('[data-testid="precision-select"]')) &&
     !!(await page.$('[data-testid="backend-precision-note"]')), "WebGPU: the precision is f32, fixed, and the page says so");

@@ -106,7 +106,9 @@ impl GpuOptions {
 
 /// A shader that uses subgroup operations. Browsers (Tint) want the
 /// `enable` directive; naga (natively) rejects it and needs only the
-/// device feature.
+/// device feature. (wgpu 30's web backend does not pass `subgroups` on, so
+/// in a browser this is used once it does; tests/e2e/webgpu.mjs checks
+/// that Tint compiles the shader with the directive.)
 fn subgroup_source(src: &str) -> String {
     if cfg!(target_arch = "wasm32") {
         format!("enable subgroups;\n{src}")
