@@ -534,3 +534,25 @@ impl Gpu {
         self.check()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::GpuOptions;
+
+    #[test]
+    fn feature_lists_parse_or_fail_clearly() {
+        assert_eq!(GpuOptions::parse("auto").ok(), Some(GpuOptions::default()));
+        assert_eq!(GpuOptions::parse("").ok(), Some(GpuOptions::default()));
+        assert_eq!(GpuOptions::parse("none").ok(), Some(GpuOptions::PLAIN));
+        let f16 = GpuOptions::parse("f16").expect("f16");
+        assert!(f16.shader_f16 && !f16.subgroups);
+        assert_eq!(
+            GpuOptions::parse("shader-f16, subgroups").ok(),
+            Some(GpuOptions::default())
+        );
+        let err = GpuOptions::parse("f16,turbo")
+            .expect_err("unknown")
+            .to_string();
+        assert!(err.contains("'turbo'"), "{err}");
+    }
+}
