@@ -193,15 +193,7 @@ pub fn run_gpu(
             gpu.adapter().backend,
             gpu.adapter().device_type
         )),
-        gpu_features: Some(
-            [
-                (gpu.adapter().shader_f16, "shader-f16"),
-                (gpu.adapter().subgroups, "subgroups"),
-            ]
-            .into_iter()
-            .filter_map(|(used, name)| used.then_some(name))
-            .collect(),
-        ),
+        gpu_features: Some(gpu.adapter().features_in_use()),
         precision: precision.name(),
         n_tokens: n,
         threads: candle_core::utils::get_num_threads(),

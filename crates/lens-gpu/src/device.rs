@@ -25,16 +25,21 @@ pub struct AdapterSummary {
 }
 
 impl AdapterSummary {
-    /// The adapter's name and the optional features the kernels use, for
-    /// the page's engine label: "NVIDIA … · shader-f16, subgroups".
-    pub fn label(&self) -> String {
-        let used: Vec<&str> = [
+    /// The optional features the kernels use, by their WebGPU names.
+    pub fn features_in_use(&self) -> Vec<&'static str> {
+        [
             (self.shader_f16, "shader-f16"),
             (self.subgroups, "subgroups"),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
-        .collect();
+        .collect()
+    }
+
+    /// The adapter's name and the optional features the kernels use, for
+    /// the page's engine label: "NVIDIA … · shader-f16, subgroups".
+    pub fn label(&self) -> String {
+        let used = self.features_in_use();
         if used.is_empty() {
             self.name.clone()
         } else {
@@ -69,15 +74,6 @@ impl GpuOptions {
         shader_f16: false,
         subgroups: false,
     };
-
-    /// From `LINEAR_LENS_GPU_FEATURES` (natively): `none`, `f16`,
-    /// `subgroups`, `f16,subgroups`; unset or `auto`: all the adapter has.
-    pub fn from_env() -> std::result::Result<Self, GpuError> {
-        match std::env::var("LINEAR_LENS_GPU_FEATURES") {
-            Err(_) => Ok(Self::default()),
-            Ok(v) => Self::parse(&v),
-        }
-    }
 
     /// `auto`, `none` or a comma list of `f16` and `subgroups`.
     pub fn parse(v: &str) -> std::result::Result<Self, GpuError> {

@@ -5,7 +5,7 @@ pub enum GpuError {
     /// No adapter (no WebGPU in this browser, no Vulkan/Metal/DX12 driver).
     #[error("no GPU adapter: {0}")]
     NoAdapter(String),
-    /// A bad `LINEAR_LENS_GPU_FEATURES` / `--gpu-features` value.
+    /// A bad `--gpu-features` value.
     #[error("{0}")]
     Options(String),
     #[error("the GPU refused a device: {0}")]
