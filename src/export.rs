@@ -1,8 +1,8 @@
 //! Exports: the Report as JSON, the numbers of the view in focus as CSV,
 //! and the view's plot as SVG or PNG, saved as files by the browser.
 
-use crate::app::view_title;
 use crate::browser::js_error;
+use crate::layout::view_title;
 use crate::run_state::Results;
 use lens_protocol::report::{Columns, Heatmap, Report};
 use lens_protocol::View;

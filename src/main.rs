@@ -1,8 +1,10 @@
 //! Linear Lens web page (Leptos, client-side rendered, built by trunk). It
 //! only renders: the engine runs in the worker (`crates/lens-worker`).
 //!
-//! Everything lives behind `cfg(target_arch = "wasm32")` so that native
-//! `cargo build/clippy` of the workspace stays light.
+//! The rendering lives behind `cfg(target_arch = "wasm32")` so that native
+//! `cargo build/clippy` of the workspace stays light; the plain logic
+//! (`numbers`, `replies`, `run_state`, `view_data`) builds natively too and
+//! its unit tests run there.
 
 #[cfg(target_arch = "wasm32")]
 mod app;
@@ -13,10 +15,22 @@ mod classroom;
 #[cfg(target_arch = "wasm32")]
 mod export;
 #[cfg(target_arch = "wasm32")]
-mod replies;
+mod layout;
 #[cfg(target_arch = "wasm32")]
+mod loading;
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod numbers;
+#[cfg(target_arch = "wasm32")]
+mod page;
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod replies;
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod run_state;
 #[cfg(target_arch = "wasm32")]
+mod session;
+#[cfg(target_arch = "wasm32")]
+mod url_sync;
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod view_data;
 #[cfg(target_arch = "wasm32")]
 mod views;

@@ -1,11 +1,10 @@
 //! The page's state types and what the progress bar and status line say
 //! about them (plain data; the page's signals hold these).
 
-use crate::views::format::mb;
-use crate::views::prediction::PredictionData;
-use crate::views::progress::ProgressInfo;
-use lens_protocol::report::{Certificate, Columns, Heatmap, Report};
-use lens_protocol::{AnalysisSpec, BackendChoice, Precision, Stage, TokenRow};
+use crate::numbers::mb;
+use crate::view_data::ProgressInfo;
+use lens_protocol::report::{Columns, Heatmap, Report};
+use lens_protocol::{AnalysisSpec, BackendChoice, Device, Precision, Stage};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ModelState {
@@ -46,52 +45,42 @@ pub struct Running {
     pub started: f64,
 }
 
+/// What the page holds of the jobs' replies: the run's Report, folded
+/// part by part as the worker sends them (`Report::apply`), and what is not
+/// part of a Report.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Results {
-    pub precision: Precision,
-    pub tokens: Vec<String>,
-    pub prediction: Option<PredictionData>,
-    pub rows: Option<Vec<TokenRow>>,
-    pub target_token: String,
-    pub logit: f64,
-    pub contributions: Option<(f64, f64)>,
-    pub detached: Option<f64>,
-    pub fro_norms: Option<Vec<f64>>,
-    pub ordinary: Option<f64>,
-    pub done_ms: Option<f64>,
-    /// The whole Report as the worker has sent it, with the on-demand parts
-    /// (ordinary error, layers, steering) merged in.
+    /// The precision the run asked for, until its Report says which it got.
+    pub asked: Precision,
+    /// From the prediction on; the on-demand parts (layers, steering) fold
+    /// into it too.
     pub report: Option<Report>,
     /// The selected token's `J_i`, drawn small, and its largest columns.
     pub inspect: Option<(Heatmap, Columns)>,
     /// Why the run went matrix-free (a long prompt).
     pub long_prompt: Option<String>,
-    pub svd_ms: Option<f64>,
-    pub steering: Option<lens_protocol::report::Steering>,
-    /// The GPU's `J` against f64 probes on the CPU (a run on WebGPU).
-    pub certificate: Option<Certificate>,
+    /// The whole run's time, once done.
+    pub done_ms: Option<f64>,
+}
+
+impl Results {
+    /// Empty results for a run that asked for `precision`.
+    pub fn asking(precision: Precision) -> Self {
+        Results {
+            asked: precision,
+            ..Results::default()
+        }
+    }
 }
 
 /// Where the worker says the latest run's passes run (its `Backend` reply).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct BackendInfo {
-    /// "WebGPU" or "CPU".
-    pub name: String,
+    pub device: Device,
     /// The GPU adapter's name.
     pub adapter: Option<String>,
     /// Why auto fell back to the CPU.
     pub fallback: Option<String>,
-}
-
-impl Default for BackendInfo {
-    /// Before any run: the CPU.
-    fn default() -> Self {
-        BackendInfo {
-            name: "CPU".into(),
-            adapter: None,
-            fallback: None,
-        }
-    }
 }
 
 /// The precision the requests carry: WebGPU computes in f32; auto and the
@@ -101,6 +90,20 @@ pub fn run_precision(spec: &AnalysisSpec) -> Precision {
         BackendChoice::Webgpu => Precision::F32,
         BackendChoice::Auto | BackendChoice::Cpu => spec.precision,
     }
+}
+
+/// The default layer set a user is offered: every ⌊L/6⌋-th layer (six or
+/// so curves whatever the depth).
+pub fn default_layers(layers: usize) -> String {
+    let step = (layers / 6).max(1);
+    let mut out: Vec<String> = (1..=layers)
+        .filter(|l| l % step == 0)
+        .map(|l| l.to_string())
+        .collect();
+    if out.is_empty() {
+        out.push("1".into());
+    }
+    out.join(",")
 }
 
 impl ModelState {
@@ -224,5 +227,96 @@ fn capitalized(s: &str) -> String {
     match c.next() {
         Some(f) => f.to_uppercase().chain(c).collect(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(task: Task, stage: Stage, done: usize, total: usize) -> Running {
+        Running {
+            job: 1,
+            task,
+            stage,
+            done,
+            total,
+            started: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_run_counts_its_five_steps_weighted_by_their_share_of_the_time() {
+        let p = running(Task::Run, Stage::Predict, 0, 1).progress(2000.0);
+        assert_eq!(p.label, "Step 1 of 5: prediction");
+        assert_eq!(p.fraction, Some(0.0));
+        assert!(p.detail.contains("2 s so far"), "{}", p.detail);
+        // Half the Jacobian: the prediction and contributions (0.10) and
+        // half its 0.45.
+        let p = running(Task::Run, Stage::Jacobian, 9, 18).progress(0.0);
+        assert_eq!(p.label, "Step 3 of 5: full detached Jacobian");
+        assert!((p.fraction.expect("known") - 0.325).abs() < 1e-12);
+        assert!(p.detail.starts_with("9/18 steps"));
+    }
+
+    #[test]
+    fn on_demand_jobs_and_matrix_free_runs_show_their_own_fraction() {
+        let p = running(Task::Layers, Stage::Layers, 3, 12).progress(0.0);
+        assert!(p.label.starts_with("Layer curves") && p.label.ends_with("(asked for)"));
+        assert_eq!(p.fraction, Some(0.25));
+        let p = running(Task::Run, Stage::Krylov, 1, 4).progress(0.0);
+        assert_eq!(p.fraction, Some(0.25));
+        assert!(p.label.starts_with("Top singular vectors"));
+        // No total yet.
+        assert_eq!(
+            running(Task::Inspect, Stage::Inspect, 0, 0)
+                .progress(0.0)
+                .fraction,
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn a_download_says_how_much_and_how_long() {
+        let s = ModelState::Downloading {
+            received: 100_000_000,
+            total: Some(250_000_000),
+            rate: 50_000_000.0,
+            file: "gemma.gguf".into(),
+            from_cache: false,
+        };
+        assert_eq!(s.status(), "downloading…");
+        let p = s.progress().expect("a bar");
+        assert_eq!(p.label, "Downloading the model");
+        assert_eq!(p.fraction, Some(0.4));
+        assert_eq!(
+            p.detail,
+            "100.0 MB of 250.0 MB · gemma.gguf · 50.0 MB/s · about 3 s left"
+        );
+        assert!(ModelState::Idle.progress().is_none());
+        let ready = ModelState::Ready {
+            name: "Gemma".into(),
+            detail: "18 layers".into(),
+        };
+        assert_eq!(ready.status(), "ready: Gemma (18 layers)");
+    }
+
+    #[test]
+    fn default_layers_are_about_six_spread_over_the_depth() {
+        assert_eq!(default_layers(18), "3,6,9,12,15,18");
+        assert_eq!(default_layers(30), "5,10,15,20,25,30");
+        assert_eq!(default_layers(4), "1,2,3,4");
+        assert_eq!(default_layers(0), "1");
+    }
+
+    #[test]
+    fn webgpu_asks_for_f32_and_the_cpu_for_the_chosen_precision() {
+        let mut spec = AnalysisSpec::new("gemma-3-270m", "Hi");
+        spec.precision = Precision::F64;
+        spec.backend = BackendChoice::Webgpu;
+        assert_eq!(run_precision(&spec), Precision::F32);
+        spec.backend = BackendChoice::Cpu;
+        assert_eq!(run_precision(&spec), Precision::F64);
+        assert_eq!(BackendInfo::default().device.label(), "CPU");
     }
 }

@@ -1,4 +1,4 @@
-//! The engine's passes on the GPU (f32, wgpu), from the GPU's own frozen
+//! The engine's pass drivers on the GPU backend (f32, wgpu), from the GPU's own frozen
 //! forward, against the CPU in f64: the
 //! full detached Jacobian of tiny random Qwen 3, Gemma 3 (sliding window
 //! shorter than the prompt) and Llama models, and on Gemma 3 270M the
@@ -16,11 +16,12 @@ use common::{
 };
 use lens_engine::forward::{unembed, Precision};
 use lens_engine::jacobian::{
-    contributions, detached_jacobian, reconstruction_error, rel_error, vjp, PassOptions,
+    contributions, contributions_on, detached_jacobian, detached_jacobian_on, output_on,
+    reconstruction_error, rel_error, vjp, vjp_tap_on, PassOptions, Tap,
 };
 use lens_engine::trace::trace;
 use lens_engine::Model;
-use lens_gpu::{block_on, passes};
+use lens_gpu::block_on;
 use real_models::{model_path, GEMMA};
 use serde_json::json;
 
@@ -45,12 +46,12 @@ fn full_jacobian_matches_f64(family: Family) {
     let tr32 = block_on(lens_gpu::trace::trace(&g, &m, &ids)).expect("GPU trace");
     let tr64 = trace(&m, &ids, Precision::F64).expect("trace f64");
     let opts = PassOptions::default();
-    let (j_gpu, _) = block_on(passes::detached_jacobian(&g, &m, &tr32, opts)).expect("GPU J");
+    let (j_gpu, _) = block_on(detached_jacobian_on(&g, &m, &tr32, opts)).expect("GPU J");
     let (j_cpu, _) = detached_jacobian(&m, &tr64, opts).expect("CPU J");
     assert_eq!(j_gpu.dims(), j_cpu.dims());
     let vs = rel_error(&j_gpu, &j_cpu).expect("rel");
     let rec = reconstruction_error(&j_gpu, &tr32.x, &tr32.y).expect("reconstruction");
-    let c_gpu = block_on(passes::contributions(&g, &m, &tr32, opts)).expect("GPU c");
+    let c_gpu = block_on(contributions_on(&g, &m, &tr32, opts)).expect("GPU c");
     let c_cpu = contributions(&m, &tr64, opts).expect("CPU c");
     let vs_c = rel_error(&c_gpu, &c_cpu).expect("rel");
     eprintln!("{family:?}: J vs f64 {vs:.2e}, reconstruction {rec:.2e}, contributions {vs_c:.2e}");
@@ -104,7 +105,7 @@ fn gemma_270m_output_contributions_and_probes() {
     let opts = PassOptions::default();
 
     // The output by forward mode through the frozen network on the GPU.
-    let y = block_on(passes::output(&g, &m, &tr32)).expect("GPU y");
+    let y = block_on(output_on(&g, &m, &tr32)).expect("GPU y");
     let vs_y = rel_error(&y, &tr64.y).expect("rel");
     let logits = unembed(&m, &y.to_dtype(DType::F64).expect("f64")).expect("logits");
     let reference = tr64.logits(&m).expect("logits f64");
@@ -114,7 +115,7 @@ fn gemma_270m_output_contributions_and_probes() {
     assert!(vs_logits <= VS_F64, "logits vs f64 {vs_logits:.3e}");
     assert_eq!(argmax(&logits), argmax(&reference), "predicted token");
 
-    let c_gpu = block_on(passes::contributions(&g, &m, &tr32, opts)).expect("GPU c");
+    let c_gpu = block_on(contributions_on(&g, &m, &tr32, opts)).expect("GPU c");
     let c_cpu = contributions(&m, &tr64, opts).expect("CPU c");
     let vs_c = rel_error(&c_gpu, &c_cpu).expect("rel");
     let sum = rel_error(
@@ -130,7 +131,15 @@ fn gemma_270m_output_contributions_and_probes() {
     let d = m.config.hidden;
     let mut rng = Rng::new(3);
     let u = Tensor::from_vec(rng.vec(3 * d, 1.0), (3, d), &Device::Cpu).expect("u");
-    let (p_gpu, _) = block_on(passes::vjp(&g, &m, &tr32, &u, opts)).expect("GPU probes");
+    let (p_gpu, _) = block_on(vjp_tap_on(
+        &g,
+        &m,
+        &tr32,
+        Tap::output(m.config.layers),
+        &u,
+        opts,
+    ))
+    .expect("GPU probes");
     let (p_cpu, _) = vjp(&m, &tr64, &u.to_dtype(DType::F64).expect("f64"), opts).expect("CPU");
     let vs_p = rel_error(&p_gpu, &p_cpu).expect("rel");
     eprintln!("probes vs f64 {vs_p:.2e}");

@@ -5,34 +5,18 @@
 //! The model files must be present (`tools/fetch-models.sh`); a missing file
 //! fails the test rather than skipping it.
 
+mod real_models;
+
 use lens_engine::tokenizer::LensTokenizer;
 use lens_engine::weights::GgufFile;
 use lens_engine::Model;
+use real_models::model_path;
 use serde_json::Value;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-const GEMMA: (&str, &str) = ("gemma-3-270m", "gemma-3-270m-q4_k_m.gguf");
-const SMOLLM: (&str, &str) = ("smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf");
-
-fn models_dir() -> PathBuf {
-    match std::env::var_os("LINEAR_LENS_MODELS") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is not set"))
-            .join(".cache/linear-lens"),
-    }
-}
-
-fn model_path(file: &str) -> PathBuf {
-    let path = models_dir().join(file);
-    assert!(
-        path.is_file(),
-        "model file {} is missing: run tools/fetch-models.sh (or set LINEAR_LENS_MODELS)",
-        path.display()
-    );
-    path
-}
+const GEMMA: (&str, &str) = ("gemma-3-270m", real_models::GEMMA);
+const SMOLLM: (&str, &str) = ("smollm2-135m", real_models::SMOLLM);
 
 fn golden() -> Value {
     let path = concat!(

@@ -4,6 +4,7 @@
 //! within bounds, on a tiny Qwen 3 and on Gemma 3 270M's contributions.
 
 mod common;
+mod real_models;
 
 use common::gpu::gpu;
 use common::{
@@ -12,8 +13,10 @@ use common::{
 };
 use lens_engine::{Model, Precision};
 use lens_protocol::messages::RunRequest;
-use lens_protocol::{Reply, SvdMode};
+use lens_protocol::report::Part;
+use lens_protocol::{Device, Reply, SvdMode};
 use lens_worker::stages;
+use real_models::{model_path, GEMMA};
 use serde_json::json;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -47,8 +50,10 @@ fn run_on_gpu(model: &Model, prompt: &str, full: bool) -> Vec<Reply> {
     assert!(result.is_ok(), "{:?}", result.err());
     let replies = seen.borrow().clone();
     match replies.first() {
-        Some(Reply::Backend { name, adapter, .. }) => {
-            assert_eq!(name, "WebGPU");
+        Some(Reply::Backend {
+            device, adapter, ..
+        }) => {
+            assert_eq!(*device, Device::Gpu);
             assert_eq!(adapter.as_deref(), Some(g.adapter().label().as_str()));
         }
         other => panic!("first reply {other:?}"),
@@ -73,11 +78,10 @@ fn tiny_qwen3_full_run_on_the_gpu() {
     let (detached, cert) = replies
         .iter()
         .find_map(|r| match r {
-            Reply::Jacobian {
-                detached_rel_error,
-                certificate,
+            Reply::Part {
+                part: Part::Jacobian(j),
                 ..
-            } => Some((*detached_rel_error, certificate.clone())),
+            } => Some((j.detached_rel_error, j.certificate.clone())),
             _ => None,
         })
         .expect("a Jacobian reply");
@@ -88,13 +92,7 @@ fn tiny_qwen3_full_run_on_the_gpu() {
     );
     assert!(detached <= 1e-5, "f32 reconstruction {detached:.3e}");
     assert!(cert.max_rel_error <= 1e-4 && cert.probes == 3);
-    let report = replies
-        .iter()
-        .find_map(|r| match r {
-            Reply::Report { report, .. } => Some(report.clone()),
-            _ => None,
-        })
-        .expect("a Report");
+    let report = Reply::report_of(&replies).expect("a Report");
     assert_eq!(report.precision, Precision::F32, "the GPU computes in f32");
     assert_eq!(report.reconstruction.certificate, Some(cert));
     assert!(report.svd.is_some(), "the SVD of the GPU's J");
@@ -102,16 +100,15 @@ fn tiny_qwen3_full_run_on_the_gpu() {
 
 #[test]
 fn gemma_270m_contributions_on_the_gpu() {
-    let m = Model::load_path(&common_gemma()).expect("gemma");
+    let m = Model::load_path(&model_path(GEMMA)).expect("gemma");
     let replies = run_on_gpu(&m, "The capital of France is", false);
     let (rel, cert) = replies
         .iter()
         .find_map(|r| match r {
-            Reply::Contributions {
-                rel_error,
-                certificate,
+            Reply::Part {
+                part: Part::Contributions(c),
                 ..
-            } => Some((*rel_error, certificate.clone())),
+            } => Some((c.rel_error, c.certificate.clone())),
             _ => None,
         })
         .expect("contributions");
@@ -127,7 +124,7 @@ fn gemma_270m_contributions_on_the_gpu() {
         cert.max_rel_error
     );
     let top = replies.iter().find_map(|r| match r {
-        Reply::Prediction { top, .. } => top.first().map(|t| t.token.clone()),
+        Reply::Prediction { prediction, .. } => prediction.top.first().map(|t| t.token.clone()),
         _ => None,
     });
     // The prediction of the f64 CPU forward.
@@ -139,14 +136,4 @@ fn gemma_270m_contributions_on_the_gpu() {
         .max_by(|&i, &j| logits[i].total_cmp(&logits[j]))
         .expect("a vocabulary");
     assert_eq!(top, Some(m.tokenizer.token_str(best as u32)));
-}
-
-fn common_gemma() -> std::path::PathBuf {
-    let dir = std::env::var_os("LINEAR_LENS_MODELS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/linear-lens")
-        });
-    dir.join("gemma-3-270m-q4_k_m.gguf")
 }

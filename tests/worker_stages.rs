@@ -2,25 +2,22 @@
 //! numbers are the engine's (exact reconstruction in f64, attribution that
 //! sums to the logit, the spectrum the CLI's `analyze` reports).
 
+mod real_models;
+
 use lens_engine::analysis::decode::TokenScore;
 use lens_engine::analysis::steering::SteerOptions;
 use lens_engine::analysis::{analyze, AnalyzeOptions, Report};
 use lens_engine::{Model, Precision};
 use lens_protocol::messages::RunRequest;
+use lens_protocol::report::{Layers, Part};
 use lens_protocol::{Reply, Stage, SteerSpec, SvdMode};
 use lens_worker::stages;
+use real_models::{model_path, GEMMA};
 use std::cell::RefCell;
-use std::path::PathBuf;
 use std::rc::Rc;
 
 fn gemma() -> Model {
-    let dir = std::env::var_os("LINEAR_LENS_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/linear-lens")
-        });
-    Model::load_path(&dir.join("gemma-3-270m-q4_k_m.gguf"))
-        .expect("Gemma 3 270M (tools/fetch-models.sh)")
+    Model::load_path(&model_path(GEMMA)).expect("Gemma 3 270M")
 }
 
 type Outcome = (Vec<Reply>, Result<(), stages::Failure>);
@@ -52,14 +49,9 @@ fn collect(model: &Model, req: &RunRequest, session: &mut Option<stages::Session
     })
 }
 
+/// The Report the page folds from these replies.
 fn report_of(replies: &[Reply]) -> Report {
-    replies
-        .iter()
-        .find_map(|r| match r {
-            Reply::Report { report, .. } => Some((**report).clone()),
-            _ => None,
-        })
-        .expect("a Report reply")
+    Reply::report_of(replies).expect("a Prediction reply")
 }
 
 fn close(a: f64, b: f64, rel: f64) -> bool {
@@ -90,11 +82,15 @@ fn stages_arrive_in_order_with_exact_numbers() {
         .iter()
         .filter_map(|r| match r {
             Reply::Prediction { .. } => Some("prediction"),
-            Reply::Contributions { .. } => Some("contributions"),
-            Reply::Jacobian { .. } => Some("jacobian"),
-            Reply::Spectrum { .. } => Some("spectrum"),
-            Reply::Report { .. } => Some("report"),
-            Reply::Ordinary { .. } => Some("ordinary"),
+            Reply::Part { part, .. } => Some(match part {
+                Part::Contributions(_) => "contributions",
+                Part::Jacobian(_) => "jacobian",
+                Part::Spectra(_) => "spectra",
+                Part::Attention(_) => "attention",
+                Part::Ordinary(_) => "ordinary",
+                Part::Layers(_) => "layers",
+                Part::Steered(_) => "steered",
+            }),
             Reply::Done { .. } => Some("done"),
             _ => None,
         })
@@ -105,8 +101,8 @@ fn stages_arrive_in_order_with_exact_numbers() {
             "prediction",
             "contributions",
             "jacobian",
-            "spectrum",
-            "report",
+            "spectra",
+            "attention",
             "ordinary",
             "done"
         ]
@@ -208,9 +204,13 @@ fn stages_arrive_in_order_with_exact_numbers() {
         )
     });
     assert!(res.is_ok(), "{:?}", res.err());
-    let Some(Reply::Layers { layers, path, .. }) =
-        lr.iter().find(|r| matches!(r, Reply::Layers { .. }))
-    else {
+    let Some(Layers { layers, path, .. }) = lr.iter().find_map(|r| match r {
+        Reply::Part {
+            part: Part::Layers(l),
+            ..
+        } => Some(l),
+        _ => None,
+    }) else {
         panic!("no layers reply");
     };
     assert_eq!(layers.len(), report.layers.len());
@@ -295,67 +295,49 @@ fn stages_arrive_in_order_with_exact_numbers() {
     assert!(res.is_err(), "a position past the prompt");
     for r in &replies {
         match r {
-            Reply::Prediction {
-                job, top, tokens, ..
-            } => {
+            Reply::Prediction { job, prediction } => {
                 assert_eq!(*job, 7);
-                assert_eq!(top[0].token, report.top[0].token);
-                assert_eq!(tokens, &report.tokens);
+                assert_eq!(prediction.top[0].token, report.top[0].token);
+                assert_eq!(prediction.tokens, report.tokens);
             }
-            Reply::Contributions {
-                per_token,
-                logit,
-                attribution_sum_rel_error,
-                rel_error,
-                other_precision_rel_error,
-                ..
-            } => {
-                let sum: f64 = per_token.iter().map(|t| t.attribution).sum();
-                assert!(
-                    (sum - logit).abs() <= 1e-10 * logit.abs(),
-                    "{sum} vs {logit}"
-                );
-                assert!(*attribution_sum_rel_error <= 1e-10);
-                assert!(*rel_error <= 1e-13, "contributions f64 {rel_error}");
-                assert!(
-                    *other_precision_rel_error <= 1e-5,
-                    "contributions f32 {other_precision_rel_error}"
-                );
-                assert!(
-                    *other_precision_rel_error > 1e-10,
-                    "the other precision is f32"
-                );
-            }
-            Reply::Jacobian {
-                detached_rel_error,
-                fro_norms,
-                ..
-            } => {
-                assert!(*detached_rel_error <= 1e-13, "{detached_rel_error}");
-                assert_eq!(fro_norms.len(), report.tokens.len());
-            }
-            Reply::Spectrum {
-                singular_values,
-                stable_rank,
-                ..
-            } => {
-                let want = &report.svd.as_ref().expect("svd").concat;
-                assert_eq!(singular_values.len(), 16);
-                for (a, b) in singular_values.iter().zip(&want.singular_values) {
-                    assert!((a - b).abs() <= 1e-9 * b, "σ {a} vs {b}");
+            Reply::Part { part, .. } => match part {
+                Part::Contributions(c) => {
+                    let (sum, logit): (f64, f64) =
+                        (c.attribution.per_token.iter().sum(), c.attribution.logit);
+                    assert!(
+                        (sum - logit).abs() <= 1e-10 * logit.abs(),
+                        "{sum} vs {logit}"
+                    );
+                    assert!(c.attribution.sum_rel_error <= 1e-10);
+                    assert!(c.rel_error <= 1e-13, "contributions f64 {}", c.rel_error);
+                    let other = c.other_precision_rel_error.expect("the other precision");
+                    assert!(other <= 1e-5, "contributions f32 {other}");
+                    assert!(other > 1e-10, "the other precision is f32");
                 }
-                assert!((stable_rank - want.stable_rank).abs() <= 1e-9 * want.stable_rank);
-            }
-            Reply::Ordinary {
-                ordinary_rel_error, ..
-            } => {
-                let want = report.reconstruction.ordinary_rel_error.expect("ordinary");
-                assert!(
-                    (ordinary_rel_error - want).abs() <= 1e-9 * want,
-                    "{ordinary_rel_error} vs {want}"
-                );
-                assert!(*ordinary_rel_error > 0.1);
-            }
+                Part::Jacobian(j) => {
+                    assert!(j.detached_rel_error <= 1e-13, "{}", j.detached_rel_error);
+                    assert_eq!(j.fro_norms.len(), report.tokens.len());
+                }
+                Part::Spectra(sp) => {
+                    let got = &sp.svd.as_ref().expect("svd").concat;
+                    let want = &report.svd.as_ref().expect("svd").concat;
+                    assert_eq!(got.singular_values.len(), 16);
+                    for (a, b) in got.singular_values.iter().zip(&want.singular_values) {
+                        assert!((a - b).abs() <= 1e-9 * b, "σ {a} vs {b}");
+                    }
+                    assert!((got.stable_rank - want.stable_rank).abs() <= 1e-9 * want.stable_rank);
+                }
+                Part::Ordinary(o) => {
+                    let want = report.reconstruction.ordinary_rel_error.expect("ordinary");
+                    assert!(
+                        (o.rel_error - want).abs() <= 1e-9 * want,
+                        "{} vs {want}",
+                        o.rel_error
+                    );
+                    assert!(o.rel_error > 0.1);
+                }
+                _ => {}
+            },
             _ => {}
         }
     }
@@ -384,7 +366,13 @@ fn bad_prompts_fail_with_a_sentence_and_stop_early() {
     let (replies, result) = collect(&model, &req, &mut session);
     assert!(result.is_ok());
     assert!(matches!(replies.last(), Some(Reply::Done { job: 1, .. })));
-    assert!(!replies.iter().any(|r| matches!(r, Reply::Jacobian { .. })));
+    assert!(!replies.iter().any(|r| matches!(
+        r,
+        Reply::Part {
+            part: Part::Jacobian(_),
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -403,9 +391,13 @@ fn long_prompts_run_matrix_free_like_the_cli() {
     let mut session = None;
     let (replies, result) = collect(&model, &req, &mut session);
     assert!(result.is_ok(), "{:?}", result.err());
-    assert!(!replies
-        .iter()
-        .any(|r| matches!(r, Reply::Jacobian { .. } | Reply::Ordinary { .. })));
+    assert!(!replies.iter().any(|r| matches!(
+        r,
+        Reply::Part {
+            part: Part::Jacobian(_) | Part::Ordinary(_),
+            ..
+        }
+    )));
     assert!(replies.iter().any(|r| matches!(
         r,
         Reply::Progress {
@@ -479,7 +471,10 @@ fn steering_in_the_worker_is_the_cli_steering() {
     let steering = replies
         .iter()
         .find_map(|r| match r {
-            Reply::Steered { steering, .. } => Some(steering.clone()),
+            Reply::Part {
+                part: Part::Steered(s),
+                ..
+            } => Some(s.steering.clone()),
             _ => None,
         })
         .expect("steered");

@@ -14,7 +14,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --target wasm32-unknown-unknown -p linear-lens-web -p lens-worker -- -D warnings
 
 step "native tests"
-cargo test --workspace
+# nextest runs every test binary's tests side by side (one process each), so
+# one long test no longer holds back the rest; plain cargo test otherwise.
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast --final-status-level slow
+else
+  cargo test --workspace
+fi
 
 step "wasm release build (trunk)"
 cargo fetch

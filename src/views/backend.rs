@@ -90,14 +90,14 @@ pub fn BackendFallback(info: Signal<BackendInfo>) -> impl IntoView {
 /// adapter in `data-adapter`, a fallback reason in its title.
 #[component]
 pub fn EngineLabel(info: Signal<BackendInfo>) -> impl IntoView {
-    let on_gpu = move || info.with(|i| i.name == "WebGPU");
+    let on_gpu = move || info.with(|i| i.device.is_gpu());
     let adapter = move || info.with(|i| i.adapter.clone().filter(|a| !a.is_empty()));
     view! {
         "Engine: "
         <span data-testid="backend-label"
             data-adapter=move || info.with(|i| i.adapter.clone())
             title=move || info.with(|i| i.fallback.clone().map(|r| format!("WebGPU unavailable: {r}")))>
-            {move || info.with(|i| i.name.clone())}
+            {move || info.with(|i| i.device.label())}
         </span>
         {move || match (on_gpu(), adapter()) {
             (true, Some(a)) => format!(" (WebGPU compute shaders on {a}, in a Web Worker)"),

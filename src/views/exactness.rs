@@ -4,20 +4,9 @@
 //! certificate of its `J` against f64 probes on the CPU.
 
 use super::format::sci;
+use crate::view_data::ExactnessData;
 use lens_protocol::report::Certificate;
 use leptos::prelude::*;
-
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ExactnessData {
-    pub precision: &'static str,
-    /// From the contributions `c_i` at the run's precision and the other one.
-    pub contributions: Option<(f64, f64)>,
-    pub detached: Option<f64>,
-    pub ordinary: Option<f64>,
-    /// A run on the GPU: `k` random probes `uᵀJ` in f64 on the CPU against
-    /// the GPU's `J`.
-    pub certificate: Option<Certificate>,
-}
 
 /// "GPU vs f64 certificate: 3 probes, max relative error … (on …, 0.8 s)".
 fn certificate_row(c: Certificate) -> impl IntoView {
@@ -82,8 +71,8 @@ pub fn ExactnessView(data: Signal<ExactnessData>) -> impl IntoView {
                 <div class="figures">
                     {figure("recon-error-detached", format!("detached, full J ({})", d.precision), d.detached, "exact: rounding only")}
                     {figure("recon-error-ordinary", "ordinary Jacobian".into(), d.ordinary, "not a linear map of the input")}
-                    {figure("recon-error-contributions", format!("contributions cᵢ ({})", d.precision), d.contributions.map(|c| c.0), "forward mode, no J")}
-                    {figure("recon-error-other-precision", format!("contributions cᵢ ({other})"), d.contributions.map(|c| c.1), "the other precision")}
+                    {figure("recon-error-contributions", format!("contributions cᵢ ({})", d.precision), d.contributions, "forward mode, no J")}
+                    {figure("recon-error-other-precision", format!("contributions cᵢ ({other})"), d.other_precision, "the other precision")}
                 </div>
                 {d.certificate.map(certificate_row)}
             </section>

@@ -1,15 +1,8 @@
 //! The top next tokens with probability bars.
 
 use super::format::shown;
-use lens_protocol::TopRow;
+use crate::view_data::PredictionData;
 use leptos::prelude::*;
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct PredictionData {
-    pub tokens: Vec<String>,
-    pub top: Vec<TopRow>,
-    pub ms: f64,
-}
 
 #[component]
 pub fn PredictionView(data: Signal<Option<PredictionData>>) -> impl IntoView {

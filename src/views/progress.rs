@@ -1,15 +1,8 @@
 //! The progress bar of whatever is running (a download or a stage), with
 //! its cancel button. Present only while something runs.
 
+use crate::view_data::ProgressInfo;
 use leptos::prelude::*;
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct ProgressInfo {
-    pub label: String,
-    /// 0..1, or `None` when the total is not known yet.
-    pub fraction: Option<f64>,
-    pub detail: String,
-}
 
 #[component]
 pub fn ProgressView(info: Signal<Option<ProgressInfo>>, on_cancel: Callback<()>) -> impl IntoView {

@@ -10,22 +10,8 @@ fn tick(e: i32) -> String {
     }
 }
 use super::format::{sci, shown};
-use lens_protocol::report::{MatrixFree, Spectrum};
+use crate::view_data::SpectrumData;
 use leptos::prelude::*;
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct SpectrumData {
-    /// `J_cat`'s top singular values.
-    pub singular_values: Vec<f64>,
-    /// `None` in matrix-free mode (it needs `‖J‖_F`).
-    pub stable_rank: Option<f64>,
-    pub fro_norm: Option<f64>,
-    pub ms: f64,
-    /// The selected token's `J_i`: its position, text and spectrum.
-    pub token: Option<(usize, String, Spectrum)>,
-    /// How the values were found without `J` (long prompts).
-    pub matrix_free: Option<MatrixFree>,
-}
 
 const W: f64 = 560.0;
 const H: f64 = 210.0;

@@ -82,7 +82,7 @@ pub fn SteeringView(
             } else if available.get() {
                 "Press “Steer” to continue the new text with and without the source's operator."
             } else {
-                "Load a model to steer a text."
+                "Run a prompt first, then steer a text."
             };
             return view! {
                 <div class="steer-results steer-placeholder" data-testid="steer-placeholder">

@@ -3,18 +3,8 @@
 //! clicking a token selects it.
 
 use super::format::shown;
-use lens_protocol::TokenRow;
+use crate::view_data::StripData;
 use leptos::prelude::*;
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct StripData {
-    pub tokens: Vec<String>,
-    /// Present once the contributions are in.
-    pub rows: Option<Vec<TokenRow>>,
-    pub target_token: String,
-    pub logit: f64,
-    pub fro_norms: Option<Vec<f64>>,
-}
 
 /// Blue for positive, orange for negative (readable with colour-blindness),
 /// the strength by `|v| / max`.

@@ -2,7 +2,7 @@
 //! against the machine's own matmul rate measured in the same run.
 
 use lens_engine::forward::Precision;
-use lens_engine::jacobian::{detached_jacobian, PassOptions};
+use lens_engine::jacobian::{detached_jacobian, detached_jacobian_on, PassOptions};
 use lens_engine::trace::trace;
 use lens_engine::Model;
 use lens_engine::PrecisionDType;
@@ -164,13 +164,13 @@ pub fn run_gpu(
         let tr = lens_gpu::block_on(lens_gpu::trace::trace(&gpu, model, &ids)).map_err(g)?;
         forward_ms = forward_ms.min(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
-        let (_, stats) = lens_gpu::block_on(lens_gpu::passes::detached_jacobian(
+        let (_, stats) = lens_gpu::block_on(detached_jacobian_on(
             &gpu,
             model,
             &tr,
             PassOptions::default(),
         ))
-        .map_err(g)?;
+        .map_err(e)?;
         jacobian_ms = jacobian_ms.min(t.elapsed().as_secs_f64() * 1e3);
         flops = stats.flops;
     }

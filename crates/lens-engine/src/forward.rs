@@ -2,7 +2,7 @@
 //! f32 or f64 — f64 means f64 everywhere, RoPE tables included.
 
 use crate::error::{EngineError, Result};
-use crate::model::{Arch, Model, SourceFormat};
+use crate::model::{Activation, Model, SourceFormat};
 use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 
@@ -145,9 +145,10 @@ pub fn check_ids(model: &Model, ids: &[u32]) -> Result<()> {
 /// Input embeddings as the first block receives them (Gemma: times `sqrt(d)`).
 pub fn embed(model: &Model, ids: &[u32], dtype: DType) -> Result<Tensor> {
     let x = model.weights.select_rows("token_embd.weight", ids, dtype)?;
-    Ok(match model.config.arch {
-        Arch::Gemma3 => (x * (model.config.hidden as f64).sqrt())?,
-        _ => x,
+    Ok(if model.config.recipe.embedding_scale {
+        (x * (model.config.hidden as f64).sqrt())?
+    } else {
+        x
     })
 }
 
@@ -174,10 +175,13 @@ pub fn unembed(model: &Model, y: &Tensor) -> Result<Vec<f64>> {
 /// files already store `1 + w`, its safetensors store `w`.
 pub fn norm_weight(model: &Model, name: &str, dtype: DType) -> Result<Tensor> {
     let w = model.weights.get(name, dtype)?;
-    Ok(match (model.config.arch, model.format) {
-        (Arch::Gemma3, SourceFormat::Safetensors) => (w + 1.0)?,
-        _ => w,
-    })
+    Ok(
+        if model.config.recipe.norm_offset && model.format == SourceFormat::Safetensors {
+            (w + 1.0)?
+        } else {
+            w
+        },
+    )
 }
 
 /// The stored row each row of [`matrix`] comes from, or `None` for the
@@ -185,7 +189,7 @@ pub fn norm_weight(model: &Model, name: &str, dtype: DType) -> Result<Tensor> {
 /// interleaved to the rotate-half layout (per head, rows `2i + t` → `t, i`).
 pub fn matrix_rows(model: &Model, name: &str) -> Option<Vec<usize>> {
     let c = &model.config;
-    if model.format != SourceFormat::Gguf || c.arch != Arch::Llama {
+    if model.format != SourceFormat::Gguf || !c.recipe.gguf_interleaved_qk {
         return None;
     }
     let heads = if name.ends_with("attn_q.weight") {
@@ -258,7 +262,7 @@ impl RopeTables {
             freq_factors.as_deref(),
             dtype,
         )?;
-        let local = if c.arch == Arch::Gemma3 {
+        let local = if c.recipe.local_rope {
             rope_table(c, n, c.rope_local_theta, 1.0, None, dtype)?
         } else {
             global.clone()
@@ -401,7 +405,7 @@ pub(crate) fn layer(
     let name = |s: &str| format!("blk.{l}.{s}.weight");
     let eps = c.norm_eps;
     let (hd, nh, nkv) = (c.head_dim, c.heads, c.kv_heads);
-    let gemma = c.arch == Arch::Gemma3;
+    let post_norms = c.recipe.post_norms;
 
     // Attention.
     let r_attn = rms_scale(h, eps)?;
@@ -412,7 +416,7 @@ pub(crate) fn layer(
     let mut q = q.reshape((n, nh, hd))?.transpose(0, 1)?.contiguous()?;
     let mut k = k.reshape((n, nkv, hd))?.transpose(0, 1)?.contiguous()?;
     let v = v.reshape((n, nkv, hd))?.transpose(0, 1)?.contiguous()?;
-    if c.arch != Arch::Llama {
+    if c.recipe.qk_norm {
         q = rms_norm(&q, &norm_weight(model, &name("attn_q_norm"), dtype)?, eps)?;
         k = rms_norm(&k, &norm_weight(model, &name("attn_k_norm"), dtype)?, eps)?;
     }
@@ -432,7 +436,7 @@ pub(crate) fn layer(
     let mixed = mixed.transpose(0, 1)?.contiguous()?.reshape((n, nh * hd))?;
     let mut attn_out = mixed.matmul(&matrix(model, &name("attn_output"), dtype)?.t()?)?;
     let mut r_post_attn = None;
-    if gemma {
+    if post_norms {
         let r = rms_scale(&attn_out, eps)?;
         attn_out = scale_norm(
             &attn_out,
@@ -452,13 +456,13 @@ pub(crate) fn layer(
     )?;
     let gate = m.matmul(&matrix(model, &name("ffn_gate"), dtype)?.t()?)?;
     let up = m.matmul(&matrix(model, &name("ffn_up"), dtype)?.t()?)?;
-    let g = match c.arch {
-        Arch::Gemma3 => gate.gelu()?,
-        _ => gate.silu()?,
+    let g = match c.recipe.activation {
+        Activation::GeluTanh => gate.gelu()?,
+        Activation::Silu => gate.silu()?,
     };
     let mut mlp_out = (&g * up)?.matmul(&matrix(model, &name("ffn_down"), dtype)?.t()?)?;
     let mut r_post_ffn = None;
-    if gemma {
+    if post_norms {
         let r = rms_scale(&mlp_out, eps)?;
         mlp_out = scale_norm(
             &mlp_out,

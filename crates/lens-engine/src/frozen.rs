@@ -17,7 +17,7 @@
 use crate::backend::{Backend, Batch, MatView, Store, Strided};
 use crate::error::Result;
 use crate::forward::{norm_weight, LayerRecord};
-use crate::model::{Arch, Model};
+use crate::model::Model;
 use candle_core::{Device, Tensor};
 
 pub struct FrozenLayer<B: Backend> {
@@ -121,7 +121,7 @@ impl<B: Backend> FrozenLayer<B> {
         let dtype = be.dtype();
         let c = &model.config;
         let name = |s: &str| format!("blk.{l}.{s}.weight");
-        let gemma = c.arch == Arch::Gemma3;
+        let post_norms = c.recipe.post_norms;
         let d = c.hidden;
         let (kvd, hh) = (c.kv_heads * c.head_dim, c.heads * c.head_dim);
         // The norm weights fold into the matrices on the backend, so that a
@@ -142,7 +142,7 @@ impl<B: Backend> FrozenLayer<B> {
         // Columns scaled by the pre-norm weight; rows by Gemma's post-norm.
         let wv = fold("attn_v", "attn_norm", [1, kvd, d], [0, 0, 1])?;
         let w_up = fold("ffn_up", "ffn_norm", [1, c.ffn, d], [0, 0, 1])?;
-        let (wo, w_down) = if gemma {
+        let (wo, w_down) = if post_norms {
             (
                 fold("attn_output", "post_attention_norm", [1, d, hh], [0, 1, 0])?,
                 fold("ffn_down", "post_ffw_norm", [1, d, c.ffn], [0, 1, 0])?,

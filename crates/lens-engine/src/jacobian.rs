@@ -12,6 +12,8 @@ use crate::frozen::{Cotangents, FrozenLayer, Workspace};
 use crate::model::Model;
 use crate::trace::Trace;
 use candle_core::{DType, Device, Tensor};
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
 
 /// Runs `$body` with `$be` the CPU backend of precision `$dtype`.
 macro_rules! on_cpu {
@@ -109,7 +111,20 @@ pub fn tap_output(model: &Model, trace: &Trace, tap: Tap) -> Result<(Tensor, Ten
     Ok((raw.broadcast_mul(&scale)?, scale))
 }
 
-/// `u` (`[k, d]`, cotangents on `y`) → `[n, k, d]`: `u J_i` for every position.
+/// Runs a pass on a CPU backend: it never waits, so the pass's future is
+/// ready when first polled. (A GPU's passes are awaited instead.)
+fn now<T>(pass: impl Future<Output = Result<T>>) -> Result<T> {
+    let mut pass = std::pin::pin!(pass);
+    match pass.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => Err(EngineError::Backend(
+            "a CPU pass waited on its backend".into(),
+        )),
+    }
+}
+
+/// `u` (`[k, d]`, cotangents on `y`) → `[n, k, d]`: `u J_i` for every
+/// position, on the CPU in the trace's precision.
 pub fn vjp(
     model: &Model,
     trace: &Trace,
@@ -120,7 +135,6 @@ pub fn vjp(
 }
 
 /// Like [`vjp`] for the Jacobian of any tap: `[n, k, d]` at the tap's input.
-/// Runs on the CPU backend in the trace's precision.
 pub fn vjp_tap(
     model: &Model,
     trace: &Trace,
@@ -128,13 +142,14 @@ pub fn vjp_tap(
     u: &Tensor,
     opts: PassOptions,
 ) -> Result<(Tensor, PassStats)> {
-    on_cpu!(trace.dtype(), |be| vjp_tap_on(
+    on_cpu!(trace.dtype(), |be| now(vjp_tap_on(
         &be, model, trace, tap, u, opts
-    ))
+    )))
 }
 
-/// The transpose pass on any backend.
-pub fn vjp_tap_on<B: Backend>(
+/// The transpose pass on any backend: `u` through the final norm frozen at
+/// its value, then down the blocks.
+pub async fn vjp_tap_on<B: Backend>(
     be: &B,
     model: &Model,
     trace: &Trace,
@@ -142,25 +157,25 @@ pub fn vjp_tap_on<B: Backend>(
     u: &Tensor,
     opts: PassOptions,
 ) -> Result<(Tensor, PassStats)> {
-    transpose_pass(
-        be,
-        model,
-        trace,
-        tap,
-        &vjp_start(model, trace, tap, u, be.dtype())?,
-        opts,
-    )
+    let start = vjp_start(model, trace, tap, u, be.dtype())?;
+    transpose_pass(be, model, trace, tap, &start, opts).await
+}
+
+/// The full detached Jacobian `[n, d, d]` on any backend.
+pub async fn detached_jacobian_on<B: Backend>(
+    be: &B,
+    model: &Model,
+    trace: &Trace,
+    opts: PassOptions,
+) -> Result<(Tensor, PassStats)> {
+    let eye = Tensor::eye(model.config.hidden, be.dtype(), &Device::Cpu)?;
+    let tap = Tap::output(model.config.layers);
+    vjp_tap_on(be, model, trace, tap, &eye, opts).await
 }
 
 /// The transpose pass's starting cotangents for `u` on the tap's output:
 /// `u` through the final norm frozen at its value, in `dtype`.
-pub fn vjp_start(
-    model: &Model,
-    trace: &Trace,
-    tap: Tap,
-    u: &Tensor,
-    dtype: DType,
-) -> Result<Tensor> {
+fn vjp_start(model: &Model, trace: &Trace, tap: Tap, u: &Tensor, dtype: DType) -> Result<Tensor> {
     let (_, scale) = tap_output(model, trace, tap)?;
     Ok(u.to_dtype(dtype)?.broadcast_mul(&scale.to_dtype(dtype)?)?)
 }
@@ -174,36 +189,13 @@ pub fn raw_tap_jacobian(
     opts: PassOptions,
 ) -> Result<(Tensor, PassStats)> {
     let eye = Tensor::eye(model.config.hidden, trace.dtype(), &Device::Cpu)?;
-    on_cpu!(trace.dtype(), |be| transpose_pass(
+    on_cpu!(trace.dtype(), |be| now(transpose_pass(
         &be, model, trace, tap, &eye, opts
-    ))
-}
-
-/// A transpose pass's result still on the backend: chunks of `[m, k, d]`
-/// cotangent rows at the tap's input, in row order.
-pub struct PassBlocks<B: Backend> {
-    pub chunks: Vec<Cotangents<B>>,
-    pub n: usize,
-    pub d: usize,
-    pub stats: PassStats,
-}
-
-impl<B: Backend> PassBlocks<B> {
-    /// The chunks read back through `download` (natively; a GPU in a
-    /// browser reads back asynchronously and calls [`assemble`] itself).
-    pub fn download(self, be: &B) -> Result<(Tensor, PassStats)> {
-        let d = self.d;
-        let blocks = self
-            .chunks
-            .iter()
-            .map(|g| be.download(&g.buf, 0, &[g.m, g.k, d]))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((assemble(blocks, self.n, d, be.dtype())?, self.stats))
-    }
+    )))
 }
 
 /// Joins the chunks of a pass (`[n, k_c, d]` each) along the rows.
-pub fn assemble(blocks: Vec<Tensor>, n: usize, d: usize, dtype: DType) -> Result<Tensor> {
+fn assemble(blocks: Vec<Tensor>, n: usize, d: usize, dtype: DType) -> Result<Tensor> {
     Ok(match blocks.len() {
         0 => Tensor::zeros((n, 0, d), dtype, &Device::Cpu)?,
         1 => blocks.into_iter().next().expect("one block"),
@@ -211,9 +203,18 @@ pub fn assemble(blocks: Vec<Tensor>, n: usize, d: usize, dtype: DType) -> Result
     })
 }
 
+/// The working memory the backend can give one buffer.
+fn fitted(be: &impl Backend, opts: PassOptions) -> PassOptions {
+    PassOptions {
+        memory_budget: opts.memory_budget.min(be.max_buffer_bytes()),
+    }
+}
+
 /// The transpose pass from cotangents `start` (`[k, d]`) on the tap's raw
-/// vector down to the tap's input.
-fn transpose_pass<B: Backend>(
+/// vector down to the tap's input, waiting on the backend after each block
+/// (so that progress follows a GPU, and a cancelled run leaves little
+/// queued), then read back: `[n, k, d]`. The one driver of every backend.
+async fn transpose_pass<B: Backend>(
     be: &B,
     model: &Model,
     trace: &Trace,
@@ -221,27 +222,21 @@ fn transpose_pass<B: Backend>(
     start: &Tensor,
     opts: PassOptions,
 ) -> Result<(Tensor, PassStats)> {
-    transpose_pass_blocks(be, model, trace, tap, start, opts)?.download(be)
+    let mut pass = TransposePass::new(be, model, trace, tap, start, fitted(be, opts))?;
+    while pass.step()? {
+        be.settle().await?;
+    }
+    let (n, d) = (trace.n(), model.config.hidden);
+    let mut out = Vec::with_capacity(pass.chunks.len());
+    for c in &pass.chunks {
+        out.push(be.read(&c.buf, 0, &[c.m, c.k, d]).await?);
+    }
+    Ok((assemble(out, n, d, be.dtype())?, pass.stats))
 }
 
-/// The transpose pass, its result left on the backend.
-pub fn transpose_pass_blocks<B: Backend>(
-    be: &B,
-    model: &Model,
-    trace: &Trace,
-    tap: Tap,
-    start: &Tensor,
-    opts: PassOptions,
-) -> Result<PassBlocks<B>> {
-    let mut pass = TransposePass::new(be, model, trace, tap, start, opts)?;
-    while pass.step()? {}
-    Ok(pass.finish())
-}
-
-/// The transpose pass one block at a time, so that a caller on a GPU can
-/// wait for each block's work (progress that follows the GPU, work that
-/// stops when the caller does) between steps.
-pub struct TransposePass<'a, B: Backend> {
+/// The transpose pass one block at a time, so that the driver can wait on
+/// the backend between blocks.
+struct TransposePass<'a, B: Backend> {
     be: &'a B,
     model: &'a Model,
     trace: &'a Trace,
@@ -258,7 +253,7 @@ pub struct TransposePass<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> TransposePass<'a, B> {
-    pub fn new(
+    fn new(
         be: &'a B,
         model: &'a Model,
         trace: &'a Trace,
@@ -324,14 +319,14 @@ impl<'a, B: Backend> TransposePass<'a, B> {
     }
 
     /// Blocks done and in all.
-    pub fn progress(&self) -> (usize, usize) {
+    fn progress(&self) -> (usize, usize) {
         let steps = self.tap.layer + 1 - self.lowest();
         let done = self.next.map_or(steps, |l| self.tap.layer - l);
         (done, steps)
     }
 
     /// Runs the next block down; `false` once every block has run.
-    pub fn step(&mut self) -> Result<bool> {
+    fn step(&mut self) -> Result<bool> {
         let Some(l) = self.next else {
             return Ok(false);
         };
@@ -381,19 +376,9 @@ impl<'a, B: Backend> TransposePass<'a, B> {
         }
         Ok(true)
     }
-
-    /// The result, left on the backend.
-    pub fn finish(self) -> PassBlocks<B> {
-        PassBlocks {
-            chunks: self.chunks,
-            n: self.trace.n(),
-            d: self.model.config.hidden,
-            stats: self.stats,
-        }
-    }
 }
 
-/// The full Jacobian of a tap, `[n, d, d]`.
+/// The full Jacobian of a tap, `[n, d, d]`, on the CPU.
 pub fn tap_jacobian(
     model: &Model,
     trace: &Trace,
@@ -404,53 +389,43 @@ pub fn tap_jacobian(
     vjp_tap(model, trace, tap, &eye, opts)
 }
 
-/// The full detached Jacobian `[n, d, d]`, `J[i] = ∂y/∂x_i`.
+/// The full detached Jacobian `[n, d, d]`, `J[i] = ∂y/∂x_i`, on the CPU.
 pub fn detached_jacobian(
     model: &Model,
     trace: &Trace,
     opts: PassOptions,
 ) -> Result<(Tensor, PassStats)> {
-    let d = model.config.hidden;
-    let eye = Tensor::eye(d, trace.dtype(), &Device::Cpu)?;
-    vjp(model, trace, &eye, opts)
+    on_cpu!(trace.dtype(), |be| now(detached_jacobian_on(
+        &be, model, trace, opts
+    )))
 }
 
-/// Forward mode: tangents `v` (`[b, n, d]`, at the input embeddings) → `[b, d]`
-/// (`Σ_i J_i v_i` for each of the `b` tangents).
+/// Forward mode on the CPU: tangents `v` (`[b, n, d]`, at the input
+/// embeddings) → `[b, d]` (`Σ_i J_i v_i` for each of the `b` tangents).
 pub fn jvp(model: &Model, trace: &Trace, v: &Tensor) -> Result<Tensor> {
-    on_cpu!(trace.dtype(), |be| jvp_on(&be, model, trace, v))
+    on_cpu!(trace.dtype(), |be| now(jvp_on(
+        &be,
+        model,
+        trace,
+        v,
+        0,
+        &|_| {}
+    )))
 }
 
-/// Forward mode on any backend.
-pub fn jvp_on<B: Backend>(be: &B, model: &Model, trace: &Trace, v: &Tensor) -> Result<Tensor> {
-    jvp_suffix_on(be, model, trace, v, 0)
-}
-
-/// Forward mode for tangents that are zero before position `from`: `v` is
-/// `[b, n - from, d]` (positions `from..n`), and the positions before
-/// `from` are not computed at all.
-pub fn jvp_suffix_on<B: Backend>(
+/// Forward mode on any backend for tangents that are zero before position
+/// `from`: `v` is `[b, n - from, d]` (positions `from..n`, the ones before
+/// are not computed at all) → `[b, d]` in the trace's precision. Waits on
+/// the backend after each block, reporting it to `block`.
+pub async fn jvp_on<B: Backend>(
     be: &B,
     model: &Model,
     trace: &Trace,
     v: &Tensor,
     from: usize,
+    block: &dyn Fn(usize),
 ) -> Result<Tensor> {
     let (b, m, d) = v.dims3()?;
-    let t = jvp_suffix_buf(be, model, trace, v, from)?;
-    jvp_finish(trace, &be.download(&t, 0, &[b, m, d])?)
-}
-
-/// Forward mode with its result (`[b, m, d]`, every position) left on the
-/// backend; [`jvp_finish`] takes it from there.
-pub fn jvp_suffix_buf<B: Backend>(
-    be: &B,
-    model: &Model,
-    trace: &Trace,
-    v: &Tensor,
-    from: usize,
-) -> Result<B::Buf> {
-    let (b, m, _) = v.dims3()?;
     if from + m != trace.n() {
         return Err(EngineError::Backend(format!(
             "tangents on {m} positions from {from} do not end at the prompt's {}",
@@ -459,28 +434,16 @@ pub fn jvp_suffix_buf<B: Backend>(
     }
     let mut t = be.upload(v)?;
     for l in 0..trace.layers.len() {
-        t = forward_layer(be, model, trace, l, &t, b, from)?;
+        block(l);
+        t = FrozenLayer::new(be, model, l, &trace.layers[l])?.forward(be, &t, b, from)?;
+        be.settle().await?;
     }
-    Ok(t)
-}
-
-/// Forward mode through block `l` alone (`b` tangents on positions
-/// `from..n`), for callers that wait on the backend between blocks.
-pub fn forward_layer<B: Backend>(
-    be: &B,
-    model: &Model,
-    trace: &Trace,
-    l: usize,
-    t: &B::Buf,
-    b: usize,
-    from: usize,
-) -> Result<B::Buf> {
-    FrozenLayer::new(be, model, l, &trace.layers[l])?.forward(be, t, b, from)
+    jvp_finish(trace, &be.read(&t, 0, &[b, m, d]).await?)
 }
 
 /// The last position of a forward-mode result (`[b, m, d]`) through the
 /// final norm frozen at its value: `[b, d]` in the trace's precision.
-pub fn jvp_finish(trace: &Trace, out: &Tensor) -> Result<Tensor> {
+fn jvp_finish(trace: &Trace, out: &Tensor) -> Result<Tensor> {
     let m = out.dim(1)?;
     let last = out
         .narrow(1, m - 1, 1)?
@@ -493,29 +456,45 @@ pub fn jvp_finish(trace: &Trace, out: &Tensor) -> Result<Tensor> {
     Ok(last.broadcast_mul(&scale)?)
 }
 
-/// The contributions `c_i = J_i x_i` (`[n, d]`) without forming `J`: forward
-/// mode with tangent `x_i` at position `i` alone, all `i` at once (in batches
-/// that fit `opts`).
+/// The model's output `y = Σ_i J_i x_i` (`[1, d]`) by one forward-mode pass
+/// of the frozen network on any backend.
+pub async fn output_on<B: Backend>(be: &B, model: &Model, trace: &Trace) -> Result<Tensor> {
+    let (n, d) = trace.x.dims2()?;
+    jvp_on(be, model, trace, &trace.x.reshape((1, n, d))?, 0, &|_| {}).await
+}
+
+/// The contributions `c_i = J_i x_i` (`[n, d]`) without forming `J`, on the
+/// CPU: forward mode with tangent `x_i` at position `i` alone, all `i` at
+/// once (in batches that fit `opts`).
 pub fn contributions(model: &Model, trace: &Trace, opts: PassOptions) -> Result<Tensor> {
-    let dtype = trace.dtype();
-    let mut out = Vec::new();
-    let batches = contribution_batches(model, trace, dtype, opts);
-    let n = trace.n();
-    for &(s, b) in &batches {
-        crate::progress::report(s, n);
+    on_cpu!(trace.dtype(), |be| now(contributions_on(
+        &be, model, trace, opts
+    )))
+}
+
+/// The contributions on any backend, progress per block of each batch.
+pub async fn contributions_on<B: Backend>(
+    be: &B,
+    model: &Model,
+    trace: &Trace,
+    opts: PassOptions,
+) -> Result<Tensor> {
+    let batches = contribution_batches(model, trace, be.dtype(), fitted(be, opts));
+    let layers = trace.layers.len();
+    let steps = batches.len() * layers;
+    let mut out = Vec::with_capacity(batches.len());
+    for (i, &(s, b)) in batches.iter().enumerate() {
         let v = contribution_tangents(trace, s, b)?;
-        out.push(on_cpu!(dtype, |be| jvp_suffix_on(
-            &be, model, trace, &v, s
-        ))?);
+        let report = |l: usize| crate::progress::report(i * layers + l, steps);
+        out.push(jvp_on(be, model, trace, &v, s, &report).await?);
     }
-    crate::progress::report(n, n);
-    let refs: Vec<&Tensor> = out.iter().collect();
-    Ok(Tensor::cat(&refs, 0)?)
+    crate::progress::report(steps, steps);
+    Ok(Tensor::cat(&out, 0)?)
 }
 
 /// The contributions' forward-mode batches `(first position, count)` that
 /// fit `opts` in `dtype`.
-pub fn contribution_batches(
+fn contribution_batches(
     model: &Model,
     trace: &Trace,
     dtype: DType,
@@ -536,7 +515,7 @@ pub fn contribution_batches(
 /// The tangents of one batch, `[b, n - s, d]`: tangent `j` is `x` at
 /// position `s + j`, zero elsewhere (everything before `s` stays zero and
 /// is skipped).
-pub fn contribution_tangents(trace: &Trace, s: usize, b: usize) -> Result<Tensor> {
+fn contribution_tangents(trace: &Trace, s: usize, b: usize) -> Result<Tensor> {
     let (n, d) = trace.x.dims2()?;
     let m = n - s;
     let mut mask = vec![0f64; b * m];

@@ -16,4 +16,5 @@ pub mod frozen;
 pub mod jacobian;
 pub mod ordinary;
 pub mod progress;
+pub mod stages;
 pub mod trace;

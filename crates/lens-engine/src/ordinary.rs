@@ -27,7 +27,7 @@
 use crate::error::Result;
 use crate::forward::{apply_rope, matrix, norm_weight, rms_scale, scale_norm, RopeTables};
 use crate::jacobian::PassOptions;
-use crate::model::{Arch, Model};
+use crate::model::{Activation, Model};
 use crate::trace::Trace;
 use candle_core::{Device, Tensor, D};
 
@@ -76,10 +76,10 @@ impl Norm {
 }
 
 /// Derivative of the gate activation at the pre-activation `x`.
-fn activation_derivative(arch: Arch, x: &Tensor) -> Result<Tensor> {
-    Ok(match arch {
+fn activation_derivative(activation: Activation, x: &Tensor) -> Result<Tensor> {
+    Ok(match activation {
         // candle's gelu: 0.5·x·(1 + tanh(c·(x + a·x³))), c = √(2/π).
-        Arch::Gemma3 => {
+        Activation::GeluTanh => {
             let c = (2.0 / std::f64::consts::PI).sqrt();
             let a = 0.044715;
             let x2 = x.sqr()?;
@@ -90,7 +90,7 @@ fn activation_derivative(arch: Arch, x: &Tensor) -> Result<Tensor> {
             (outer + ((x * 0.5)? * sech2)?.mul(&inner)?)?
         }
         // silu: x·σ(x) → σ(x)·(1 + x·(1 − σ(x))).
-        _ => {
+        Activation::Silu => {
             let s = (x.neg()?.exp()? + 1.0)?.recip()?;
             let one_minus = s.affine(-1.0, 1.0)?;
             (&s * (x * one_minus)?.affine(1.0, 1.0)?)?
@@ -179,7 +179,7 @@ impl OrdinaryLayer {
         let v = heads(a.matmul(&wv.t()?)?, nkv)?;
         let (mut qn, mut kn) = (q0.clone(), k0.clone());
         let (mut q_norm, mut k_norm) = (None, None);
-        if c.arch != Arch::Llama {
+        if c.recipe.qk_norm {
             let wqn = norm_weight(model, &name("attn_q_norm"), dtype)?;
             let wkn = norm_weight(model, &name("attn_k_norm"), dtype)?;
             let rq = rms_scale(&q0, eps)?;
@@ -215,7 +215,7 @@ impl OrdinaryLayer {
         let w_down = matrix(model, &name("ffn_down"), dtype)?.contiguous()?;
         let gate = m.matmul(&w_gate.t()?)?;
         let up = m.matmul(&w_up.t()?)?;
-        let dgate = (activation_derivative(c.arch, &gate)? * &up)?;
+        let dgate = (activation_derivative(c.recipe.activation, &gate)? * &up)?;
         let mut post_ffn = None;
         if let Some(r) = &rec.r_post_ffn {
             let raw = (&rec.g * &up)?.matmul(&w_down.t()?)?;

@@ -4,7 +4,9 @@ use crate::device::{Gpu, GpuBuf};
 #[cfg(target_arch = "wasm32")]
 use crate::error::GpuError;
 use candle_core::{DType, Tensor};
-use lens_engine::backend::{Backend, Batch, MatView, Store, Strided};
+use lens_engine::backend::{
+    check_elementwise, check_gemm, Backend, Batch, MatView, Store, Strided,
+};
 use lens_engine::model::Model;
 use lens_engine::{EngineError, Result};
 
@@ -15,18 +17,6 @@ fn bad(what: String) -> EngineError {
 /// Element offsets and strides go to the kernels as u32.
 fn u32_of(v: usize, what: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| bad(format!("{what} {v} is past the GPU's 32-bit indices")))
-}
-
-fn check_mat(name: &str, v: &MatView, len: usize, stride: usize, count: usize) -> Result<()> {
-    if let Some(last) = v.last() {
-        let last = last + count.saturating_sub(1) * stride;
-        if last >= len {
-            return Err(bad(format!(
-                "{name} view {v:?} (batch {count}×{stride}) past buffer of {len}"
-            )));
-        }
-    }
-    Ok(())
 }
 
 impl Backend for Gpu {
@@ -59,9 +49,24 @@ impl Backend for Gpu {
     #[cfg(target_arch = "wasm32")]
     fn download(&self, _: &GpuBuf, _: usize, _: &[usize]) -> Result<Tensor> {
         Err(GpuError::Readback(
-            "a browser reads the GPU back asynchronously: use lens_gpu::passes".into(),
+            "a browser reads the GPU back asynchronously: use Backend::read".into(),
         )
         .into())
+    }
+
+    async fn read(&self, buf: &GpuBuf, offset: usize, shape: &[usize]) -> Result<Tensor> {
+        let len = shape.iter().product();
+        let data = Gpu::read(self, buf, offset, len).await?;
+        Ok(Tensor::from_vec(data, shape, &candle_core::Device::Cpu)?)
+    }
+
+    async fn settle(&self) -> Result<()> {
+        Ok(Gpu::settle(self).await?)
+    }
+
+    /// Every buffer of a pass fits one binding.
+    fn max_buffer_bytes(&self) -> usize {
+        usize::try_from(self.adapter().max_binding).unwrap_or(usize::MAX)
     }
 
     fn gemm(
@@ -75,12 +80,7 @@ impl Backend for Gpu {
         batch: Batch,
         accumulate: bool,
     ) -> Result<()> {
-        if av.rows != dv.rows || bv.cols != dv.cols || av.cols != bv.rows {
-            return Err(bad(format!("gemm shapes {dv:?} = {av:?} · {bv:?}")));
-        }
-        check_mat("dst", &dv, dst.len, batch.dst, batch.count)?;
-        check_mat("lhs", &av, a.len, batch.a, batch.count)?;
-        check_mat("rhs", &bv, b.len, batch.b, batch.count)?;
+        check_gemm(&dv, &av, &bv, &batch, [dst.len, a.len, b.len])?;
         if dv.rows == 0 || dv.cols == 0 || batch.count == 0 {
             return Ok(());
         }
@@ -148,16 +148,11 @@ impl Backend for Gpu {
         if total == 0 {
             return Ok(());
         }
-        if dst_offset + total > dst.len {
-            return Err(bad(format!(
-                "elementwise {dims:?} at {dst_offset} past buffer"
-            )));
-        }
-        for (buf, v) in std::iter::once(a).chain(b) {
-            if v.last(dims).is_some_and(|last| last >= buf.len) {
-                return Err(bad(format!("elementwise read {v:?} {dims:?} past buffer")));
-            }
-        }
+        let reads: Vec<(usize, Strided)> = std::iter::once(a)
+            .chain(b)
+            .map(|(buf, v)| (buf.len, v))
+            .collect();
+        check_elementwise(dst.len, dst_offset, dims, &reads)?;
         let u = |v: usize| u32_of(v, "elementwise index");
         let (bb, bs) = b.unwrap_or(a);
         let params = [

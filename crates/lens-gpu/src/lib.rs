@@ -10,15 +10,15 @@
 //! the device.
 //!
 //! Readback is asynchronous (a browser cannot block on the GPU): the
-//! functions in [`passes`] are `async` and work everywhere; natively
-//! [`block_on`] runs them, and the trait's `download` blocks.
+//! engine's pass drivers (`lens_engine::jacobian::*_on`) are `async`, wait
+//! on the backend after each block (`Backend::settle`) and read back with
+//! `Backend::read`; natively [`block_on`] runs them.
 
 mod backend;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 mod device;
 mod error;
-pub mod passes;
 pub mod trace;
 mod weights;
 

@@ -19,7 +19,7 @@ use lens_engine::backend::{Backend, Batch, MatView, Store, Strided};
 use lens_engine::forward::{
     check_ids, embed, norm_weight, rms_scale, scale_norm, LayerRecord, Precision, RopeTables,
 };
-use lens_engine::model::{Arch, Model};
+use lens_engine::model::{Activation, Model};
 use lens_engine::trace::Trace;
 
 fn u32_of(v: usize) -> Result<u32> {
@@ -105,7 +105,7 @@ fn layer(gpu: &Gpu, model: &Model, l: usize, h: &GpuBuf, ropes: &RopeTables) -> 
     let d = c.hidden;
     let (hd, nh, nkv, ffn) = (c.head_dim, c.heads, c.kv_heads, c.ffn);
     let eps = c.norm_eps;
-    let gemma = c.arch == Arch::Gemma3;
+    let post_norms = c.recipe.post_norms;
     let name = |s: &str| format!("blk.{l}.{s}.weight");
     let norm = |s: &str| -> Result<GpuBuf> {
         Ok(Backend::upload(
@@ -122,7 +122,7 @@ fn layer(gpu: &Gpu, model: &Model, l: usize, h: &GpuBuf, ropes: &RopeTables) -> 
     let mut q = gpu.project(&a, &weight("attn_q")?, n, d, nh * hd)?;
     let mut k = gpu.project(&a, &weight("attn_k")?, n, d, nkv * hd)?;
     let v = gpu.project(&a, &weight("attn_v")?, n, d, nkv * hd)?;
-    if c.arch != Arch::Llama {
+    if c.recipe.qk_norm {
         // Per-head norms of q and k (their scales are not frozen: the q/k
         // branch only makes P).
         for (x, heads, w) in [(&mut q, nh, "attn_q_norm"), (&mut k, nkv, "attn_k_norm")] {
@@ -204,7 +204,7 @@ fn layer(gpu: &Gpu, model: &Model, l: usize, h: &GpuBuf, ropes: &RopeTables) -> 
     }
     let mut attn_out = gpu.project(&mixed, &weight("attn_output")?, n, nh * hd, d)?;
     let mut r_post_attn = None;
-    if gemma {
+    if post_norms {
         let normed = gpu.zeros(n * d)?;
         let r = gpu.zeros(n)?;
         gpu.rms_norm(
@@ -227,7 +227,12 @@ fn layer(gpu: &Gpu, model: &Model, l: usize, h: &GpuBuf, ropes: &RopeTables) -> 
     let gate = gpu.project(&m, &weight("ffn_gate")?, n, d, ffn)?;
     let up = gpu.project(&m, &weight("ffn_up")?, n, d, ffn)?;
     let g = gpu.zeros(n * ffn)?;
-    let params = [u32_of(n * ffn)?, gemma as u32, 0, 0];
+    let params = [
+        u32_of(n * ffn)?,
+        (c.recipe.activation == Activation::GeluTanh) as u32,
+        0,
+        0,
+    ];
     gpu.dispatch(&gpu.gate, &[&g.buf, &gate.buf], &params, gpu.grid(n * ffn));
     let mut gu = gpu.zeros(n * ffn)?;
     let dense = Strided::dense(0, [1, 1, n * ffn]);
@@ -242,7 +247,7 @@ fn layer(gpu: &Gpu, model: &Model, l: usize, h: &GpuBuf, ropes: &RopeTables) -> 
     )?;
     let mut mlp_out = gpu.project(&gu, &weight("ffn_down")?, n, ffn, d)?;
     let mut r_post_ffn = None;
-    if gemma {
+    if post_norms {
         let normed = gpu.zeros(n * d)?;
         let r = gpu.zeros(n)?;
         gpu.rms_norm(&normed, &r, &mlp_out, &norm("post_ffw_norm")?, (n, d), eps)?;

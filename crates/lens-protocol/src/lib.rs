@@ -10,6 +10,7 @@ pub mod spec;
 
 pub use catalog::{Catalog, CatalogEntry, FileSpec, ModelFormat, ModelSource};
 pub use lens_report as report;
-pub use messages::{ErrorKind, Reply, Request, Stage, TokenRow, TopRow};
+pub use lens_report::Device;
+pub use messages::{ErrorKind, Reply, Request, Stage};
 pub use snapshot::Snapshot;
 pub use spec::{AnalysisSpec, BackendChoice, Precision, SteerSpec, SvdMode, View};

@@ -3,7 +3,7 @@
 
 use crate::catalog::ModelRequest;
 use crate::spec::{BackendChoice, Precision, SteerSpec, SvdMode};
-use lens_report::{Certificate, Columns, Heatmap, LayerRow, PathPoint, Report, Steering};
+use lens_report::{Columns, Device, Heatmap, Part, Prediction, Report};
 use serde::{Deserialize, Serialize};
 
 /// Page → worker.
@@ -91,27 +91,6 @@ impl Stage {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TopRow {
-    pub id: u32,
-    pub token: String,
-    pub logit: f64,
-    pub prob: f64,
-}
-
-/// One input token's share of the output.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TokenRow {
-    pub token: String,
-    pub id: u32,
-    /// `w_t · c_i` for the predicted token `t` (these sum to its logit).
-    pub attribution: f64,
-    /// `‖c_i‖`.
-    pub contribution_norm: f64,
-    /// `c_i · y / ‖y‖`.
-    pub projection_on_y: f64,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
@@ -165,61 +144,21 @@ pub enum Reply {
     /// Where this run's passes run, sent first in every run.
     Backend {
         job: u32,
-        /// "WebGPU" or "CPU".
-        name: String,
+        device: Device,
         /// The GPU adapter's name, when on WebGPU.
         adapter: Option<String>,
         /// Why auto fell back to the CPU (no adapter, device lost, …).
         fallback: Option<String>,
     },
+    /// The frozen forward's prediction: it starts the job's Report.
     Prediction {
         job: u32,
-        token_ids: Vec<u32>,
-        tokens: Vec<String>,
-        top: Vec<TopRow>,
-        ms: f64,
+        prediction: Prediction,
     },
-    Contributions {
+    /// One stage's result, folded into the Report with `Report::apply`.
+    Part {
         job: u32,
-        target_id: u32,
-        target_token: String,
-        logit: f64,
-        per_token: Vec<TokenRow>,
-        /// `|Σ_i w_t·c_i − logit| / |logit|`.
-        attribution_sum_rel_error: f64,
-        /// `‖Σ_i c_i − y‖ / ‖y‖` at the run's precision.
-        rel_error: f64,
-        /// The same at the other precision (f64 vs f32).
-        other_precision_rel_error: f64,
-        /// On the GPU: random probes `uᵀJ` by the GPU's transpose pass
-        /// against the f64 CPU's (before `J` is formed).
-        #[serde(default)]
-        certificate: Option<Certificate>,
-        ms: f64,
-    },
-    Jacobian {
-        job: u32,
-        /// `‖Σ_i J_i x_i − y‖ / ‖y‖` from the full detached Jacobian.
-        detached_rel_error: f64,
-        /// `‖J_i‖_F` per token.
-        fro_norms: Vec<f64>,
-        /// On the GPU: random probes `uᵀJ` in f64 on the CPU against the
-        /// GPU's `J`.
-        #[serde(default)]
-        certificate: Option<Certificate>,
-        ms: f64,
-    },
-    Spectrum {
-        job: u32,
-        singular_values: Vec<f64>,
-        stable_rank: f64,
-        fro_norm: f64,
-        ms: f64,
-    },
-    Ordinary {
-        job: u32,
-        ordinary_rel_error: f64,
-        ms: f64,
+        part: Part,
     },
     /// The run finds the top of the spectrum matrix-free (a long prompt, or
     /// asked for), and why.
@@ -228,27 +167,10 @@ pub enum Reply {
         tokens: usize,
         reason: String,
     },
-    /// The Report as far as the run has gone (everything but the ordinary
-    /// Jacobian, the layer curves and steering, which come on their own).
-    Report {
-        job: u32,
-        report: Box<Report>,
-    },
-    Layers {
-        job: u32,
-        layers: Vec<LayerRow>,
-        path: Vec<PathPoint>,
-        ms: f64,
-    },
     Inspect {
         job: u32,
         heatmap: Heatmap,
         columns: Columns,
-        ms: f64,
-    },
-    Steered {
-        job: u32,
-        steering: Steering,
         ms: f64,
     },
     Done {
@@ -281,17 +203,49 @@ impl Reply {
             Reply::Progress { job, .. } | Reply::Failed { job, .. } => *job,
             Reply::Backend { job, .. }
             | Reply::Prediction { job, .. }
-            | Reply::Contributions { job, .. }
-            | Reply::Jacobian { job, .. }
-            | Reply::Spectrum { job, .. }
-            | Reply::Ordinary { job, .. }
+            | Reply::Part { job, .. }
             | Reply::LongPrompt { job, .. }
-            | Reply::Report { job, .. }
-            | Reply::Layers { job, .. }
             | Reply::Inspect { job, .. }
-            | Reply::Steered { job, .. }
             | Reply::Done { job, .. } => Some(*job),
         }
+    }
+
+    /// Folds a job's prediction or part into its Report: a prediction
+    /// starts it afresh, a part goes in with `Report::apply` (one without a
+    /// Report, from a run replaced meanwhile, is dropped). Other replies
+    /// leave it as it is. The page and the tests fold replies this way.
+    pub fn fold_into(&self, report: &mut Option<Report>) {
+        match self {
+            Reply::Prediction { prediction, .. } => *report = Some(Report::new(prediction.clone())),
+            Reply::Part { part, .. } => {
+                if let Some(r) = report.as_mut() {
+                    r.apply(part.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The Report these replies fold into, if they hold a prediction.
+    pub fn report_of<'a>(replies: impl IntoIterator<Item = &'a Reply>) -> Option<Report> {
+        let mut report = None;
+        for r in replies {
+            r.fold_into(&mut report);
+        }
+        report
+    }
+
+    /// Whether this reply ends its job, so the worker moves on to the next
+    /// (a failure ends it too).
+    pub fn ends_job(&self) -> bool {
+        matches!(
+            self,
+            Reply::Part {
+                part: Part::Layers(_) | Part::Steered(_),
+                ..
+            } | Reply::Inspect { .. }
+                | Reply::Done { .. }
+        )
     }
 
     pub fn to_json(&self) -> String {
@@ -319,14 +273,21 @@ mod tests {
             backend: Default::default(),
         });
         assert_eq!(Request::from_json(&r.to_json()), Ok(r));
-        let p = Reply::Spectrum {
+        let p = Reply::Part {
             job: 3,
-            singular_values: vec![12.5, 4.25],
-            stable_rank: 4.8,
-            fro_norm: 27.0,
-            ms: 1.0,
+            part: Part::Ordinary(lens_report::Ordinary {
+                rel_error: 0.25,
+                ms: 1.0,
+            }),
         };
         assert_eq!(Reply::from_json(&p.to_json()), Ok(p));
+        let b = Reply::Backend {
+            job: 3,
+            device: Device::Gpu,
+            adapter: Some("a".into()),
+            fallback: None,
+        };
+        assert_eq!(Reply::from_json(&b.to_json()), Ok(b));
         assert!(Reply::from_json("{\"type\":\"nope\"}").is_err());
     }
 
@@ -341,5 +302,14 @@ mod tests {
         };
         assert_eq!(failed(Some(2)).job(), Some(2));
         assert_eq!(failed(None).job(), None);
+        assert!(Reply::Done { job: 7, ms: 1.0 }.ends_job());
+        let ordinary = Reply::Part {
+            job: 7,
+            part: Part::Ordinary(lens_report::Ordinary {
+                rel_error: 0.1,
+                ms: 1.0,
+            }),
+        };
+        assert!(!ordinary.ends_job());
     }
 }

@@ -4,6 +4,14 @@
 
 use serde::{Deserialize, Serialize};
 
+mod parts;
+pub use parts::{
+    Contributions, Device, JacobianPart, Layers, Ordinary, Part, Prediction, Spectra, Steered,
+};
+
+/// The frozen attention probabilities `[layer][head][query][key]`.
+pub type Attention = Vec<Vec<Vec<Vec<f64>>>>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
@@ -87,7 +95,7 @@ pub struct Spectrum {
     pub fro_norm: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Attribution {
     pub target_id: u32,
     pub target_token: String,
@@ -116,7 +124,7 @@ pub struct Steering {
     pub source_token_prob_unsteered: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Reconstruction {
     /// `‖Σ_i J_i x_i − y‖ / ‖y‖` of the detached Jacobian (`None` when it
     /// was not formed: matrix-free mode).
@@ -125,6 +133,10 @@ pub struct Reconstruction {
     pub ordinary_rel_error: Option<f64>,
     /// `‖Σ_i c_i − y‖ / ‖y‖` of the forward-mode contributions.
     pub contributions_rel_error: f64,
+    /// The contributions' error at the other precision (f64 vs f32), from
+    /// its own frozen forward (the page computes it; the CLI does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_precision_rel_error: Option<f64>,
     /// When `J` came from the GPU (f32): how far it is from the f64 CPU
     /// passes on random probes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -300,7 +312,7 @@ pub struct Report {
     /// The path of the top singular vectors across `layers` (cumulative).
     pub path: Vec<PathPoint>,
     /// The frozen attention probabilities `[layer][head][query][key]`.
-    pub attention: Option<Vec<Vec<Vec<Vec<f64>>>>>,
+    pub attention: Option<Attention>,
     /// The prompt continued with and without another prompt's operator.
     pub steering: Option<Steering>,
     pub timings_ms: Timings,

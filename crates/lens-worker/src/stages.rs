@@ -1,26 +1,23 @@
-//! One run, stage by stage, each reported as soon as it is done: the
+//! One run, stage by stage, each part sent as soon as it is done: the
 //! prediction, the contributions `c_i = J_i x_i` (forward mode, no `J`) with
 //! exact attribution and both precisions' reconstruction, then the full
-//! detached Jacobian, the SVD of `J_cat` and the ordinary Jacobian.
+//! detached Jacobian, the spectra (from `J`, or matrix-free for a long
+//! prompt), the attention and the ordinary Jacobian; then, on demand, the
+//! layer curves, a `J_i`'s heatmap and columns, steering. The stages are the
+//! engine's; this adds messages, progress and the GPU's passes.
 
-use lens_engine::analysis::attribution::{attribute, norms_and_projections};
 use lens_engine::analysis::certificate;
 use lens_engine::analysis::steering::SteerOptions;
-use lens_engine::analysis::{
-    attention, columns_at, fro_norms, heatmap, lanczos, layer_curves, spectra, spectra_matrix_free,
-    token_rows, AnalyzeOptions, JacobianValues, Reconstruction, Report, Timings,
-};
-use lens_engine::forward::top_k;
+use lens_engine::analysis::{columns_at, heatmap, lanczos, AnalyzeOptions, JacobianValues};
 use lens_engine::jacobian::{
-    contributions, detached_jacobian, reconstruction_error, rel_error, PassOptions,
+    contributions, contributions_on, detached_jacobian, detached_jacobian_on, vjp_tap_on,
+    PassOptions, Tap,
 };
-use lens_engine::ordinary::ordinary_jacobian;
 use lens_engine::trace::{trace, Trace};
-use lens_engine::{progress, Model, Precision, PrecisionDType};
-use lens_gpu::passes;
+use lens_engine::{progress, stages, Model, Precision, PrecisionDType};
 use lens_protocol::messages::RunRequest;
-use lens_protocol::report::Certificate;
-use lens_protocol::{ErrorKind, Reply, Stage, SteerSpec, SvdMode, TokenRow, TopRow};
+use lens_protocol::report::{Certificate, Part};
+use lens_protocol::{Device, ErrorKind, Reply, Stage, SteerSpec, SvdMode};
 use std::rc::Rc;
 
 /// The full Jacobian (`n·d²` values) must fit this many bytes; past it the
@@ -104,6 +101,16 @@ pub struct Session {
 }
 
 impl Session {
+    fn new(prompt: &str, tr: Trace) -> Self {
+        Session {
+            prompt: prompt.to_string(),
+            precision: tr.precision,
+            tr,
+            jv: None,
+            axes: Vec::new(),
+        }
+    }
+
     fn matches(&self, prompt: &str, precision: Precision) -> bool {
         self.prompt == prompt && self.precision == precision
     }
@@ -118,17 +125,19 @@ pub fn page_options(precision: Precision, matrix_free: bool) -> AnalyzeOptions {
     }
 }
 
+fn progress_reply(job: u32, stage: Stage, done: usize, total: usize) -> Reply {
+    Reply::Progress {
+        job: Some(job),
+        stage,
+        done,
+        total,
+    }
+}
+
 /// Progress of a long pass, as replies for this job.
 fn hook(emit: &Emit, job: u32, s: Stage) -> progress::Hook {
     let e = emit.clone();
-    Rc::new(move |done, total| {
-        e(Reply::Progress {
-            job: Some(job),
-            stage: s,
-            done,
-            total,
-        })
-    })
+    Rc::new(move |done, total| e(progress_reply(job, s, done, total)))
 }
 
 fn bad(message: String) -> Failure {
@@ -152,9 +161,11 @@ fn encode(model: &Model, prompt: &str) -> Result<Vec<u32>, Failure> {
     Ok(ids)
 }
 
-/// Runs `req` on `model`, sending each stage's reply to `emit` and
-/// progress within the long stages; `now_ms` is the clock. What the
-/// on-demand stages need is left in `session`.
+/// Runs `req` on `model`, sending each stage's part to `emit` as soon as it
+/// is done, with progress within the long stages; `now_ms` is the clock.
+/// The stages are the engine's (`lens_engine::stages`), as in the CLI's
+/// `analyze`; this adds the messages, progress and the GPU's passes. What
+/// the on-demand stages need is left in `session`.
 pub async fn run(
     model: &Model,
     req: &RunRequest,
@@ -169,29 +180,19 @@ pub async fn run(
     let gpu = compute.gpu;
     // A bad prompt fails before anything is said about the run.
     let ids = encode(model, &req.prompt)?;
+    // Where the run computes, decided here once.
+    let device = Device::choose(gpu.is_some(), req.precision);
+    let precision = device.precision();
     emit(Reply::Backend {
         job,
-        name: if gpu.is_some() { "WebGPU" } else { "CPU" }.into(),
+        device,
         adapter: gpu.map(|g| g.adapter().label()),
         fallback: compute.fallback.clone(),
     });
-    // The GPU computes in f32.
-    let precision = if gpu.is_some() {
-        Precision::F32
-    } else {
-        req.precision
-    };
-    let stage = |s: Stage, done: usize, total: usize| {
-        emit(Reply::Progress {
-            job: Some(job),
-            stage: s,
-            done,
-            total,
-        })
-    };
-    let mut timings = Timings::default();
+    let part = |part: Part| emit(Reply::Part { job, part });
+    let pass = PassOptions::default();
 
-    stage(Stage::Predict, 0, 1);
+    emit(progress_reply(job, Stage::Predict, 0, 1));
     let t = now_ms();
     let tr = match gpu {
         Some(g) => {
@@ -200,60 +201,36 @@ pub async fn run(
         }
         None => trace(model, &ids, precision)?,
     };
-    let logits = tr.logits(model)?;
-    let top = top_k(model, &logits, req.top.clamp(1, 50));
-    timings.forward = now_ms() - t;
-    emit(Reply::Prediction {
-        job,
-        token_ids: ids.clone(),
-        tokens: ids.iter().map(|&i| model.tokenizer.token_str(i)).collect(),
-        top: top
-            .iter()
-            .map(|t| TopRow {
-                id: t.id,
-                token: t.token.clone(),
-                logit: t.logit,
-                prob: t.prob,
-            })
-            .collect(),
-        ms: timings.forward,
-    });
-    let predicted = top.first().map(|t| t.id).unwrap_or_default();
+    let mut prediction = stages::prediction(model, &tr, req.top.clamp(1, 50))?;
+    prediction.ms = now_ms() - t;
+    emit(Reply::Prediction { job, prediction });
 
     let t = now_ms();
     let c = {
         let _hook = progress::install(hook(&emit, job, Stage::Contributions));
         match gpu {
-            Some(g) => passes::contributions(g, model, &tr, PassOptions::default()).await?,
-            None => contributions(model, &tr, PassOptions::default())?,
+            Some(g) => contributions_on(g, model, &tr, pass).await?,
+            None => contributions(model, &tr, pass)?,
         }
     };
-    let rel = rel_error(&c.sum(0)?, &tr.y.flatten_all()?)?;
-    let att = attribute(model, &tr, &c, predicted)?;
-    let (norms, proj) = norms_and_projections(&c, &tr.y_vec()?)?;
-    // The other precision's reconstruction from its own frozen forward.
-    let other = match precision {
-        Precision::F64 => Precision::F32,
-        Precision::F32 => Precision::F64,
-    };
-    let tr_other = trace(model, &ids, other)?;
-    let c_other = contributions(model, &tr_other, PassOptions::default())?;
-    let other_rel = rel_error(&c_other.sum(0)?, &tr_other.y.flatten_all()?)?;
-    drop(c_other);
+    let mut contrib = stages::contributions(model, &tr, &c, None)?;
+    drop(c);
+    contrib.other_precision_rel_error = Some(stages::other_precision_rel_error(model, &tr)?);
     // On the GPU: its transpose pass on a few random probes against the
-    // f64 CPU's (the other precision's trace is the f64 one).
+    // f64 CPU's.
     let probes = match gpu {
         Some(g) => {
             let t = now_ms();
+            let tr64 = trace(model, &ids, Precision::F64)?;
             let u =
                 certificate::probes(model.config.hidden, certificate::PROBES, CERTIFICATE_SEED)?;
-            let reference = certificate::reference(model, &tr_other, &u)?;
-            let (on_gpu, _) = passes::vjp(g, model, &tr, &u, PassOptions::default()).await?;
-            let max_rel_error = certificate::max_rel_error(&on_gpu, &reference)?;
+            let output = Tap::output(model.config.layers);
+            let reference = certificate::reference(model, &tr64, &u)?;
+            let (on_gpu, _) = vjp_tap_on(g, model, &tr, output, &u, pass).await?;
             let cert = Certificate {
                 device: g.adapter().name.clone(),
                 probes: certificate::PROBES,
-                max_rel_error,
+                max_rel_error: certificate::max_rel_error(&on_gpu, &reference)?,
                 seed: CERTIFICATE_SEED,
                 ms: now_ms() - t,
             };
@@ -261,31 +238,9 @@ pub async fn run(
         }
         None => None,
     };
-    drop(tr_other);
-    let mut cert = probes.as_ref().map(|p| p.2.clone());
-    timings.contributions = now_ms() - t;
-    emit(Reply::Contributions {
-        job,
-        target_id: att.target_id,
-        target_token: att.target_token.clone(),
-        logit: att.logit,
-        per_token: ids
-            .iter()
-            .enumerate()
-            .map(|(i, &id)| TokenRow {
-                token: model.tokenizer.token_str(id),
-                id,
-                attribution: att.per_token[i],
-                contribution_norm: norms[i],
-                projection_on_y: proj[i],
-            })
-            .collect(),
-        attribution_sum_rel_error: att.sum_rel_error,
-        rel_error: rel,
-        other_precision_rel_error: other_rel,
-        certificate: cert.clone(),
-        ms: timings.contributions,
-    });
+    contrib.certificate = probes.as_ref().map(|p| p.2.clone());
+    contrib.ms = now_ms() - t;
+    part(Part::Contributions(contrib));
     let done = |emit: &Emit| {
         emit(Reply::Done {
             job,
@@ -293,13 +248,7 @@ pub async fn run(
         })
     };
     if !req.full {
-        *session = Some(Session {
-            prompt: req.prompt.clone(),
-            precision,
-            tr,
-            jv: None,
-            axes: Vec::new(),
-        });
+        *session = Some(Session::new(&req.prompt, tr));
         done(&emit);
         return Ok(());
     }
@@ -315,120 +264,61 @@ pub async fn run(
         });
     }
     let opts = page_options(precision, matrix_free);
-    let (jv, detached, fro) = if matrix_free {
-        (None, None, None)
+    let jv = if matrix_free {
+        None
     } else {
         let t = now_ms();
         let (j, _) = {
             let _hook = progress::install(hook(&emit, job, Stage::Jacobian));
             match gpu {
-                Some(g) => passes::detached_jacobian(g, model, &tr, PassOptions::default()).await?,
-                None => detached_jacobian(model, &tr, PassOptions::default())?,
+                Some(g) => detached_jacobian_on(g, model, &tr, pass).await?,
+                None => detached_jacobian(model, &tr, pass)?,
             }
         };
-        let detached = reconstruction_error(&j, &tr.x, &tr.y)?;
-        let fro = fro_norms(&j)?;
-        timings.jacobian = now_ms() - t;
+        let mut jp = stages::jacobian(&tr, &j)?;
         // The certificate again, now on the GPU's J itself.
         if let Some((u, reference, c)) = &probes {
             let t = now_ms();
             let max_rel_error =
                 certificate::max_rel_error(&certificate::through(&j, u)?, reference)?;
-            cert = Some(Certificate {
+            jp.certificate = Some(Certificate {
                 max_rel_error,
                 ms: c.ms + now_ms() - t,
                 ..c.clone()
             });
         }
-        emit(Reply::Jacobian {
-            job,
-            detached_rel_error: detached,
-            fro_norms: fro.clone(),
-            certificate: cert.clone(),
-            ms: timings.jacobian,
-        });
+        jp.ms = now_ms() - t;
+        part(Part::Jacobian(jp));
         let jv = JacobianValues::of(&j)?;
         drop(j);
-        (Some(jv), Some(detached), Some(fro))
+        Some(jv)
     };
 
-    let t = now_ms();
-    let sp = match &jv {
+    let (sp, axes) = match &jv {
         Some(jv) => {
-            stage(Stage::Svd, 0, 1);
-            spectra(model, &tr, jv, &opts, now_ms)?
+            emit(progress_reply(job, Stage::Svd, 0, 1));
+            stages::spectra(model, &tr, Some(jv), &opts, now_ms)?
         }
         None => progress::scoped(hook(&emit, job, Stage::Krylov), || {
-            spectra_matrix_free(model, &tr, &opts, now_ms)
+            stages::spectra(model, &tr, None, &opts, now_ms)
         })?,
     };
-    timings.decode = sp.decode_ms;
-    timings.svd = now_ms() - t - sp.decode_ms;
-    if let Some(svd) = &sp.svd {
-        emit(Reply::Spectrum {
-            job,
-            singular_values: svd.concat.singular_values.clone(),
-            stable_rank: svd.concat.stable_rank,
-            fro_norm: svd.concat.fro_norm,
-            ms: now_ms() - t,
-        });
+    part(Part::Spectra(sp));
+    if n <= ATTENTION_MAX_TOKENS {
+        part(Part::Attention(stages::attention(&tr)?));
     }
-    let report = Report {
-        model: model.name.clone(),
-        precision,
-        token_ids: ids.clone(),
-        tokens: ids.iter().map(|&i| model.tokenizer.token_str(i)).collect(),
-        top,
-        reconstruction: Reconstruction {
-            detached_rel_error: detached,
-            ordinary_rel_error: None,
-            contributions_rel_error: rel,
-            certificate: cert,
-        },
-        per_token: token_rows(model, &tr, &c, fro.as_deref())?,
-        layers: Vec::new(),
-        svd: sp.svd,
-        matrix_free: sp.matrix_free,
-        decode: sp.decode,
-        attribution: att,
-        attribution_predicted: None,
-        columns: sp.columns,
-        path: Vec::new(),
-        attention: if n <= ATTENTION_MAX_TOKENS {
-            Some(attention(&tr)?)
-        } else {
-            None
-        },
-        steering: None,
-        timings_ms: timings,
-    };
-    emit(Reply::Report {
-        job,
-        report: Box::new(report),
-    });
-    let axes = sp.axes;
-    drop(c);
 
     if !matrix_free {
-        let t = now_ms();
-        let o = progress::scoped(hook(&emit, job, Stage::Ordinary), || {
-            ordinary_jacobian(model, &tr, PassOptions::default())
+        let (mut o, ms) = progress::scoped(hook(&emit, job, Stage::Ordinary), || {
+            stages::timed(now_ms, || stages::ordinary(model, &tr, pass))
         })?;
-        let ordinary = reconstruction_error(&o, &tr.x, &tr.y)?;
-        drop(o);
-        emit(Reply::Ordinary {
-            job,
-            ordinary_rel_error: ordinary,
-            ms: now_ms() - t,
-        });
+        o.ms = ms;
+        part(Part::Ordinary(o));
     }
-    *session = Some(Session {
-        prompt: req.prompt.clone(),
-        precision,
-        tr,
-        jv,
-        axes,
-    });
+    let mut s = Session::new(&req.prompt, tr);
+    s.jv = jv;
+    s.axes = axes;
+    *session = Some(s);
     done(&emit);
     Ok(())
 }
@@ -479,13 +369,7 @@ fn session_for<'a>(
         .is_some_and(|s| s.matches(prompt, precision))
     {
         let ids = encode(model, prompt)?;
-        *session = Some(Session {
-            prompt: prompt.to_string(),
-            precision,
-            tr: trace(model, &ids, precision)?,
-            jv: None,
-            axes: Vec::new(),
-        });
+        *session = Some(Session::new(prompt, trace(model, &ids, precision)?));
     }
     session
         .as_mut()
@@ -511,7 +395,7 @@ pub fn layers(
     let s = session_for(model, prompt, precision, session)?;
     let t = now_ms();
     let opts = page_options(precision, false);
-    let (rows, path) = progress::scoped(hook(&emit, job, Stage::Layers), || {
+    let mut part = progress::scoped(hook(&emit, job, Stage::Layers), || {
         if s.axes.len() < 2 {
             // The path's axes: J_cat's top two left singular vectors, found
             // without forming J (the run that had them is gone).
@@ -519,13 +403,12 @@ pub fn layers(
                 lanczos::top_triplets(model, &s.tr, lanczos::KrylovOptions::new(2), opts.pass)?;
             s.axes = mf.triplets.into_iter().map(|t| t.u).collect();
         }
-        layer_curves(model, &s.tr, layers, &opts, &s.axes)
+        stages::layers(model, &s.tr, layers, &opts, &s.axes)
     })?;
-    emit(Reply::Layers {
+    part.ms = now_ms() - t;
+    emit(Reply::Part {
         job,
-        layers: rows,
-        path,
-        ms: now_ms() - t,
+        part: Part::Layers(part),
     });
     Ok(())
 }
@@ -566,12 +449,7 @@ pub fn inspect(
     let Some(jv) = &s.jv else {
         return Err(bad("no Jacobian".into()));
     };
-    emit(Reply::Progress {
-        job: Some(job),
-        stage: Stage::Inspect,
-        done: 0,
-        total: 1,
-    });
+    emit(progress_reply(job, Stage::Inspect, 0, 1));
     let opts = page_options(precision, false);
     let heatmap = heatmap(jv, position, HEATMAP_CELLS)?;
     let columns = columns_at(model, jv, position, opts.columns, opts.decode_top)?;
@@ -603,23 +481,17 @@ pub fn steer(
     }
     so.lambda = spec.lambda;
     so.tokens = spec.tokens.clamp(1, lens_protocol::spec::MAX_STEER_TOKENS);
-    let steering = progress::scoped(hook(&emit, job, Stage::Steering), || {
-        lens_engine::analysis::steering::steer(
-            model,
-            &spec.text,
-            &so,
-            precision,
-            PassOptions::default(),
-        )
+    let mut steered = progress::scoped(hook(&emit, job, Stage::Steering), || {
+        stages::steer(model, &spec.text, &so, precision, PassOptions::default())
     })
     .map_err(|e| match e {
         lens_engine::EngineError::Config(m) => bad(m),
         e => e.into(),
     })?;
-    emit(Reply::Steered {
+    steered.ms = now_ms() - t;
+    emit(Reply::Part {
         job,
-        steering,
-        ms: now_ms() - t,
+        part: Part::Steered(steered),
     });
     Ok(())
 }

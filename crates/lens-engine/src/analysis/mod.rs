@@ -1,5 +1,6 @@
-//! Analyses of the detached Jacobian, gathered in a `Report` (plain serde
-//! data) that the CLI prints and the page draws.
+//! Analyses of the detached Jacobian: spectra (exact or matrix-free),
+//! decoding, columns, heatmaps, layer curves, attribution, steering. The
+//! stages (`crate::stages`) call these and return the Report's parts.
 
 pub mod attribution;
 pub mod certificate;
@@ -10,13 +11,10 @@ pub mod steering;
 pub mod svd;
 
 use crate::error::Result;
-use crate::forward::{top_k, Precision};
-use crate::jacobian::{
-    contributions, detached_jacobian, reconstruction_error, rel_error, PassOptions,
-};
+use crate::forward::Precision;
+use crate::jacobian::PassOptions;
 use crate::model::Model;
-use crate::trace::{trace, Trace};
-use attribution::attribute;
+use crate::trace::Trace;
 use candle_core::{DType, Tensor};
 use decode::{Decoded, Queue, TokenScore};
 pub use layers::layer_curves;
@@ -74,129 +72,7 @@ impl AnalyzeOptions {
     }
 }
 
-/// Runs the analyses. `now_ms` is the caller's clock (the engine has none:
-/// `std::time::Instant` does not exist in the browser). The steps are public
-/// so that the browser's worker runs the same code stage by stage.
-pub fn analyze(
-    model: &Model,
-    prompt: &str,
-    opts: &AnalyzeOptions,
-    now_ms: &dyn Fn() -> f64,
-) -> Result<Report> {
-    let ids = model.encode(prompt)?;
-    let mut timings = Timings::default();
-    let t = now_ms();
-    let tr = trace(model, &ids, opts.precision)?;
-    let logits = tr.logits(model)?;
-    timings.forward = now_ms() - t;
-
-    let t = now_ms();
-    let c = contributions(model, &tr, opts.pass)?;
-    let contributions_rel_error = rel_error(&c.sum(0)?, &tr.y.flatten_all()?)?;
-    timings.contributions = now_ms() - t;
-
-    let t = now_ms();
-    let j = if opts.matrix_free {
-        None
-    } else {
-        Some(detached_jacobian(model, &tr, opts.pass)?.0)
-    };
-    let detached_rel_error = match &j {
-        Some(j) => Some(reconstruction_error(j, &tr.x, &tr.y)?),
-        None => None,
-    };
-    timings.jacobian = now_ms() - t;
-
-    let fro = match &j {
-        Some(j) => Some(fro_norms(j)?),
-        None => None,
-    };
-    let per_token = token_rows(model, &tr, &c, fro.as_deref())?;
-
-    // Attribution of the target's logit (and of the prediction's beside it).
-    let predicted = top_k(model, &logits, 1)
-        .first()
-        .map(|t| t.id)
-        .unwrap_or_default();
-    let target = match &opts.target {
-        Some(name) => model.tokenizer.token_id(name)?,
-        None => predicted,
-    };
-    let attribution = attribute(model, &tr, &c, target)?;
-    let attribution_predicted = if target != predicted {
-        Some(attribute(model, &tr, &c, predicted)?)
-    } else {
-        None
-    };
-
-    let t = now_ms();
-    let jv = match j {
-        Some(j) => Some(JacobianValues::of(&j)?),
-        None => None,
-    };
-    let sp = match &jv {
-        Some(jv) => spectra(model, &tr, jv, opts, now_ms)?,
-        None => spectra_matrix_free(model, &tr, opts, now_ms)?,
-    };
-    timings.svd = now_ms() - t - sp.decode_ms;
-    timings.decode = sp.decode_ms;
-    drop(jv);
-
-    let attention = if opts.attention {
-        Some(attention(&tr)?)
-    } else {
-        None
-    };
-
-    let t = now_ms();
-    let (layers, path) = layer_curves(model, &tr, &opts.layers, opts, &sp.axes)?;
-    timings.layers = now_ms() - t;
-
-    let steering = match &opts.steer {
-        Some(so) => {
-            let t = now_ms();
-            let s = steering::steer(model, prompt, so, opts.precision, opts.pass)?;
-            timings.steering = now_ms() - t;
-            Some(s)
-        }
-        None => None,
-    };
-
-    let ordinary_rel_error = if opts.ordinary {
-        let t = now_ms();
-        let jo = crate::ordinary::ordinary_jacobian(model, &tr, opts.pass)?;
-        timings.ordinary = now_ms() - t;
-        Some(reconstruction_error(&jo, &tr.x, &tr.y)?)
-    } else {
-        None
-    };
-
-    Ok(Report {
-        model: model.name.clone(),
-        precision: opts.precision,
-        tokens: ids.iter().map(|&i| model.tokenizer.token_str(i)).collect(),
-        token_ids: ids,
-        top: top_k(model, &logits, opts.top),
-        reconstruction: Reconstruction {
-            detached_rel_error,
-            ordinary_rel_error,
-            contributions_rel_error,
-            certificate: None,
-        },
-        per_token,
-        layers,
-        svd: sp.svd,
-        matrix_free: sp.matrix_free,
-        decode: sp.decode,
-        attribution,
-        attribution_predicted,
-        columns: sp.columns,
-        path,
-        attention,
-        steering,
-        timings_ms: timings,
-    })
-}
+pub use crate::stages::analyze;
 
 /// `‖J_i‖_F` per token of `J` (`[n, d, d]`).
 pub fn fro_norms(j: &Tensor) -> Result<Vec<f64>> {
@@ -205,30 +81,6 @@ pub fn fro_norms(j: &Tensor) -> Result<Vec<f64>> {
         .sqrt()?
         .to_dtype(DType::F64)?
         .to_vec1::<f64>()?)
-}
-
-/// The per-token rows of the Report from the contributions `c` (`[n, d]`)
-/// and, when `J` was formed, its per-token norms.
-pub fn token_rows(
-    model: &Model,
-    tr: &Trace,
-    c: &Tensor,
-    fro: Option<&[f64]>,
-) -> Result<Vec<TokenRow>> {
-    let (cn, proj) = attribution::norms_and_projections(c, &tr.y_vec()?)?;
-    let xn = fro_norms(&tr.x.unsqueeze(1)?)?;
-    Ok(tr
-        .ids
-        .iter()
-        .enumerate()
-        .map(|(i, &id)| TokenRow {
-            token: model.tokenizer.token_str(id),
-            embedding_norm: xn[i],
-            jacobian_fro_norm: fro.and_then(|f| f.get(i).copied()),
-            contribution_norm: cn[i],
-            projection_on_y: proj[i],
-        })
-        .collect())
 }
 
 /// `J`'s entries in f64, `[n, d, d]` row-major, kept for the SVDs and for

@@ -3,7 +3,7 @@
 //! accumulation, so that views and residual adds cost no copies; every core
 //! natively (rayon), one thread in wasm.
 
-use super::{Backend, Batch, MatView, Store, Strided};
+use super::{check_elementwise, check_gemm, Backend, Batch, MatView, Store, Strided};
 use crate::error::{EngineError, Result};
 use candle_core::{DType, Device, Tensor, WithDType};
 
@@ -66,18 +66,6 @@ const ROW_BLOCK: usize = 1280;
 
 fn bad(what: impl Into<String>) -> EngineError {
     EngineError::Backend(what.into())
-}
-
-fn check_mat(name: &str, v: &MatView, len: usize, batch_stride: usize, count: usize) -> Result<()> {
-    if let Some(last) = v.last() {
-        let last = last + count.saturating_sub(1) * batch_stride;
-        if last >= len {
-            return Err(bad(format!(
-                "{name} view {v:?} (batch {count}×{batch_stride}) past buffer of {len}"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Products of at least this many flops may run side by side.
@@ -194,21 +182,7 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         batch: Batch,
         accumulate: bool,
     ) -> Result<()> {
-        if av.rows != dv.rows || bv.cols != dv.cols || av.cols != bv.rows {
-            return Err(bad(format!("gemm shapes {dv:?} = {av:?} · {bv:?}")));
-        }
-        // Distinct destination elements: rows apart by at least a row's span,
-        // or columns apart by a column's.
-        let distinct = (dv.cs >= 1 && dv.rs >= dv.cols * dv.cs)
-            || (dv.rs >= 1 && dv.cs >= dv.rows * dv.rs)
-            || dv.rows <= 1 && dv.cs >= 1
-            || dv.cols <= 1 && dv.rs >= 1;
-        if !distinct {
-            return Err(bad(format!("gemm destination {dv:?} overlaps itself")));
-        }
-        check_mat("dst", &dv, dst.len(), batch.dst, batch.count)?;
-        check_mat("lhs", &av, a.len(), batch.a, batch.count)?;
-        check_mat("rhs", &bv, b.len(), batch.b, batch.count)?;
+        check_gemm(&dv, &av, &bv, &batch, [dst.len(), a.len(), b.len()])?;
         if dv.rows == 0 || dv.cols == 0 {
             return Ok(());
         }
@@ -267,14 +241,12 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         if total == 0 {
             return Ok(());
         }
-        let out = dst
-            .get_mut(dst_offset..dst_offset + total)
-            .ok_or_else(|| bad(format!("elementwise {dims:?} at {dst_offset} past buffer")))?;
-        for (buf, v) in std::iter::once(a).chain(b) {
-            if v.last(dims).is_some_and(|last| last >= buf.len()) {
-                return Err(bad(format!("elementwise read {v:?} {dims:?} past buffer")));
-            }
-        }
+        let reads: Vec<(usize, Strided)> = std::iter::once(a)
+            .chain(b)
+            .map(|(buf, v)| (buf.len(), v))
+            .collect();
+        check_elementwise(dst.len(), dst_offset, dims, &reads)?;
+        let out = &mut dst[dst_offset..dst_offset + total];
         let row = dims[2];
         let kernel = |r: usize, out: &mut [T]| {
             let (i, j) = (r / dims[1], r % dims[1]);

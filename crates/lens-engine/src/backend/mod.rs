@@ -15,6 +15,7 @@ pub use cpu::CpuBackend;
 use crate::error::Result;
 use crate::model::Model;
 use candle_core::{DType, Tensor};
+use std::future::Future;
 
 /// A `rows × cols` matrix inside a buffer: element `(r, c)` is at
 /// `offset + r·rs + c·cs`.
@@ -139,6 +140,75 @@ pub enum Store {
     Mul,
 }
 
+/// The contract of [`Backend::gemm`], checked by every backend before it
+/// runs: the shapes agree, the destination does not overlap itself within
+/// one product, and every view, at every product of the batch, lies inside
+/// its buffer (`lens` are the buffers' lengths: dst, a, b).
+pub fn check_gemm(
+    dv: &MatView,
+    av: &MatView,
+    bv: &MatView,
+    batch: &Batch,
+    lens: [usize; 3],
+) -> Result<()> {
+    if av.rows != dv.rows || bv.cols != dv.cols || av.cols != bv.rows {
+        return Err(bad(format!("gemm shapes {dv:?} = {av:?} · {bv:?}")));
+    }
+    // Distinct destination elements: rows apart by at least a row's span,
+    // or columns apart by a column's.
+    let distinct = (dv.cs >= 1 && dv.rs >= dv.cols * dv.cs)
+        || (dv.rs >= 1 && dv.cs >= dv.rows * dv.rs)
+        || dv.rows <= 1 && dv.cs >= 1
+        || dv.cols <= 1 && dv.rs >= 1;
+    if !distinct {
+        return Err(bad(format!("gemm destination {dv:?} overlaps itself")));
+    }
+    let views = [
+        ("dst", dv, batch.dst),
+        ("lhs", av, batch.a),
+        ("rhs", bv, batch.b),
+    ];
+    for ((name, v, stride), len) in views.into_iter().zip(lens) {
+        if let Some(last) = v.last() {
+            let last = last + batch.count.saturating_sub(1) * stride;
+            if last >= len {
+                return Err(bad(format!(
+                    "{name} view {v:?} (batch {}×{stride}) past buffer of {len}",
+                    batch.count
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The contract of [`Backend::elementwise`]: the dense `dims` block at
+/// `dst_offset` lies inside a destination of `dst_len`, and every read
+/// (a buffer's length and its strided view) inside its buffer.
+pub fn check_elementwise(
+    dst_len: usize,
+    dst_offset: usize,
+    dims: [usize; 3],
+    reads: &[(usize, Strided)],
+) -> Result<()> {
+    let total: usize = dims.iter().product();
+    if total > 0 && dst_offset + total > dst_len {
+        return Err(bad(format!(
+            "elementwise {dims:?} at {dst_offset} past buffer"
+        )));
+    }
+    for (len, v) in reads {
+        if v.last(dims).is_some_and(|last| last >= *len) {
+            return Err(bad(format!("elementwise read {v:?} {dims:?} past buffer")));
+        }
+    }
+    Ok(())
+}
+
+fn bad(what: String) -> crate::EngineError {
+    crate::EngineError::Backend(what)
+}
+
 /// The operations of the frozen-linear passes. `Buf` holds values of the
 /// backend's precision ([`Backend::dtype`]).
 pub trait Backend {
@@ -159,9 +229,35 @@ pub trait Backend {
     /// `shape`'s worth of elements from `offset`, as a host tensor.
     fn download(&self, buf: &Self::Buf, offset: usize, shape: &[usize]) -> Result<Tensor>;
 
+    /// `shape`'s worth of elements from `offset`, read back when the
+    /// backend has them (a GPU in a browser reads back asynchronously; the
+    /// default is [`Backend::download`]).
+    fn read(
+        &self,
+        buf: &Self::Buf,
+        offset: usize,
+        shape: &[usize],
+    ) -> impl Future<Output = Result<Tensor>> {
+        std::future::ready(self.download(buf, offset, shape))
+    }
+
+    /// Waits until the work queued so far is done. The passes settle after
+    /// each block, so that progress follows the device and a cancelled run
+    /// leaves little queued; a CPU's work is done when it returns.
+    fn settle(&self) -> impl Future<Output = Result<()>> {
+        std::future::ready(Ok(()))
+    }
+
+    /// The largest buffer the backend can bind at once; the passes size
+    /// their working memory under it.
+    fn max_buffer_bytes(&self) -> usize {
+        usize::MAX
+    }
+
     /// `dst ← a·b` (or `dst += a·b` when `accumulate`), `batch.count` times;
     /// with `batch.dst == 0` the products are summed into one destination.
-    /// `dst` must not overlap itself within one product.
+    /// `dst` must not overlap itself within one product. An implementation
+    /// starts with [`check_gemm`].
     #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
@@ -176,7 +272,8 @@ pub trait Backend {
     ) -> Result<()>;
 
     /// On the dense `dims` block of `dst` at `dst_offset`:
-    /// `dst (store) a` or `dst (store) a ⊙ b`.
+    /// `dst (store) a` or `dst (store) a ⊙ b`. An implementation starts
+    /// with [`check_elementwise`].
     fn elementwise(
         &self,
         store: Store,

@@ -32,9 +32,76 @@ pub struct Llama3Scaling {
     pub original_max_position_embeddings: f64,
 }
 
+/// The gate activation of the MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// GELU, tanh approximation (Gemma 3).
+    GeluTanh,
+    /// SiLU (Qwen 3, Llama).
+    Silu,
+}
+
+/// How a family's decoder block differs from the others, as named fields
+/// (the way candle-transformers' `Config` carries them): the passes read
+/// these, never the architecture's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipe {
+    /// A norm after attention and after the MLP, before each residual add.
+    pub post_norms: bool,
+    /// RMSNorm of each head's q and k before RoPE.
+    pub qk_norm: bool,
+    pub activation: Activation,
+    /// Input embeddings are multiplied by `√d`.
+    pub embedding_scale: bool,
+    /// Norms multiply by `1 + w` (GGUF stores `1 + w`, safetensors `w`).
+    pub norm_offset: bool,
+    /// Sliding-window layers use their own RoPE base.
+    pub local_rope: bool,
+    /// GGUF stores q/k rows interleaved for RoPE (llama.cpp's conversion
+    /// of llama-architecture models); they are read back as rotate-half.
+    pub gguf_interleaved_qk: bool,
+}
+
+impl Recipe {
+    pub fn of(arch: Arch) -> Self {
+        match arch {
+            Arch::Gemma3 => Recipe {
+                post_norms: true,
+                qk_norm: true,
+                activation: Activation::GeluTanh,
+                embedding_scale: true,
+                norm_offset: true,
+                local_rope: true,
+                gguf_interleaved_qk: false,
+            },
+            Arch::Qwen3 => Recipe {
+                post_norms: false,
+                qk_norm: true,
+                activation: Activation::Silu,
+                embedding_scale: false,
+                norm_offset: false,
+                local_rope: false,
+                gguf_interleaved_qk: false,
+            },
+            Arch::Llama => Recipe {
+                post_norms: false,
+                qk_norm: false,
+                activation: Activation::Silu,
+                embedding_scale: false,
+                norm_offset: false,
+                local_rope: false,
+                gguf_interleaved_qk: true,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     pub arch: Arch,
+    /// What the block does differently (from `arch`).
+    pub recipe: Recipe,
     pub hidden: usize,
     pub layers: usize,
     pub heads: usize,
@@ -142,6 +209,7 @@ impl ModelConfig {
         };
         check(ModelConfig {
             arch,
+            recipe: Recipe::of(arch),
             hidden,
             layers,
             heads,
@@ -270,6 +338,7 @@ impl ModelConfig {
             .unwrap_or(gemma);
         check(ModelConfig {
             arch,
+            recipe: Recipe::of(arch),
             hidden,
             layers,
             heads,

@@ -3,7 +3,7 @@
 pub mod config;
 mod hf_names;
 
-pub use config::{Arch, Llama3Scaling, ModelConfig};
+pub use config::{Activation, Arch, Llama3Scaling, ModelConfig, Recipe};
 
 use crate::error::{EngineError, Result};
 use crate::tokenizer::LensTokenizer;
@@ -136,11 +136,11 @@ impl Model {
             w.expect_shape(&n("ffn_gate"), &[c.ffn, d])?;
             w.expect_shape(&n("ffn_up"), &[c.ffn, d])?;
             w.expect_shape(&n("ffn_down"), &[d, c.ffn])?;
-            if c.arch != Arch::Llama {
+            if c.recipe.qk_norm {
                 w.expect_shape(&n("attn_q_norm"), &[c.head_dim])?;
                 w.expect_shape(&n("attn_k_norm"), &[c.head_dim])?;
             }
-            if c.arch == Arch::Gemma3 {
+            if c.recipe.post_norms {
                 w.expect_shape(&n("post_attention_norm"), &[d])?;
                 w.expect_shape(&n("post_ffw_norm"), &[d])?;
             }

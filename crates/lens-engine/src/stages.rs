@@ -1,0 +1,264 @@
+//! The stages of an analysis, each a typed function that takes what it
+//! needs and returns one [`Part`] of the Report (plain data). The CLI's
+//! [`analyze`] and the browser worker's run are the same sequence of these;
+//! the worker adds only messages, progress, cancellation and the GPU's
+//! passes. A part is folded into the Report by [`Report::apply`], nowhere
+//! else. Stages do not time themselves (the engine has no clock): the caller
+//! sets each part's `ms`.
+
+use crate::analysis::attribution::{attribute, norms_and_projections};
+use crate::analysis::steering::{self, SteerOptions};
+use crate::analysis::{self, fro_norms, AnalyzeOptions, JacobianValues};
+use crate::error::Result;
+use crate::forward::{top_k, Precision};
+use crate::jacobian::{self, reconstruction_error, rel_error, PassOptions};
+use crate::model::Model;
+use crate::trace::{trace, Trace};
+use candle_core::Tensor;
+use lens_report::{
+    Attention, Contributions, JacobianPart, Layers, Ordinary, Part, Prediction, Report, Spectra,
+    Steered, TokenRow,
+};
+
+/// `J_cat`'s top two left singular vectors: the axes of the layer path.
+pub type Axes = Vec<Vec<f64>>;
+
+/// The prediction of the frozen forward `tr`: its `top` next tokens.
+pub fn prediction(model: &Model, tr: &Trace, top: usize) -> Result<Prediction> {
+    let logits = tr.logits(model)?;
+    Ok(Prediction {
+        model: model.name.clone(),
+        precision: tr.precision,
+        token_ids: tr.ids.clone(),
+        tokens: tr
+            .ids
+            .iter()
+            .map(|&i| model.tokenizer.token_str(i))
+            .collect(),
+        top: top_k(model, &logits, top),
+        ms: 0.0,
+    })
+}
+
+/// The predicted token of `tr`.
+pub fn predicted(model: &Model, tr: &Trace) -> Result<u32> {
+    Ok(top_k(model, &tr.logits(model)?, 1)
+        .first()
+        .map(|t| t.id)
+        .unwrap_or_default())
+}
+
+/// What the contributions `c` (`[n, d]`, from either backend's forward-mode
+/// pass) give: the reconstruction, the per-token rows and the attribution
+/// of `target` (default the predicted token; then also the predicted
+/// token's when the target is another).
+pub fn contributions(
+    model: &Model,
+    tr: &Trace,
+    c: &Tensor,
+    target: Option<u32>,
+) -> Result<Contributions> {
+    let predicted = predicted(model, tr)?;
+    let target = target.unwrap_or(predicted);
+    Ok(Contributions {
+        rel_error: rel_error(&c.sum(0)?, &tr.y.flatten_all()?)?,
+        other_precision_rel_error: None,
+        per_token: token_rows(model, tr, c)?,
+        attribution: attribute(model, tr, c, target)?,
+        attribution_predicted: if target != predicted {
+            Some(attribute(model, tr, c, predicted)?)
+        } else {
+            None
+        },
+        certificate: None,
+        ms: 0.0,
+    })
+}
+
+/// The contributions' reconstruction error at the other precision, from
+/// its own frozen forward and CPU pass (the page shows both precisions).
+pub fn other_precision_rel_error(model: &Model, tr: &Trace) -> Result<f64> {
+    let other = match tr.precision {
+        Precision::F64 => Precision::F32,
+        Precision::F32 => Precision::F64,
+    };
+    let tr_other = trace(model, &tr.ids, other)?;
+    let c = jacobian::contributions(model, &tr_other, PassOptions::default())?;
+    rel_error(&c.sum(0)?, &tr_other.y.flatten_all()?)
+}
+
+/// The per-token rows from the contributions `c`; `‖J_i‖_F` comes with the
+/// Jacobian part.
+fn token_rows(model: &Model, tr: &Trace, c: &Tensor) -> Result<Vec<TokenRow>> {
+    let (cn, proj) = norms_and_projections(c, &tr.y_vec()?)?;
+    let xn = fro_norms(&tr.x.unsqueeze(1)?)?;
+    Ok(tr
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| TokenRow {
+            token: model.tokenizer.token_str(id),
+            embedding_norm: xn[i],
+            jacobian_fro_norm: None,
+            contribution_norm: cn[i],
+            projection_on_y: proj[i],
+        })
+        .collect())
+}
+
+/// The full detached Jacobian `j` (`[n, d, d]`, from either backend) as the
+/// Report reads it: its reconstruction error and per-token norms.
+pub fn jacobian(tr: &Trace, j: &Tensor) -> Result<JacobianPart> {
+    Ok(JacobianPart {
+        detached_rel_error: reconstruction_error(j, &tr.x, &tr.y)?,
+        fro_norms: fro_norms(j)?,
+        certificate: None,
+        ms: 0.0,
+    })
+}
+
+/// The spectra: from `J`'s values when formed, else matrix-free (block
+/// Lanczos on probe products), decoded; and the path's axes. Times itself
+/// with `now_ms` only to split the SVD from the decoding.
+pub fn spectra(
+    model: &Model,
+    tr: &Trace,
+    jv: Option<&JacobianValues>,
+    opts: &AnalyzeOptions,
+    now_ms: &dyn Fn() -> f64,
+) -> Result<(Spectra, Axes)> {
+    let t = now_ms();
+    let sp = match jv {
+        Some(jv) => analysis::spectra(model, tr, jv, opts, now_ms)?,
+        None => analysis::spectra_matrix_free(model, tr, opts, now_ms)?,
+    };
+    let part = Spectra {
+        svd: sp.svd,
+        matrix_free: sp.matrix_free,
+        decode: sp.decode,
+        columns: sp.columns,
+        svd_ms: now_ms() - t - sp.decode_ms,
+        decode_ms: sp.decode_ms,
+    };
+    Ok((part, sp.axes))
+}
+
+/// The frozen attention probabilities.
+pub fn attention(tr: &Trace) -> Result<Attention> {
+    analysis::attention(tr)
+}
+
+/// The ordinary Jacobian's (nothing frozen) reconstruction error.
+pub fn ordinary(model: &Model, tr: &Trace, pass: PassOptions) -> Result<Ordinary> {
+    let jo = crate::ordinary::ordinary_jacobian(model, tr, pass)?;
+    Ok(Ordinary {
+        rel_error: reconstruction_error(&jo, &tr.x, &tr.y)?,
+        ms: 0.0,
+    })
+}
+
+/// Layer curves and the path for the 1-based `layers`, on `axes`.
+pub fn layers(
+    model: &Model,
+    tr: &Trace,
+    layers: &[usize],
+    opts: &AnalyzeOptions,
+    axes: &[Vec<f64>],
+) -> Result<Layers> {
+    let (layers, path) = analysis::layer_curves(model, tr, layers, opts, axes)?;
+    Ok(Layers {
+        layers,
+        path,
+        ms: 0.0,
+    })
+}
+
+/// `text` continued with the source prompt's operator, and without.
+pub fn steer(
+    model: &Model,
+    text: &str,
+    so: &SteerOptions,
+    precision: Precision,
+    pass: PassOptions,
+) -> Result<Steered> {
+    Ok(Steered {
+        steering: steering::steer(model, text, so, precision, pass)?,
+        ms: 0.0,
+    })
+}
+
+/// Runs `body` and returns its result with the time it took on `now_ms`.
+pub fn timed<T>(now_ms: &dyn Fn() -> f64, body: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+    let t = now_ms();
+    let out = body()?;
+    Ok((out, now_ms() - t))
+}
+
+/// The whole analysis on the CPU: the stages in order, folded into one
+/// Report. `now_ms` is the caller's clock (`std::time::Instant` does not
+/// exist in the browser).
+pub fn analyze(
+    model: &Model,
+    prompt: &str,
+    opts: &AnalyzeOptions,
+    now_ms: &dyn Fn() -> f64,
+) -> Result<Report> {
+    let ids = model.encode(prompt)?;
+    let ((tr, mut p), ms) = timed(now_ms, || {
+        let tr = trace(model, &ids, opts.precision)?;
+        let p = prediction(model, &tr, opts.top)?;
+        Ok((tr, p))
+    })?;
+    p.ms = ms;
+    let mut report = Report::new(p);
+
+    let target = match &opts.target {
+        Some(name) => Some(model.tokenizer.token_id(name)?),
+        None => None,
+    };
+    let (mut c, ms) = timed(now_ms, || {
+        let c = jacobian::contributions(model, &tr, opts.pass)?;
+        contributions(model, &tr, &c, target)
+    })?;
+    c.ms = ms;
+    report.apply(Part::Contributions(c));
+
+    let jv = if opts.matrix_free {
+        None
+    } else {
+        let ((mut part, jv), ms) = timed(now_ms, || {
+            let (j, _) = jacobian::detached_jacobian(model, &tr, opts.pass)?;
+            Ok((jacobian(&tr, &j)?, JacobianValues::of(&j)?))
+        })?;
+        part.ms = ms;
+        report.apply(Part::Jacobian(part));
+        Some(jv)
+    };
+
+    let (sp, axes) = spectra(model, &tr, jv.as_ref(), opts, now_ms)?;
+    report.apply(Part::Spectra(sp));
+    drop(jv);
+
+    if opts.attention {
+        report.apply(Part::Attention(attention(&tr)?));
+    }
+
+    let (mut l, ms) = timed(now_ms, || layers(model, &tr, &opts.layers, opts, &axes))?;
+    l.ms = ms;
+    report.apply(Part::Layers(l));
+
+    if let Some(so) = &opts.steer {
+        let (mut s, ms) = timed(now_ms, || {
+            steer(model, prompt, so, opts.precision, opts.pass)
+        })?;
+        s.ms = ms;
+        report.apply(Part::Steered(s));
+    }
+
+    if opts.ordinary {
+        let (mut o, ms) = timed(now_ms, || ordinary(model, &tr, opts.pass))?;
+        o.ms = ms;
+        report.apply(Part::Ordinary(o));
+    }
+    Ok(report)
+}
