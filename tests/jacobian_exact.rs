@@ -57,9 +57,11 @@ fn gemma_f64_reconstruction_is_exact() {
     check(GEMMA, Precision::F64, 1e-13, PROMPTS);
 }
 
+/// The long prompt is Gemma's alone (its sliding-window layers are where
+/// length matters); SmolLM2 takes the short ones.
 #[test]
 fn smollm_f64_reconstruction_is_exact() {
-    check(SMOLLM, Precision::F64, 1e-13, PROMPTS);
+    check(SMOLLM, Precision::F64, 1e-13, &PROMPTS[..PROMPTS.len() - 1]);
 }
 
 #[test]
@@ -99,18 +101,19 @@ fn probe_products_match_full_jacobian() {
     assert_eq!(jv.dtype(), DType::F64);
 }
 
-/// Every tap (layer / attn / mlp; cumulative and layerwise) on 3 layers
+/// Every tap (layer / attn / mlp; cumulative and layerwise) on the first
+/// block and the last but one
 /// reconstructs its own output: `‖Σ_i J_i in_i − out‖/‖out‖ ≤ 1e-13` in f64.
 #[test]
 fn taps_reconstruct_exactly() {
     use lens_engine::jacobian::{tap_jacobian, tap_output, Tap, TapKind};
     for file in [GEMMA, SMOLLM] {
         let model = Model::load_path(&model_path(file)).unwrap();
-        // Short prompt: 36 tap Jacobians per model, each costs ∝ n.
+        // Short prompt: 24 tap Jacobians per model, each costs ∝ n.
         let ids = model.encode("Marin is the").unwrap();
         let tr = trace(&model, &ids, Precision::F64).unwrap();
         let layers = model.config.layers;
-        for layer in [0, layers / 2, layers - 2] {
+        for layer in [0, layers - 2] {
             for kind in [TapKind::Layer, TapKind::Attn, TapKind::Mlp] {
                 for cumulative in [true, false] {
                     let tap = Tap {

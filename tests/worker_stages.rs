@@ -65,7 +65,9 @@ fn words(t: &[TokenScore]) -> Vec<&str> {
 #[test]
 fn stages_arrive_in_order_with_exact_numbers() {
     let model = gemma();
-    let prompt = "The bridge out of Marin is the";
+    // Short: the run, the CLI's analysis (with two layers' curves and the
+    // ordinary Jacobian) and the on-demand stages each cost ∝ n².
+    let prompt = "Marin is the";
     let req = RunRequest {
         job: 7,
         prompt: prompt.into(),

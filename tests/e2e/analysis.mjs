@@ -7,10 +7,9 @@
 //   LINEAR_LENS_BIN=target/release/linear-lens \
 //     node tests/e2e/analysis.mjs http://127.0.0.1:8080/ [screenshot-dir]
 
-import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { check, failures, finish, launch, open, relClose, t, waitIdle, waitReady, RUN_TIMEOUT } from "./lib.mjs";
+import { check, cliJson, failures, finish, launch, open, relClose, scenario, t, waitIdle, waitReady, RUN_TIMEOUT } from "./lib.mjs";
 
 const url = process.argv[2];
 const shots = process.argv[3] ?? process.env.SCREENSHOT_DIR ?? "";
@@ -28,7 +27,7 @@ const LAPTOP = { width: 1366, height: 768 };
 const PROJECTOR = { width: 1920, height: 1080 };
 const VIEWS = ["prediction", "exactness", "tokens", "spectrum", "decode", "layers", "path", "attention", "heatmap", "steering"];
 
-const cliJson = (args) => JSON.parse(execFileSync(bin, [...args, "--json", "-"], { encoding: "utf8", maxBuffer: 1 << 28 }));
+const cliRun = (args) => cliJson(bin, args);
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 const words = (list) => list.map((t) => t.token);
 const attr = (page, sel, name) => page.getAttribute(sel, name);
@@ -75,11 +74,14 @@ async function shootViews(page, label) {
 }
 
 const browser = await launch();
-try {
+// Carried from one scenario to the next.
+let sv, snap, snapJson;
+
+await scenario("one link asks for everything; every view = the CLI", async () => {
   // 1. One link asks for everything: the run, the selected token's J_i, two
   // layers' curves and steering. Every view's numbers = the CLI's.
-  const cli = cliJson(["analyze", "--model", MODEL, "--prompt", PROMPT, "--precision", "f64", "--layers", "1,2"]);
-  const cliSteer = cliJson(["analyze", "--model", MODEL, "--prompt", STEER.text, "--precision", "f64", "--svd", "0", "--decode", "0",
+  const cli = cliRun(["analyze", "--model", MODEL, "--prompt", PROMPT, "--precision", "f64", "--layers", "1,2"]);
+  const cliSteer = cliRun(["analyze", "--model", MODEL, "--prompt", STEER.text, "--precision", "f64", "--svd", "0", "--decode", "0",
     "--columns", "0", "--no-attention", "--no-ordinary", "--steer-source", STEER.source, "--steer-layer", String(STEER.layer),
     "--steer-lambda", String(STEER.lambda), "--steer-tokens", String(STEER.tokens)]).steering;
   const n = cli.tokens.length;
@@ -93,7 +95,7 @@ try {
   console.log(`everything (run, J_i, 2 layers, steering) in ${t(Date.now() - t0)}`);
 
   // Spectrum: J_cat and the selected J_i.
-  const sv = await json(page, '[data-testid="singular-values"]', "data-values");
+  sv = await json(page, '[data-testid="singular-values"]', "data-values");
   const want = cli.svd.concat.singular_values;
   check(sv.length === want.length && sv.every((s, k) => relClose(s, want[k], 1e-9)), `spectrum: ${sv.length} σ of J_cat = CLI's to 1e-9 (σ1 ${sv[0].toFixed(6)})`);
   const sr = Number(await attr(page, '[data-testid="stable-rank"]', "data-value"));
@@ -176,16 +178,18 @@ try {
   await shootViews(page, "gemma");
 
   const snapLink = await attr(page, '[data-testid="share-link-snapshot"]', "href");
-  const snap = decodeURIComponent(snapLink.match(/[#&]snap=([^&]*)/)[1]);
-  const snapJson = JSON.parse(snap);
+  snap = decodeURIComponent(snapLink.match(/[#&]snap=([^&]*)/)[1]);
+  snapJson = JSON.parse(snap);
   check(snapJson.sigma.length === 8 && relClose(snapJson.sigma[0], sv[0], 1e-12) && snapJson.top === cli.top[0].token,
     `share: the link with results carries a snapshot (${snapLink.length} characters)`);
   await ctx.close();
+});
 
+await scenario("embed mode and snapshots, true and tampered", async () => {
   // 2. Embed mode with a snapshot: one view, the link's numbers at once,
   // marked as such, then confirmed by the recomputation.
   const ctxE = await browser.newContext();
-  page = await open(ctxE, link(`&view=spectrum&embed=spectrum&snap=${encodeURIComponent(snap)}`), LAPTOP);
+  let page = await open(ctxE, link(`&view=spectrum&embed=spectrum&snap=${encodeURIComponent(snap)}`), LAPTOP);
   await page.waitForSelector('[data-testid="snapshot"]', { timeout: 10_000 });
   const early = await page.textContent('[data-testid="model-status"]');
   check((await attr(page, '[data-testid="snapshot"]', "data-state")) === "pending" && !early.startsWith("ready"),
@@ -214,12 +218,14 @@ try {
     `snapshot: a tampered one is flagged (${JSON.stringify(diff.slice(0, 120))})`);
   check(dialogs === 0 && (await page.$$("main img")).length === 0, "snapshot: no element injected, no script ran");
   await ctxE.close();
+});
 
+await scenario("matrix-free mode", async () => {
   // 4. Matrix-free mode: the page says so; σ and decoded words = the CLI's
   // `--matrix-free`.
-  const cliMf = cliJson(["analyze", "--model", MODEL, "--prompt", PROMPT, "--precision", "f64", "--matrix-free", "--no-ordinary"]);
+  const cliMf = cliRun(["analyze", "--model", MODEL, "--prompt", PROMPT, "--precision", "f64", "--matrix-free", "--no-ordinary"]);
   const ctxM = await browser.newContext();
-  page = await open(ctxM, link("&svd=krylov&view=spectrum"), LAPTOP);
+  const page = await open(ctxM, link("&svd=krylov&view=spectrum"), LAPTOP);
   await waitReady(page);
   await page.waitForSelector('[data-testid="long-prompt-notice"]', { timeout: RUN_TIMEOUT });
   await waitIdle(page, "decode-row");
@@ -229,10 +235,12 @@ try {
   const mrows = await all(page, '[data-testid="decode-row"][data-which="concat"]', (e) => JSON.parse(e.dataset.uTokens));
   check(mrows.every((u, k) => same(u, words(cliMf.decode.concat[k].u_tokens))), "matrix-free: decoded words = CLI's");
   await ctxM.close();
+});
 
+await scenario("classroom mode by keyboard", async () => {
   // 5. Classroom mode by keyboard alone: every step draws its picture.
   const ctxC = await browser.newContext();
-  page = await open(ctxC, `${url}#model=${MODEL}&prompt=${encodeURIComponent("The bridge out of Marin is the")}&precision=f32&classroom=0`, PROJECTOR);
+  const page = await open(ctxC, `${url}#model=${MODEL}&prompt=${encodeURIComponent("The bridge out of Marin is the")}&precision=f32&classroom=0`, PROJECTOR);
   await waitReady(page);
   await waitIdle(page, "token-strip");
   await page.waitForSelector('[data-testid="classroom-step"][data-step="0"]');
@@ -260,10 +268,7 @@ try {
     .then(() => true, () => false);
   check(back, "classroom: ← goes back a step");
   await ctxC.close();
-} catch (e) {
-  failures.push(String(e));
-  console.log(`FAIL ${e.message ?? e}`);
-} finally {
-  await browser.close();
-}
+});
+
+await browser.close();
 finish();

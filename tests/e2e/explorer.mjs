@@ -8,11 +8,9 @@
 // the same model files and prompts. Prints what it saw; exits non-zero on
 // any failed check.
 
-import { execFileSync } from "node:child_process";
-import { createServer } from "node:http";
-import { readFileSync, existsSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { check, failures, finish, launch, open, relClose, t, waitReady, MODEL_TIMEOUT, RUN_TIMEOUT } from "./lib.mjs";
+import { check, cliAnalyze, cliJson, failures, finish, hubStandIn, launch, open, relClose, scenario, t, waitReady, MODEL_TIMEOUT, RUN_TIMEOUT } from "./lib.mjs";
 
 const url = process.argv[2];
 const shots = process.argv[3] ?? process.env.SCREENSHOT_DIR ?? "";
@@ -26,14 +24,7 @@ if (shots) mkdirSync(shots, { recursive: true });
 
 const PROMPT = "The capital of France is";
 const TINY_PROMPT = "w5 w17 w42 w8 w23";
-function analyze(model, prompt) {
-  const out = execFileSync(
-    bin,
-    ["analyze", "--model", model, "--prompt", prompt, "--precision", "f64", "--decode", "0", "--columns", "0", "--no-attention", "--json", "-"],
-    { encoding: "utf8", maxBuffer: 1 << 26 },
-  );
-  return JSON.parse(out);
-}
+const analyze = (model, prompt) => cliAnalyze(bin, model, prompt, "f64");
 
 const browser = await launch();
 
@@ -67,35 +58,16 @@ function compareWithCli(r, cli, what) {
   check(relClose(r.stableRank, cli.svd.concat.stable_rank, 1e-9), `${what}: stable rank ${r.stableRank.toFixed(6)} = CLI`);
 }
 
-// A stand-in for huggingface.co: /{owner}/{repo}/resolve/main/{file}, with
-// the CORS headers the real one sends.
-const hfRequests = [];
-// Two broken repos besides: `tiny/cut` drops the connection halfway through
-// the weights, `tiny/corrupt` serves garbage as the weights.
-const hf = createServer((req, res) => {
-  hfRequests.push(req.url);
-  const m = req.url.match(/^\/tiny\/(qwen3|cut|corrupt)\/resolve\/main\/([A-Za-z0-9_.-]+)$/);
-  const file = m && join(tinyDir, m[2]);
-  const headers = { "Access-Control-Allow-Origin": "*", "Cross-Origin-Resource-Policy": "cross-origin" };
-  if (!file || !existsSync(file)) {
-    res.writeHead(404, headers);
-    return res.end("not found");
-  }
-  let body = readFileSync(file);
-  const weights = m[2] === "model.safetensors";
-  if (weights && m[1] === "corrupt") body = Buffer.alloc(body.length, 0x7b);
-  res.writeHead(200, { ...headers, "Content-Length": body.length, "Content-Type": "application/octet-stream" });
-  if (weights && m[1] === "cut") {
-    res.write(body.subarray(0, body.length >> 1));
-    return setTimeout(() => res.destroy(), 100);
-  }
-  res.end(body);
-});
-await new Promise((r) => hf.listen(0, "127.0.0.1", r));
-const hfBase = `http://127.0.0.1:${hf.address().port}`;
+// A stand-in for huggingface.co (lib.mjs), with two broken repositories.
+const hub = await hubStandIn(tinyDir);
+const hfRequests = hub.requests;
+const hfBase = hub.base;
 
 const timings = {};
-try {
+// Carried from one scenario to the next.
+let share, rA, cliTiny, rT;
+
+await scenario("default model: every stage vs the CLI, the cache, cancel", async () => {
   // 1. The default model, a prompt, every stage; the page stays responsive.
   const cli = analyze("gemma-3-270m", PROMPT);
   const ctxA = await browser.newContext();
@@ -138,14 +110,14 @@ try {
   const clickMs = Date.now() - tClick;
   check(clickMs < 1000, `a click on a token is handled while the Jacobian computes (${clickMs} ms)`);
   check(await page.$('[data-testid="progress"]') !== null, "…and the run is still going");
-  const rA = await results(page);
+  rA = await results(page);
   timings.full = Date.now() - t1;
   compareWithCli(rA, cli, "Gemma 3 270M");
   const attr = await page.$$eval('[data-testid="tokens"] [data-attribution]', (els) => els.map((e) => Number(e.dataset.attribution)));
   check(attr.length === cli.tokens.length && attr.every((a, i) => relClose(a, cli.attribution.per_token[i], 1e-9) || Math.abs(a - cli.attribution.per_token[i]) < 1e-9),
     `token strip attributions = CLI's (${attr.map((a) => a.toFixed(3)).join(" ")})`);
   await page.click('[data-testid="view-tab-spectrum"]');
-  const share = await page.getAttribute('[data-testid="share-link"]', "href");
+  share = await page.getAttribute('[data-testid="share-link"]', "href");
   check(share.includes("#") && share.includes("prompt=The%20capital") && share.includes("token=3") && share.includes("view=spectrum"),
     `share link carries the state: ${share}`);
   if (shots) await page.screenshot({ path: join(shots, "explorer-gemma.png"), fullPage: true });
@@ -177,10 +149,14 @@ try {
   );
   check(await page.isEnabled('[data-testid="run-button"]'), "after cancel the model is ready again and Run is enabled");
   await ctxA.close();
+});
 
+// One profile for the scenarios that follow.
+const ctxB = await browser.newContext();
+
+await scenario("a share link in a fresh profile", async () => {
   // 4. The share link in a fresh profile reproduces the analysis.
-  const ctxB = await browser.newContext();
-  page = await open(ctxB, share);
+  const page = await open(ctxB, share);
   await waitReady(page);
   const rB = await results(page);
   check(rB.predicted === rA.predicted, `shared link: same prediction ${JSON.stringify(rB.predicted)}`);
@@ -189,10 +165,12 @@ try {
   check((await page.getAttribute('[data-testid="tokens"] [data-index="3"]', "aria-pressed")) === "true", "shared link: same selected token");
   check((await page.getAttribute('[data-testid="view-tab-spectrum"]', "aria-current")) === "true", "shared link: same view in focus");
   await page.close();
+});
 
+await scenario("markup in a link is text; a pasted link replaces the run", async () => {
   // 5. Markup in a shared prompt is text, never HTML.
   const evil = "<img src=x onerror=alert(1)>";
-  page = await open(ctxB, `${url}#model=gemma-3-270m&prompt=${encodeURIComponent(evil)}&precision=f32`);
+  const page = await open(ctxB, `${url}#model=gemma-3-270m&prompt=${encodeURIComponent(evil)}&precision=f32`);
   let dialogs = 0;
   page.on("dialog", async (d) => {
     dialogs++;
@@ -207,7 +185,7 @@ try {
 
   // A link pasted into the same tab while a run goes on replaces that run.
   const next = "Paris is the capital of";
-  const want = JSON.parse(execFileSync(bin, ["predict", "--model", "gemma-3-270m", "--prompt", next, "--precision", "f32", "--json"], { encoding: "utf8" }));
+  const want = cliJson(bin, ["predict", "--model", "gemma-3-270m", "--prompt", next, "--precision", "f32"]);
   await page.evaluate((p) => (location.hash = `model=gemma-3-270m&prompt=${encodeURIComponent(p)}&precision=f32`), next);
   await page.waitForFunction(
     (p) => document.querySelector('[data-testid="tokens"]')?.textContent.includes("capital") &&
@@ -219,21 +197,25 @@ try {
   const got = await page.textContent('[data-testid="predicted-token"]');
   check(got === want.top[0].token, `a new link in the same tab runs the new prompt: ${JSON.stringify(got)} = CLI ${JSON.stringify(want.top[0].token)}`);
   await page.close();
+});
 
+await scenario("a tiny Qwen 3 through the Hugging Face layout", async () => {
   // 6. A tiny Qwen 3 through the Hugging Face URL layout, from a local server.
-  const cliTiny = analyze(tinyDir, TINY_PROMPT);
-  page = await open(ctxB, `${url}?hf_base=${encodeURIComponent(hfBase)}#model=hf%3Atiny%2Fqwen3&prompt=${encodeURIComponent(TINY_PROMPT)}&precision=f64`);
+  cliTiny = analyze(tinyDir, TINY_PROMPT);
+  const page = await open(ctxB, `${url}?hf_base=${encodeURIComponent(hfBase)}#model=hf%3Atiny%2Fqwen3&prompt=${encodeURIComponent(TINY_PROMPT)}&precision=f64`);
   console.log(`status: ${await waitReady(page)}`);
-  const rT = await results(page);
+  rT = await results(page);
   compareWithCli(rT, cliTiny, "tiny Qwen 3 via the Hugging Face path");
   check(hfRequests.some((u) => u.endsWith("/model.safetensors")), `weights came from the mirror (${hfRequests.join(", ")})`);
   if (shots) await page.screenshot({ path: join(shots, "explorer-tiny-qwen3.png"), fullPage: true });
   await page.close();
+});
 
+await scenario("broken and corrupt downloads", async () => {
   // 7. A download that breaks off, and a corrupt file: a clear message, and
   // the page stays usable (the next model loads).
   for (const [repo, words] of [["cut", /broke off|ended early/], ["corrupt", /not a usable model/]]) {
-    page = await open(ctxB, `${url}?hf_base=${encodeURIComponent(hfBase)}#model=hf%3Atiny%2F${repo}&prompt=w5`);
+    const page = await open(ctxB, `${url}?hf_base=${encodeURIComponent(hfBase)}#model=hf%3Atiny%2F${repo}&prompt=w5`);
     await page.waitForSelector('[data-testid="error-message"]', { timeout: MODEL_TIMEOUT });
     const msg = await page.textContent('[data-testid="error-message"]');
     check(words.test(msg), `tiny/${repo}: the page says what went wrong: ${JSON.stringify(msg)}`);
@@ -242,9 +224,11 @@ try {
     check(await page.isEnabled('[data-testid="run-button"]'), `after tiny/${repo} another model loads and Run is enabled`);
     await page.close();
   }
+});
 
+await scenario("local files by the picker", async () => {
   // 8. Local files by the file picker.
-  page = await open(ctxB, url);
+  const page = await open(ctxB, url);
   await waitReady(page);
   await page.setInputFiles('[data-testid="model-files"]', ["config.json", "tokenizer.json", "model.safetensors"].map((f) => join(tinyDir, f)));
   await page.waitForFunction(
@@ -257,13 +241,10 @@ try {
   const rF = await results(page);
   check(rF.predicted === cliTiny.top[0].token && rF.singular.every((v, k) => relClose(v, rT.singular[k], 1e-12)),
     `local files: the same model, the same numbers (${JSON.stringify(rF.predicted)})`);
-  await ctxB.close();
-} catch (e) {
-  failures.push(String(e));
-  console.log(`FAIL ${e.message ?? e}`);
-} finally {
-  await browser.close();
-  hf.close();
-}
+});
+
+await ctxB.close().catch(() => {});
+await browser.close();
+hub.close();
 
 finish();

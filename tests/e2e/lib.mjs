@@ -1,6 +1,11 @@
 // Shared by the browser end-to-end tests: Debian's headless Chromium driven
-// by playwright-core, a check log, and waiting for the model.
+// by playwright-core, a check log, waiting for the model, the CLI whose
+// numbers the page must match, and a stand-in for the Hugging Face hub.
 
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { createServer } from "node:http";
+import { join } from "node:path";
 import { chromium } from "playwright-core";
 
 export const MODEL_TIMEOUT = 300_000;
@@ -66,4 +71,59 @@ export function finish() {
     process.exit(1);
   }
   console.log("browser: all checks passed");
+}
+
+/// The CLI's JSON for `args` (`linear-lens analyze …` and the like).
+export function cliJson(bin, args) {
+  return JSON.parse(execFileSync(bin, [...args, "--json", "-"], { encoding: "utf8", maxBuffer: 1 << 28 }));
+}
+
+/// The CLI's analysis of `prompt` without the parts the page's checks do
+/// not read (decoding, columns, attention; `extra` adds flags).
+export function cliAnalyze(bin, model, prompt, precision, extra = []) {
+  return cliJson(bin, ["analyze", "--model", model, "--prompt", prompt, "--precision", precision, "--decode", "0",
+    "--columns", "0", "--no-attention", ...extra]);
+}
+
+/// A stand-in for huggingface.co on loopback: `/{owner}/{repo}/resolve/main/{file}`
+/// with the CORS headers the real one sends, serving the files of
+/// `tinyDir` for `tiny/qwen3`, and two broken repositories besides:
+/// `tiny/cut` drops the connection halfway through the weights,
+/// `tiny/corrupt` serves garbage as the weights. Resolves to
+/// `{ base, requests, close }`.
+export async function hubStandIn(tinyDir) {
+  const requests = [];
+  const server = createServer((req, res) => {
+    requests.push(req.url);
+    const m = req.url.match(/^\/tiny\/(qwen3|cut|corrupt)\/resolve\/main\/([A-Za-z0-9_.-]+)$/);
+    const file = m && join(tinyDir, m[2]);
+    const headers = { "Access-Control-Allow-Origin": "*", "Cross-Origin-Resource-Policy": "cross-origin" };
+    if (!file || !existsSync(file)) {
+      res.writeHead(404, headers);
+      return res.end("not found");
+    }
+    let body = readFileSync(file);
+    const weights = m[2] === "model.safetensors";
+    if (weights && m[1] === "corrupt") body = Buffer.alloc(body.length, 0x7b);
+    res.writeHead(200, { ...headers, "Content-Length": body.length, "Content-Type": "application/octet-stream" });
+    if (weights && m[1] === "cut") {
+      res.write(body.subarray(0, body.length >> 1));
+      return setTimeout(() => res.destroy(), 100);
+    }
+    res.end(body);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return { base: `http://127.0.0.1:${server.address().port}`, requests, close: () => server.close() };
+}
+
+/// Runs one scenario of a suite: an exception fails it (recorded with its
+/// name) and the suite goes on with the next.
+export async function scenario(name, body) {
+  console.log(`\n-- ${name}`);
+  try {
+    await body();
+  } catch (e) {
+    failures.push(`${name}: ${e.message ?? e}`);
+    console.log(`FAIL ${name}: ${e.message ?? e}`);
+  }
 }

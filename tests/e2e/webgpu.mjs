@@ -15,11 +15,9 @@
 // 4. A browser without WebGPU (no flag): auto falls back to the CPU and says
 //    why; `backend=webgpu` fails with a clear message.
 
-import { execFileSync } from "node:child_process";
-import { createServer } from "node:http";
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { check, failures, finish, launch, open, relClose, t, waitIdle, waitReady, MODEL_TIMEOUT, RUN_TIMEOUT } from "./lib.mjs";
+import { check, cliAnalyze, failures, finish, hubStandIn, launch, open, relClose, scenario, t, waitIdle, waitReady, MODEL_TIMEOUT, RUN_TIMEOUT } from "./lib.mjs";
 
 const url = process.argv[2];
 const shots = process.argv[3] ?? process.env.SCREENSHOT_DIR ?? "";
@@ -36,29 +34,15 @@ const PROMPT = "The capital of France is";
 const TINY = "hf%3Atiny%2Fqwen3";
 const TINY_PROMPT = "w5 w17 w42 w8 w23";
 
-const analyze = (model, prompt, precision) =>
-  JSON.parse(execFileSync(bin, ["analyze", "--model", model, "--prompt", prompt, "--precision", precision, "--decode", "0",
-    "--columns", "0", "--no-attention", "--no-ordinary", "--json", "-"], { encoding: "utf8", maxBuffer: 1 << 26 }));
+const analyze = (model, prompt, precision) => cliAnalyze(bin, model, prompt, precision, ["--no-ordinary"]);
 const attr = (page, testid, name) => page.getAttribute(`[data-testid="${testid}"]`, name);
 const num = async (page, testid, name = "data-value") => Number(await attr(page, testid, name));
 const label = (page) => page.textContent('[data-testid="backend-label"]');
 
-// A stand-in for huggingface.co serving the tiny model, as in explorer.mjs.
-const hf = createServer((req, res) => {
-  const m = req.url.match(/^\/tiny\/qwen3\/resolve\/main\/([A-Za-z0-9_.-]+)$/);
-  const file = m && join(tinyDir, m[1]);
-  const headers = { "Access-Control-Allow-Origin": "*", "Cross-Origin-Resource-Policy": "cross-origin" };
-  if (!file || !existsSync(file)) {
-    res.writeHead(404, headers);
-    return res.end("not found");
-  }
-  const body = readFileSync(file);
-  res.writeHead(200, { ...headers, "Content-Length": body.length, "Content-Type": "application/octet-stream" });
-  res.end(body);
-});
-await new Promise((r) => hf.listen(0, "127.0.0.1", r));
+// A stand-in for huggingface.co serving the tiny model (lib.mjs).
+const hub = await hubStandIn(tinyDir);
 const tinyLink = (extra) =>
-  `${url}?hf_base=${encodeURIComponent(`http://127.0.0.1:${hf.address().port}`)}#model=${TINY}&prompt=${encodeURIComponent(TINY_PROMPT)}${extra}`;
+  `${url}?hf_base=${encodeURIComponent(hub.base)}#model=${TINY}&prompt=${encodeURIComponent(TINY_PROMPT)}${extra}`;
 
 /// Waits for the whole run (σ shown, nothing running) and reads what the
 /// checks need.
@@ -82,7 +66,7 @@ async function runResults(page) {
 
 const gpu = await launch({ webgpu: true });
 const plain = await launch();
-try {
+await scenario("Gemma 3 270M on WebGPU", async () => {
   // 1. Gemma 3 270M on WebGPU.
   const cli = analyze(MODEL, PROMPT, "f32");
   // Its own browser: closing it ends the GPU process, and with it the
@@ -143,12 +127,14 @@ try {
   if (shots) await page.screenshot({ path: join(shots, "webgpu-gemma.png"), fullPage: true });
   await ctx.close();
   await gpuG.close();
+});
 
+await scenario("a tiny Qwen 3 on WebGPU, then on the CPU", async () => {
   // 2. A tiny Qwen 3 on WebGPU: the full J.
   const cliTiny = analyze(tinyDir, TINY_PROMPT, "f64");
   const ctxT = await gpu.newContext({ acceptDownloads: true });
-  page = await open(ctxT, tinyLink("&backend=webgpu"));
-  r = await runResults(page);
+  let page = await open(ctxT, tinyLink("&backend=webgpu"));
+  let r = await runResults(page);
   check(r.backend === "WebGPU", `tiny Qwen 3: backend-label ${JSON.stringify(r.backend)} = "WebGPU"`);
   // A random model's top two logits can be all but tied: then f32 may pick
   // either.
@@ -176,12 +162,14 @@ try {
   check(r.detached <= 1e-13 && !r.cert, `backend=cpu: f64 reconstruction ${r.detached.toExponential(2)} ≤ 1e-13, no certificate`);
   check(await page.isEnabled('[data-testid="precision-select"]'), "backend=cpu: the precision select is enabled");
   await ctxT.close();
+});
 
+await scenario("no WebGPU in the browser", async () => {
   // 4. No WebGPU in the browser: auto falls back and says why; webgpu fails
   // with a message.
   const ctxP = await plain.newContext();
-  page = await open(ctxP, tinyLink("&precision=f64"));
-  r = await runResults(page);
+  let page = await open(ctxP, tinyLink("&precision=f64"));
+  const r = await runResults(page);
   const note = await page.$('[data-testid="backend-fallback"]');
   const noteText = note ? await note.textContent() : "";
   check(r.backend === "CPU" && noteText.startsWith("WebGPU unavailable") && noteText.includes("running on the CPU"),
@@ -194,12 +182,9 @@ try {
   const msg = await page.textContent('[data-testid="error-message"]');
   check(/webgpu/i.test(msg), `no WebGPU, backend=webgpu: the run fails with a message (${JSON.stringify(msg)})`);
   await ctxP.close();
-} catch (e) {
-  failures.push(String(e));
-  console.log(`FAIL ${e.message ?? e}`);
-} finally {
-  await gpu.close();
-  await plain.close();
-  hf.close();
-}
+});
+
+await gpu.close();
+await plain.close();
+hub.close();
 finish();

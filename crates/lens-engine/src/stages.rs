@@ -76,15 +76,16 @@ pub fn contributions(
 }
 
 /// The contributions' reconstruction error at the other precision, from
-/// its own frozen forward and CPU pass (the page shows both precisions).
-pub fn other_precision_rel_error(model: &Model, tr: &Trace) -> Result<f64> {
+/// its own frozen forward and CPU pass (the page shows both precisions),
+/// with that frozen forward (an f32 run's certificate reads the f64 one).
+pub fn other_precision(model: &Model, tr: &Trace) -> Result<(f64, Trace)> {
     let other = match tr.precision {
         Precision::F64 => Precision::F32,
         Precision::F32 => Precision::F64,
     };
     let tr_other = trace(model, &tr.ids, other)?;
     let c = jacobian::contributions(model, &tr_other, PassOptions::default())?;
-    rel_error(&c.sum(0)?, &tr_other.y.flatten_all()?)
+    Ok((rel_error(&c.sum(0)?, &tr_other.y.flatten_all()?)?, tr_other))
 }
 
 /// The per-token rows from the contributions `c`; `‖J_i‖_F` comes with the

@@ -215,17 +215,18 @@ pub async fn run(
     };
     let mut contrib = stages::contributions(model, &tr, &c, None)?;
     drop(c);
-    contrib.other_precision_rel_error = Some(stages::other_precision_rel_error(model, &tr)?);
+    let (other_rel, tr_other) = stages::other_precision(model, &tr)?;
+    contrib.other_precision_rel_error = Some(other_rel);
     // On the GPU: its transpose pass on a few random probes against the
     // f64 CPU's.
     let probes = match gpu {
         Some(g) => {
             let t = now_ms();
-            let tr64 = trace(model, &ids, Precision::F64)?;
             let u =
                 certificate::probes(model.config.hidden, certificate::PROBES, CERTIFICATE_SEED)?;
             let output = Tap::output(model.config.layers);
-            let reference = certificate::reference(model, &tr64, &u)?;
+            // The GPU computes in f32: the other precision's trace is f64.
+            let reference = certificate::reference(model, &tr_other, &u)?;
             let (on_gpu, _) = vjp_tap_on(g, model, &tr, output, &u, pass).await?;
             let cert = Certificate {
                 device: g.adapter().name.clone(),
@@ -238,6 +239,7 @@ pub async fn run(
         }
         None => None,
     };
+    drop(tr_other);
     contrib.certificate = probes.as_ref().map(|p| p.2.clone());
     contrib.ms = now_ms() - t;
     part(Part::Contributions(contrib));

@@ -1,9 +1,9 @@
 //! Hugging Face tensor names → canonical (GGUF-style) names.
 
-use super::Arch;
+use super::Recipe;
 
 /// `None` for tensors the recipes do not use (vision towers, rotary buffers).
-pub fn canonical(arch: Arch, hf: &str) -> Option<String> {
+pub fn canonical(recipe: &Recipe, hf: &str) -> Option<String> {
     // Multimodal Gemma 3 checkpoints nest the text model.
     let name = hf
         .strip_prefix("language_model.")
@@ -25,7 +25,7 @@ pub fn canonical(arch: Arch, hf: &str) -> Option<String> {
     let rest = name.strip_prefix("model.layers.")?;
     let (layer, tail) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
-    let role = match (tail, arch) {
+    let role = match (tail, recipe.post_norms) {
         ("input_layernorm.weight", _) => "attn_norm",
         ("self_attn.q_proj.weight", _) => "attn_q",
         ("self_attn.k_proj.weight", _) => "attn_k",
@@ -36,12 +36,13 @@ pub fn canonical(arch: Arch, hf: &str) -> Option<String> {
         ("mlp.gate_proj.weight", _) => "ffn_gate",
         ("mlp.up_proj.weight", _) => "ffn_up",
         ("mlp.down_proj.weight", _) => "ffn_down",
-        // Gemma's post-attention norm scales the attention output; in Qwen 3
-        // and Llama the same HF name is the pre-MLP norm.
-        ("post_attention_layernorm.weight", Arch::Gemma3) => "post_attention_norm",
-        ("post_attention_layernorm.weight", _) => "ffn_norm",
-        ("pre_feedforward_layernorm.weight", Arch::Gemma3) => "ffn_norm",
-        ("post_feedforward_layernorm.weight", Arch::Gemma3) => "post_ffw_norm",
+        // With post-norms (Gemma) this HF name is the post-attention norm,
+        // which scales the attention output; without (Qwen 3, Llama) the
+        // same name is the pre-MLP norm.
+        ("post_attention_layernorm.weight", true) => "post_attention_norm",
+        ("post_attention_layernorm.weight", false) => "ffn_norm",
+        ("pre_feedforward_layernorm.weight", true) => "ffn_norm",
+        ("post_feedforward_layernorm.weight", true) => "post_ffw_norm",
         _ => return None,
     };
     Some(format!("blk.{layer}.{role}.weight"))

@@ -57,7 +57,7 @@ impl Model {
         let raw = load_safetensors(shards)?;
         let mut tensors = HashMap::new();
         for (hf, t) in raw {
-            if let Some(canon) = hf_names::canonical(config.arch, &hf) {
+            if let Some(canon) = hf_names::canonical(&config.recipe, &hf) {
                 tensors.insert(canon, StoredTensor::Dense(t));
             }
         }
