@@ -11,10 +11,12 @@
 //!   ours where it matters: interleaved RoPE on llama.cpp's permuted q/k rows
 //!   (we un-permute and use rotate-half), its own norms, masks, GQA repeat.
 
+mod common;
 mod real_models;
 
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
+use common::rel_err;
 use lens_engine::forward::{forward, Precision};
 use lens_engine::Model;
 use real_models::{model_path, GEMMA, SMOLLM};
@@ -26,17 +28,6 @@ const PROMPTS: &[&str] = &[
     "Once upon a time, in a small village nestled between two mountains, there lived an old clockmaker who",
     "1, 2, 3, 5, 8, 13,",
 ];
-
-/// ‖a − b‖∞ / ‖b‖∞ over the vocabulary.
-fn rel_max(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let diff = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max);
-    diff / b.iter().map(|x| x.abs()).fold(0.0, f64::max)
-}
 
 fn argmax(v: &[f64]) -> usize {
     (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap()
@@ -85,9 +76,9 @@ fn check_against_transformers(model_id: &str, file: &str) {
         assert_eq!(ids, entry.token_ids, "{:?}: token ids differ", entry.prompt);
         let ours32 = forward(&model, &ids, Precision::F32).unwrap();
         let ours64 = forward(&model, &ids, Precision::F64).unwrap();
-        let e32 = rel_max(&ours32.logits, theirs);
-        let e64 = rel_max(&ours64.logits, theirs);
-        let e_prec = rel_max(&ours32.logits, &ours64.logits);
+        let e32 = rel_err(&ours32.logits, theirs);
+        let e64 = rel_err(&ours64.logits, theirs);
+        let e_prec = rel_err(&ours32.logits, &ours64.logits);
         println!(
             "{model_id} {:?}: {} tokens, f32 vs transformers {e32:.2e}, f64 vs transformers {e64:.2e}, f32 vs f64 {e_prec:.2e}",
             entry.prompt,
@@ -158,8 +149,8 @@ fn smollm2_135m_matches_candle_transformers() {
             .unwrap()
             .to_vec1()
             .unwrap();
-        let e_ref = rel_max(&ours32.logits, &theirs);
-        let e_prec = rel_max(&ours32.logits, &ours64.logits);
+        let e_ref = rel_err(&ours32.logits, &theirs);
+        let e_prec = rel_err(&ours32.logits, &ours64.logits);
         println!(
             "smollm2 {prompt:?}: {} tokens, f32 vs candle {e_ref:.2e}, f32 vs f64 {e_prec:.2e}",
             ids.len()

@@ -8,7 +8,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::gpu::gpu;
-use common::Rng;
+use common::{rel_err, Rng};
 use lens_engine::backend::{Backend, Batch, CpuBackend, MatView, Store, Strided};
 use lens_gpu::{Gpu, GpuError};
 
@@ -23,14 +23,6 @@ fn values(t: &Tensor) -> Vec<f64> {
         .and_then(|t| t.to_dtype(DType::F64))
         .and_then(|t| t.to_vec1::<f64>())
         .expect("values")
-}
-
-fn rel(a: &[f64], b: &[f64]) -> f64 {
-    let scale = b.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(1e-30);
-    a.iter()
-        .zip(b)
-        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
-        / scale
 }
 
 /// One product on both backends from the same random buffers.
@@ -59,7 +51,7 @@ fn product(
     g.gemm(&mut gd, dv, &ga, av, &gb, bv, batch, accumulate)
         .expect("gpu gemm");
     let out = values(&g.download(&gd, 0, &[lens[0]]).expect("download"));
-    rel(&out, &cd)
+    rel_err(&out, &cd)
 }
 
 #[test]
@@ -182,7 +174,7 @@ fn elementwise_and_fill_match_the_cpu_backend() {
             g.elementwise(store, &mut gd, 9, dims, (&ga, av), gbo)
                 .expect("gpu");
             let out = values(&g.download(&gd, 0, &[total + 9]).expect("download"));
-            let e = rel(&out, &cd);
+            let e = rel_err(&out, &cd);
             assert!(e <= TOL, "{store:?} with b {with_b}: {e:.3e}");
         }
     }
@@ -192,7 +184,7 @@ fn elementwise_and_fill_match_the_cpu_backend() {
         cpu.fill(&mut cd, 13, 700, value).expect("cpu fill");
         g.fill(&mut gd, 13, 700, value).expect("gpu fill");
         let out = values(&g.download(&gd, 0, &[total + 9]).expect("download"));
-        assert!(rel(&out, &cd) <= TOL, "fill {value}");
+        assert!(rel_err(&out, &cd) <= TOL, "fill {value}");
     }
 }
 

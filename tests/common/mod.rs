@@ -306,7 +306,9 @@ pub fn safetensors_bytes(tensors: &HashMap<String, Tensor>) -> Vec<u8> {
     bytes
 }
 
-/// `max |a - b| / max |b|`.
+/// `max |a - b| / max |b|` (the scale floored at 1e-30, so that an all-zero
+/// `b` is matched only by zeros). The one elementwise relative error of the
+/// tests; `lens_engine::jacobian::rel_error` is the 2-norm one.
 pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
     let diff = a
@@ -314,7 +316,7 @@ pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f64::max);
-    let scale = b.iter().map(|y| y.abs()).fold(0.0, f64::max);
+    let scale = b.iter().map(|y| y.abs()).fold(0.0, f64::max).max(1e-30);
     diff / scale
 }
 

@@ -27,7 +27,7 @@ const LAPTOP = { width: 1366, height: 768 };
 const PROJECTOR = { width: 1920, height: 1080 };
 const VIEWS = ["prediction", "exactness", "tokens", "spectrum", "decode", "layers", "path", "attention", "heatmap", "steering"];
 
-const cliRun = (args) => cliJson(bin, args);
+const cliRun = (args) => cliJson(bin, [...args, "--json", "-"]);
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 const words = (list) => list.map((t) => t.token);
 const attr = (page, sel, name) => page.getAttribute(sel, name);

@@ -185,7 +185,7 @@ await scenario("markup in a link is text; a pasted link replaces the run", async
 
   // A link pasted into the same tab while a run goes on replaces that run.
   const next = "Paris is the capital of";
-  const want = cliJson(bin, ["predict", "--model", "gemma-3-270m", "--prompt", next, "--precision", "f32"]);
+  const want = cliJson(bin, ["predict", "--model", "gemma-3-270m", "--prompt", next, "--precision", "f32", "--json"]);
   await page.evaluate((p) => (location.hash = `model=gemma-3-270m&prompt=${encodeURIComponent(p)}&precision=f32`), next);
   await page.waitForFunction(
     (p) => document.querySelector('[data-testid="tokens"]')?.textContent.includes("capital") &&

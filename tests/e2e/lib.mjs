@@ -73,16 +73,17 @@ export function finish() {
   console.log("browser: all checks passed");
 }
 
-/// The CLI's JSON for `args` (`linear-lens analyze …` and the like).
+/// What the CLI prints for `args`, parsed as JSON (the caller asks for
+/// JSON: `predict … --json`, `analyze … --json -`).
 export function cliJson(bin, args) {
-  return JSON.parse(execFileSync(bin, [...args, "--json", "-"], { encoding: "utf8", maxBuffer: 1 << 28 }));
+  return JSON.parse(execFileSync(bin, args, { encoding: "utf8", maxBuffer: 1 << 28 }));
 }
 
 /// The CLI's analysis of `prompt` without the parts the page's checks do
 /// not read (decoding, columns, attention; `extra` adds flags).
 export function cliAnalyze(bin, model, prompt, precision, extra = []) {
   return cliJson(bin, ["analyze", "--model", model, "--prompt", prompt, "--precision", precision, "--decode", "0",
-    "--columns", "0", "--no-attention", ...extra]);
+    "--columns", "0", "--no-attention", ...extra, "--json", "-"]);
 }
 
 /// A stand-in for huggingface.co on loopback: `/{owner}/{repo}/resolve/main/{file}`
