@@ -65,13 +65,14 @@ impl Page {
         Signal::derive(move || page.results.with(|r| r.report.is_some()) && page.ready())
     }
 
-    /// A view of the Report, derived for a view's signal.
+    /// A part of the Report, derived for a view's signal: `None` until a
+    /// run has a Report and, where the part is optional, it has arrived.
     fn report_signal<T: Send + Sync + 'static>(
         &self,
-        f: impl Fn(&lens_protocol::report::Report) -> T + Send + Sync + 'static,
+        f: impl Fn(&lens_protocol::report::Report) -> Option<T> + Send + Sync + 'static,
     ) -> Signal<Option<T>> {
         let results = self.results;
-        Signal::derive(move || results.with(|r| r.report.as_ref().map(&f)))
+        Signal::derive(move || results.with(|r| r.report.as_ref().and_then(&f)))
     }
 }
 
@@ -109,16 +110,13 @@ fn render(page: Page, v: View) -> AnyView {
             view! { <SpectrumView data=data pending=page.busy() /> }.into_any()
         }
         View::Decode => {
-            let decode = Signal::derive(move || {
-                results.with(|r| r.report.as_ref().and_then(|r| r.decode.clone()))
-            });
-            let matrix_free = Signal::derive(move || {
-                results.with(|r| r.report.as_ref().is_some_and(|r| r.matrix_free.is_some()))
-            });
+            let decode = page.report_signal(|r| r.decode.clone());
+            let matrix_free = page.report_signal(|r| r.matrix_free.as_ref().map(|_| true));
+            let matrix_free = Signal::derive(move || matrix_free.get().unwrap_or(false));
             view! { <DecodeView decode=decode tokens=tokens matrix_free=matrix_free /> }.into_any()
         }
         View::Layers => {
-            let rows = page.report_signal(|r| r.layers.clone());
+            let rows = page.report_signal(|r| Some(r.layers.clone()));
             let rows = Signal::derive(move || rows.get().unwrap_or_default());
             let input = Signal::derive(move || page.layers_input.get());
             let on_input = Callback::new(move |text: String| page.layers_input.set(text));
@@ -149,14 +147,12 @@ fn render(page: Page, v: View) -> AnyView {
             .into_any()
         }
         View::Path => {
-            let points = page.report_signal(|r| r.path.clone());
+            let points = page.report_signal(|r| Some(r.path.clone()));
             let points = Signal::derive(move || points.get().unwrap_or_default());
             view! { <PathView points=points /> }.into_any()
         }
         View::Attention => {
-            let attention = Signal::derive(move || {
-                results.with(|r| r.report.as_ref().and_then(|r| r.attention.clone()))
-            });
+            let attention = page.report_signal(|r| r.attention.clone());
             let layer = Signal::derive(move || spec.get().attn_layer);
             let head = Signal::derive(move || spec.get().attn_head);
             let on_select = Callback::new(move |(l, h): (usize, usize)| {
@@ -189,9 +185,7 @@ fn render(page: Page, v: View) -> AnyView {
                 page.sync_url();
                 page.run_steering();
             });
-            let result = Signal::derive(move || {
-                results.with(|r| r.report.as_ref().and_then(|r| r.steering.clone()))
-            });
+            let result = page.report_signal(|r| r.steering.clone());
             // Steering folds into the run's Report: it follows a run.
             view! {
                 <SteeringView spec=steer on_change=on_change on_run=on_run result=result

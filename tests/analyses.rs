@@ -5,6 +5,7 @@
 //! --svd-fixture`), exact logit attribution, decoded singular vectors, and
 //! tokens named by the user.
 
+mod per_run;
 mod real_models;
 
 use candle_core::{DType, Device, Tensor};
@@ -14,6 +15,7 @@ use lens_engine::forward::Precision;
 use lens_engine::jacobian::{detached_jacobian, PassOptions};
 use lens_engine::trace::trace;
 use lens_engine::Model;
+use per_run::{decode_f64s, encode_f64s, once_per_run};
 use real_models::{model_path, GEMMA};
 use std::sync::OnceLock;
 
@@ -28,23 +30,41 @@ fn gemma() -> &'static Model {
 fn jacobian() -> &'static (Vec<f64>, [usize; 3]) {
     static J: OnceLock<(Vec<f64>, [usize; 3])> = OnceLock::new();
     J.get_or_init(|| {
-        let m = gemma();
-        let ids = m.encode(PROMPT).expect("encode");
-        let tr = trace(m, &ids, Precision::F64).expect("trace");
-        let (j, _) = detached_jacobian(m, &tr, PassOptions::default()).expect("J");
-        jacobian_values(&j).expect("values")
+        once_per_run(
+            "jacobian",
+            |(values, dims): &(Vec<f64>, [usize; 3])| encode_f64s(dims, values),
+            |bytes| {
+                let (dims, values) = decode_f64s(bytes);
+                let dims: [usize; 3] = dims.try_into().expect("[n, d, d]");
+                (values, dims)
+            },
+            || {
+                let m = gemma();
+                let ids = m.encode(PROMPT).expect("encode");
+                let tr = trace(m, &ids, Precision::F64).expect("trace");
+                let (j, _) = detached_jacobian(m, &tr, PassOptions::default()).expect("J");
+                jacobian_values(&j).expect("values")
+            },
+        )
     })
 }
 
 fn report() -> &'static Report {
     static R: OnceLock<Report> = OnceLock::new();
     R.get_or_init(|| {
-        let opts = AnalyzeOptions {
-            ordinary: false,
-            target: Some(" bridge".into()),
-            ..AnalyzeOptions::new(Precision::F64)
-        };
-        analyze(gemma(), PROMPT, &opts, &|| 0.0).expect("analyze")
+        once_per_run(
+            "report",
+            |r: &Report| serde_json::to_vec(r).expect("report to JSON"),
+            |bytes| serde_json::from_slice(bytes).expect("report from JSON"),
+            || {
+                let opts = AnalyzeOptions {
+                    ordinary: false,
+                    target: Some(" bridge".into()),
+                    ..AnalyzeOptions::new(Precision::F64)
+                };
+                analyze(gemma(), PROMPT, &opts, &|| 0.0).expect("analyze")
+            },
+        )
     })
 }
 

@@ -1,7 +1,7 @@
 //! The detached Jacobian reconstructs the output exactly, on the real models:
 //! `‖Σ_i J_i x_i − y‖ / ‖y‖ ≤ 1e-13` in f64 (≤ 1e-5 in f32), the same for the
-//! forward-mode contributions `c_i = J_i x_i`, and the probe products agree
-//! with the full `J`.
+//! forward-mode contributions `c_i = J_i x_i` on every prompt, and the probe
+//! products agree with the full `J`.
 
 mod real_models;
 
@@ -16,24 +16,38 @@ use real_models::{model_path, GEMMA, SMOLLM};
 
 const PROMPTS: &[&str] = &[
     "Hi",
-    "The bridge out of Marin is the",
     "The capital of France is",
+    "The bridge out of Marin is the",
     "def add(a, b):\n    return",
     "1, 2, 3, 5, 8,",
     "In the beginning of the twentieth century, the small coastal town had grown",
 ];
 
-fn check(file: &str, precision: Precision, bound: f64, prompts: &[&str]) {
+/// How many of [`PROMPTS`] also get the full `J` (the transpose pass, `d`
+/// rows): the shortest, which prove the same property at a fraction of the
+/// cost. Every prompt gets the forward-mode reconstruction `Σ_i c_i = y`.
+const FULL_J: usize = 2;
+
+fn check(file: &str, precision: Precision, bound: f64, prompts: &[&str], full_j: usize) {
     let model = Model::load_path(&model_path(file)).unwrap();
-    for prompt in prompts {
+    for (k, prompt) in prompts.iter().enumerate() {
         let ids = model.encode(prompt).unwrap();
-        let t0 = std::time::Instant::now();
         let tr = trace(&model, &ids, precision).unwrap();
+        let n = tr.x.dims2().unwrap().0;
+        let c = contributions(&model, &tr, PassOptions::default()).unwrap();
+        let err_c = rel_error(&c.sum(0).unwrap(), &tr.y.flatten_all().unwrap()).unwrap();
+        println!(
+            "{file} {} {prompt:?} n={n}: contributions {err_c:.2e}",
+            precision.name()
+        );
+        assert!(err_c <= bound, "{prompt:?}: contributions {err_c:.3e}");
+        if k >= full_j {
+            continue;
+        }
+        let t0 = std::time::Instant::now();
         let (j, _) = detached_jacobian(&model, &tr, PassOptions::default()).unwrap();
         let secs = t0.elapsed().as_secs_f64();
         let err = reconstruction_error(&j, &tr.x, &tr.y).unwrap();
-        let c = contributions(&model, &tr, PassOptions::default()).unwrap();
-        let err_c = rel_error(&c.sum(0).unwrap(), &tr.y.flatten_all().unwrap()).unwrap();
         // c_i from forward mode equals J_i x_i from the transpose pass.
         let (n, d) = tr.x.dims2().unwrap();
         let jx = j
@@ -42,32 +56,34 @@ fn check(file: &str, precision: Precision, bound: f64, prompts: &[&str]) {
             .squeeze(2)
             .unwrap();
         let err_cj = rel_error(&c, &jx).unwrap();
-        println!(
-            "{file} {} {prompt:?} n={n}: J {secs:.2}s, reconstruction {err:.2e}, contributions {err_c:.2e}, c vs Jx {err_cj:.2e}",
-            precision.name()
-        );
+        println!("  J {secs:.2}s, reconstruction {err:.2e}, c vs Jx {err_cj:.2e}");
         assert!(err <= bound, "{prompt:?}: reconstruction {err:.3e}");
-        assert!(err_c <= bound, "{prompt:?}: contributions {err_c:.3e}");
         assert!(err_cj <= bound * 10.0, "{prompt:?}: c vs Jx {err_cj:.3e}");
     }
 }
 
 #[test]
 fn gemma_f64_reconstruction_is_exact() {
-    check(GEMMA, Precision::F64, 1e-13, PROMPTS);
+    check(GEMMA, Precision::F64, 1e-13, PROMPTS, FULL_J);
 }
 
 /// The long prompt is Gemma's alone (its sliding-window layers are where
 /// length matters); SmolLM2 takes the short ones.
 #[test]
 fn smollm_f64_reconstruction_is_exact() {
-    check(SMOLLM, Precision::F64, 1e-13, &PROMPTS[..PROMPTS.len() - 1]);
+    check(
+        SMOLLM,
+        Precision::F64,
+        1e-13,
+        &PROMPTS[..PROMPTS.len() - 1],
+        FULL_J,
+    );
 }
 
 #[test]
 fn f32_reconstruction_within_1e5() {
-    check(GEMMA, Precision::F32, 1e-5, &PROMPTS[1..3]);
-    check(SMOLLM, Precision::F32, 1e-5, &PROMPTS[1..3]);
+    check(GEMMA, Precision::F32, 1e-5, &PROMPTS[..3], FULL_J);
+    check(SMOLLM, Precision::F32, 1e-5, &PROMPTS[..3], FULL_J);
 }
 
 /// `J·v` (forward mode) and `uᵀJ` (transpose pass with few rows) agree with
@@ -102,18 +118,17 @@ fn probe_products_match_full_jacobian() {
 }
 
 /// Every tap (layer / attn / mlp; cumulative and layerwise) on the first
-/// block and the last but one
-/// reconstructs its own output: `‖Σ_i J_i in_i − out‖/‖out‖ ≤ 1e-13` in f64.
+/// block and the middle one reconstructs its own output: `‖Σ_i J_i in_i − out‖/‖out‖ ≤ 1e-13` in f64.
 #[test]
 fn taps_reconstruct_exactly() {
     use lens_engine::jacobian::{tap_jacobian, tap_output, Tap, TapKind};
     for file in [GEMMA, SMOLLM] {
         let model = Model::load_path(&model_path(file)).unwrap();
-        // Short prompt: 24 tap Jacobians per model, each costs ∝ n.
+        // Short prompt: 12 tap Jacobians per model, each costs ∝ n.
         let ids = model.encode("Marin is the").unwrap();
         let tr = trace(&model, &ids, Precision::F64).unwrap();
         let layers = model.config.layers;
-        for layer in [0, layers - 2] {
+        for layer in [0, layers / 2] {
             for kind in [TapKind::Layer, TapKind::Attn, TapKind::Mlp] {
                 for cumulative in [true, false] {
                     let tap = Tap {
@@ -129,10 +144,10 @@ fn taps_reconstruct_exactly() {
                 }
             }
         }
-        // The output tap is the model's own J.
-        let (j_out, _) =
-            tap_jacobian(&model, &tr, Tap::output(layers), PassOptions::default()).unwrap();
-        let (j, _) = detached_jacobian(&model, &tr, PassOptions::default()).unwrap();
-        assert!(rel_error(&j_out, &j).unwrap() == 0.0);
+        // The output tap is the model's own output (its J is the model's
+        // by construction: `detached_jacobian` is the output tap's).
+        let (out, _) = tap_output(&model, &tr, Tap::output(layers)).unwrap();
+        let err = rel_error(&out.flatten_all().unwrap(), &tr.y.flatten_all().unwrap()).unwrap();
+        assert!(err <= 1e-15, "output tap vs y: {err:.3e}");
     }
 }

@@ -2,6 +2,7 @@
 //! numbers are the engine's (exact reconstruction in f64, attribution that
 //! sums to the logit, the spectrum the CLI's `analyze` reports).
 
+mod per_run;
 mod real_models;
 
 use lens_engine::analysis::decode::TokenScore;
@@ -12,6 +13,7 @@ use lens_protocol::messages::RunRequest;
 use lens_protocol::report::{Layers, Part};
 use lens_protocol::{Reply, Stage, SteerSpec, SvdMode};
 use lens_worker::stages;
+use per_run::once_per_run;
 use real_models::{model_path, GEMMA};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -62,24 +64,56 @@ fn words(t: &[TokenScore]) -> Vec<&str> {
     t.iter().map(|t| t.token.as_str()).collect()
 }
 
-#[test]
-fn stages_arrive_in_order_with_exact_numbers() {
-    let model = gemma();
-    // Short: the run, the CLI's analysis (with two layers' curves and the
-    // ordinary Jacobian) and the on-demand stages each cost ∝ n².
-    let prompt = "Marin is the";
-    let req = RunRequest {
+/// The run that the tests below look at: short, since the run, the CLI's
+/// analysis (with two layers' curves and the ordinary Jacobian) and the
+/// on-demand stages each cost ∝ n².
+const PROMPT: &str = "Marin is the";
+
+fn run_request() -> RunRequest {
+    RunRequest {
         job: 7,
-        prompt: prompt.into(),
+        prompt: PROMPT.into(),
         precision: lens_protocol::Precision::F64,
         top: 5,
         full: true,
         svd: SvdMode::Auto,
         backend: Default::default(),
-    };
-    let mut session = None;
-    let (replies, result) = collect(&model, &req, &mut session);
-    assert!(result.is_ok(), "{:?}", result.err());
+    }
+}
+
+/// The worker's replies to [`run_request`], computed once per test run;
+/// `session` is filled where this process is the one that ran it.
+fn shared_run(session: &mut Option<stages::Session>) -> Vec<Reply> {
+    once_per_run(
+        "run",
+        |r: &Vec<Reply>| serde_json::to_vec(r).expect("replies to JSON"),
+        |b| serde_json::from_slice(b).expect("replies from JSON"),
+        || {
+            let (replies, result) = collect(&gemma(), &run_request(), session);
+            assert!(result.is_ok(), "{:?}", result.err());
+            replies
+        },
+    )
+}
+
+/// The CLI's analysis of the same prompt, with its default options (the
+/// page's) and two layers' curves, computed once per test run.
+fn cli_report() -> Report {
+    once_per_run(
+        "cli",
+        |r: &Report| serde_json::to_vec(r).expect("report to JSON"),
+        |b| serde_json::from_slice(b).expect("report from JSON"),
+        || {
+            let mut opts = AnalyzeOptions::new(Precision::F64);
+            opts.layers = vec![1, 2];
+            analyze(&gemma(), PROMPT, &opts, &|| 0.0).expect("analyze")
+        },
+    )
+}
+
+#[test]
+fn stages_arrive_in_order_with_progress() {
+    let replies = shared_run(&mut None);
     let kinds: Vec<&str> = replies
         .iter()
         .filter_map(|r| match r {
@@ -110,6 +144,7 @@ fn stages_arrive_in_order_with_exact_numbers() {
         ]
     );
     // The Jacobian stage reports progress layer by layer, up to done = total.
+    let layers = gemma().config.layers;
     let jac_steps: Vec<(usize, usize)> = replies
         .iter()
         .filter_map(|r| match r {
@@ -122,17 +157,14 @@ fn stages_arrive_in_order_with_exact_numbers() {
             _ => None,
         })
         .collect();
-    assert_eq!(jac_steps.len(), model.config.layers + 1, "{jac_steps:?}");
-    assert_eq!(
-        jac_steps.last(),
-        Some(&(model.config.layers, model.config.layers))
-    );
+    assert_eq!(jac_steps.len(), layers + 1, "{jac_steps:?}");
+    assert_eq!(jac_steps.last(), Some(&(layers, layers)));
+}
 
-    // The CLI's analysis of the same prompt, with its default options (the
-    // page's) and two layers' curves.
-    let mut opts = AnalyzeOptions::new(Precision::F64);
-    opts.layers = vec![1, 2];
-    let report = analyze(&model, prompt, &opts, &|| 0.0).expect("analyze");
+#[test]
+fn the_folded_report_is_the_clis_analysis() {
+    let replies = shared_run(&mut None);
+    let report = cli_report();
     let page = report_of(&replies);
     assert_eq!(page.tokens, report.tokens);
     assert_eq!(page.attribution.per_token.len(), report.tokens.len());
@@ -181,7 +213,7 @@ fn stages_arrive_in_order_with_exact_numbers() {
         page.attention.as_ref().expect("attention"),
         report.attention.as_ref().expect("attention"),
     );
-    assert_eq!(pa.len(), model.config.layers);
+    assert_eq!(pa.len(), gemma().config.layers);
     for (x, y) in pa
         .iter()
         .flatten()
@@ -191,7 +223,78 @@ fn stages_arrive_in_order_with_exact_numbers() {
     {
         assert!((x - y).abs() <= 1e-12);
     }
+}
 
+#[test]
+fn each_part_carries_exact_numbers() {
+    let replies = shared_run(&mut None);
+    let report = cli_report();
+    for r in &replies {
+        match r {
+            Reply::Prediction { job, prediction } => {
+                assert_eq!(*job, 7);
+                assert_eq!(prediction.top[0].token, report.top[0].token);
+                assert_eq!(prediction.tokens, report.tokens);
+            }
+            Reply::Part { part, .. } => match part {
+                Part::Contributions(c) => {
+                    let (sum, logit): (f64, f64) =
+                        (c.attribution.per_token.iter().sum(), c.attribution.logit);
+                    assert!(
+                        (sum - logit).abs() <= 1e-10 * logit.abs(),
+                        "{sum} vs {logit}"
+                    );
+                    assert!(c.attribution.sum_rel_error <= 1e-10);
+                    assert!(c.rel_error <= 1e-13, "contributions f64 {}", c.rel_error);
+                    let other = c.other_precision_rel_error.expect("the other precision");
+                    assert!(other <= 1e-5, "contributions f32 {other}");
+                    assert!(other > 1e-10, "the other precision is f32");
+                }
+                Part::Jacobian(j) => {
+                    assert!(j.detached_rel_error <= 1e-13, "{}", j.detached_rel_error);
+                    assert_eq!(j.fro_norms.len(), report.tokens.len());
+                }
+                Part::Spectra(sp) => {
+                    let got = &sp.svd.as_ref().expect("svd").concat;
+                    let want = &report.svd.as_ref().expect("svd").concat;
+                    assert_eq!(got.singular_values.len(), 16);
+                    for (a, b) in got.singular_values.iter().zip(&want.singular_values) {
+                        assert!((a - b).abs() <= 1e-9 * b, "σ {a} vs {b}");
+                    }
+                    assert!((got.stable_rank - want.stable_rank).abs() <= 1e-9 * want.stable_rank);
+                }
+                Part::Ordinary(o) => {
+                    let want = report.reconstruction.ordinary_rel_error.expect("ordinary");
+                    assert!(
+                        (o.rel_error - want).abs() <= 1e-9 * want,
+                        "{} vs {want}",
+                        o.rel_error
+                    );
+                    assert!(o.rel_error > 0.1);
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+}
+
+/// Layers and the heatmap asked for after a run reuse what the run kept (its
+/// trace, J and the path's axes), and equal the CLI's. (Named to sort first:
+/// nextest starts it before the others, so its run is usually the shared one.)
+#[test]
+fn a_run_is_reused_by_layers_and_the_heatmap() {
+    let model = gemma();
+    let mut session = None;
+    shared_run(&mut session);
+    if session.is_none() {
+        // Another test ran the shared run: this one needs the run in memory.
+        let (_, result) = collect(&model, &run_request(), &mut session);
+        assert!(result.is_ok(), "{:?}", result.err());
+    }
+    let report = cli_report();
+    let prompt = PROMPT;
+    let cc = report.columns.as_ref().expect("columns");
     // On demand: the layers' curves and the path equal the CLI's.
     let (lr, res) = replies_of(|emit, now| {
         stages::layers(
@@ -295,54 +398,6 @@ fn stages_arrive_in_order_with_exact_numbers() {
         )
     });
     assert!(res.is_err(), "a position past the prompt");
-    for r in &replies {
-        match r {
-            Reply::Prediction { job, prediction } => {
-                assert_eq!(*job, 7);
-                assert_eq!(prediction.top[0].token, report.top[0].token);
-                assert_eq!(prediction.tokens, report.tokens);
-            }
-            Reply::Part { part, .. } => match part {
-                Part::Contributions(c) => {
-                    let (sum, logit): (f64, f64) =
-                        (c.attribution.per_token.iter().sum(), c.attribution.logit);
-                    assert!(
-                        (sum - logit).abs() <= 1e-10 * logit.abs(),
-                        "{sum} vs {logit}"
-                    );
-                    assert!(c.attribution.sum_rel_error <= 1e-10);
-                    assert!(c.rel_error <= 1e-13, "contributions f64 {}", c.rel_error);
-                    let other = c.other_precision_rel_error.expect("the other precision");
-                    assert!(other <= 1e-5, "contributions f32 {other}");
-                    assert!(other > 1e-10, "the other precision is f32");
-                }
-                Part::Jacobian(j) => {
-                    assert!(j.detached_rel_error <= 1e-13, "{}", j.detached_rel_error);
-                    assert_eq!(j.fro_norms.len(), report.tokens.len());
-                }
-                Part::Spectra(sp) => {
-                    let got = &sp.svd.as_ref().expect("svd").concat;
-                    let want = &report.svd.as_ref().expect("svd").concat;
-                    assert_eq!(got.singular_values.len(), 16);
-                    for (a, b) in got.singular_values.iter().zip(&want.singular_values) {
-                        assert!((a - b).abs() <= 1e-9 * b, "σ {a} vs {b}");
-                    }
-                    assert!((got.stable_rank - want.stable_rank).abs() <= 1e-9 * want.stable_rank);
-                }
-                Part::Ordinary(o) => {
-                    let want = report.reconstruction.ordinary_rel_error.expect("ordinary");
-                    assert!(
-                        (o.rel_error - want).abs() <= 1e-9 * want,
-                        "{} vs {want}",
-                        o.rel_error
-                    );
-                    assert!(o.rel_error > 0.1);
-                }
-                _ => {}
-            },
-            _ => {}
-        }
-    }
 }
 
 #[test]
@@ -380,8 +435,8 @@ fn bad_prompts_fail_with_a_sentence_and_stop_early() {
 #[test]
 fn long_prompts_run_matrix_free_like_the_cli() {
     let model = gemma();
-    // Short: the worker's Lanczos and the CLI's both run on it.
-    let prompt = "Matrix free: the";
+    // Short (3 tokens): the worker's Lanczos and the CLI's both run on it.
+    let prompt = "Free the";
     let req = RunRequest {
         job: 2,
         prompt: prompt.into(),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs all the tests on a fresh machine: installs what is missing (tools/setup.sh),
 # then formatting and lints, the native tests on the real models and on tiny
-# random models, the wasm release build of the app, and the browser test.
+# random models with the wasm release build of the app beside them, and the
+# browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SETUP_BROWSER=1 bash tools/setup.sh
@@ -13,18 +14,33 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --target wasm32-unknown-unknown -p linear-lens-web -p lens-worker -- -D warnings
 
-step "native tests"
+step "native tests, and the wasm release build (trunk) beside them"
 # nextest runs every test binary's tests side by side (one process each), so
 # one long test no longer holds back the rest; plain cargo test otherwise.
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast --final-status-level slow
-else
-  cargo test --workspace
-fi
-
-step "wasm release build (trunk)"
+# trunk's build is mostly one core (LTO, wasm-opt), so it runs beside the
+# tests, started once nextest has built them and let go of cargo's lock.
 cargo fetch
-trunk build --release --offline
+trunk_log=$(mktemp)
+native_log=$(mktemp)
+trunk_build() {
+  trunk build --release --offline >"$trunk_log" 2>&1 && touch "$trunk_log.ok"
+  echo "   trunk finished ($(date +%T))"
+}
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast --final-status-level slow 2>&1 | tee "$native_log" &
+  native=$!
+  until grep -q '^ *Starting' "$native_log" || ! kill -0 "$native" 2>/dev/null; do sleep 1; done
+  trunk_build &
+  trunk=$!
+  wait "$native" || native_failed=1
+  wait "$trunk"
+else
+  cargo test --workspace || native_failed=1
+  trunk_build
+fi
+echo; echo "== trunk build"; tail -n 3 "$trunk_log"
+[ -f "$trunk_log.ok" ] || { cat "$trunk_log"; echo "error: trunk build failed"; exit 1; }
+[ -z "${native_failed:-}" ] || { echo "error: native tests failed"; exit 1; }
 
 step "browser end-to-end (headless Chromium)"
 log=$(mktemp)

@@ -21,7 +21,7 @@ if (!url || !bin) {
 if (shots) mkdirSync(shots, { recursive: true });
 
 const MODEL = "gemma-3-270m";
-const PROMPT = "The capital of France is";
+const PROMPT = "The capital of"; // 4 tokens: every check holds, each pass costs ∝ n
 const STEER = { source: "The bridge is the Golden", text: "I went to new york to see the", layer: 12, lambda: 1, tokens: 4 };
 const LAPTOP = { width: 1366, height: 768 };
 const PROJECTOR = { width: 1920, height: 1080 };
@@ -240,7 +240,7 @@ await scenario("matrix-free mode", async () => {
 await scenario("classroom mode by keyboard", async () => {
   // 5. Classroom mode by keyboard alone: every step draws its picture.
   const ctxC = await browser.newContext();
-  const page = await open(ctxC, `${url}#model=${MODEL}&prompt=${encodeURIComponent("The bridge out of Marin is the")}&precision=f32&classroom=0`, PROJECTOR);
+  const page = await open(ctxC, `${url}#model=${MODEL}&prompt=${encodeURIComponent(PROMPT)}&precision=f32&classroom=0`, PROJECTOR);
   await waitReady(page);
   await waitIdle(page, "token-strip");
   await page.waitForSelector('[data-testid="classroom-step"][data-step="0"]');

@@ -22,7 +22,7 @@ if (!url || !bin || !tinyDir) {
 }
 if (shots) mkdirSync(shots, { recursive: true });
 
-const PROMPT = "The capital of France is";
+const PROMPT = "The capital of"; // 4 tokens: every check holds, each pass costs ∝ n
 const TINY_PROMPT = "w5 w17 w42 w8 w23";
 const analyze = (model, prompt) => cliAnalyze(bin, model, prompt, "f64");
 

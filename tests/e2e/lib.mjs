@@ -121,10 +121,12 @@ export async function hubStandIn(tinyDir) {
 /// name) and the suite goes on with the next.
 export async function scenario(name, body) {
   console.log(`\n-- ${name}`);
+  const t0 = Date.now();
   try {
     await body();
   } catch (e) {
     failures.push(`${name}: ${e.message ?? e}`);
     console.log(`FAIL ${name}: ${e.message ?? e}`);
   }
+  console.log(`   (${t(Date.now() - t0)})`);
 }

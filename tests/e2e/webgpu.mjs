@@ -30,7 +30,7 @@ if (!url || !bin || !tinyDir) {
 if (shots) mkdirSync(shots, { recursive: true });
 
 const MODEL = "gemma-3-270m";
-const PROMPT = "The capital of France is";
+const PROMPT = "The capital of"; // 4 tokens: every check holds, each pass costs ∝ n
 const TINY = "hf%3Atiny%2Fqwen3";
 const TINY_PROMPT = "w5 w17 w42 w8 w23";
 
