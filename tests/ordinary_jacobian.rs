@@ -1,9 +1,10 @@
 //! The ordinary Jacobian (nothing frozen): equal to central finite
 //! differences of the ordinary forward on tiny random Qwen 3, Gemma 3
 //! (sliding and global layers) and Llama models; different from the detached
-//! Jacobian; its probe rows equal the full Jacobian's; and on the real
-//! Gemma 3 270M it does not reconstruct `y` (the paper's point), while the
-//! detached one does.
+//! Jacobian; its probe rows equal the full Jacobian's; its forward mode
+//! (one pass) equals the full Jacobian's products, so the ordinary
+//! reconstruction error needs no J; and on the real models it does not
+//! reconstruct `y` (the paper's point), while the detached one does.
 
 mod common;
 mod real_models;
@@ -15,10 +16,12 @@ use common::{
 };
 use lens_engine::forward::{forward_from_embeddings, Precision};
 use lens_engine::jacobian::{detached_jacobian, reconstruction_error, rel_error, PassOptions};
-use lens_engine::ordinary::{ordinary_jacobian, ordinary_vjp};
+use lens_engine::ordinary::{
+    ordinary_jacobian, ordinary_jvp, ordinary_reconstruction_error, ordinary_vjp,
+};
 use lens_engine::trace::{trace, Trace};
 use lens_engine::Model;
-use real_models::{model_path, GEMMA};
+use real_models::{model_path, GEMMA, SMOLLM};
 use serde_json::json;
 use std::time::Instant;
 
@@ -188,6 +191,63 @@ fn differs_from_detached_and_probes_match() {
     }
 }
 
+/// `Σ_i J_i v_i` of the full ordinary J, `[1, d]`.
+fn j_times(j: &Tensor, v: &Tensor) -> Tensor {
+    let (n, d) = v.dims2().unwrap();
+    j.matmul(&v.reshape((n, d, 1)).unwrap())
+        .unwrap()
+        .sum(0)
+        .unwrap()
+        .reshape((1, d))
+        .unwrap()
+}
+
+/// Forward mode through the ordinary network against the full ordinary J:
+/// along a random tangent (≤ 1e-12) and along the input itself, where it
+/// gives the ordinary reconstruction error in one pass (equal to the full
+/// J's to 1e-9 relative), in f64 on all three families.
+#[test]
+fn one_forward_pass_gives_the_ordinary_error() {
+    for family in [Family::Qwen3, Family::Gemma3, Family::Llama] {
+        let model = tiny(family);
+        let d = model.config.hidden;
+        let tr = trace_of(&model, Precision::F64);
+        let j = ordinary_jacobian(&model, &tr, PassOptions::default()).unwrap();
+        let v = Rng::new(13)
+            .tensor(&[N, d], 1.0)
+            .to_dtype(DType::F64)
+            .unwrap();
+        let e_v = rel_error(&ordinary_jvp(&model, &tr, &v).unwrap(), &j_times(&j, &v)).unwrap();
+        let one_pass = ordinary_reconstruction_error(&model, &tr).unwrap();
+        let full = reconstruction_error(&j, &tr.x, &tr.y).unwrap();
+        let e_err = (one_pass - full).abs() / full;
+        println!(
+            "{family:?}: ordinary J·v by forward mode vs full J {e_v:.2e}; error by one pass {one_pass:.6e}, by the full J {full:.6e} ({e_err:.2e})"
+        );
+        assert!(e_v <= 1e-12, "{family:?}: forward mode vs J·v {e_v:.3e}");
+        assert!(e_err <= 1e-9, "{family:?}: one-pass error {e_err:.3e}");
+    }
+}
+
+/// Real SmolLM2 (Llama architecture), f64, a 3-token prompt: the one-pass
+/// ordinary error equals the full ordinary J's, and is far from exact.
+#[test]
+fn smollm_ordinary_error_by_one_pass() {
+    let model = Model::load_path(&model_path(SMOLLM)).unwrap();
+    let ids = model.encode("Marin is the").unwrap();
+    let tr = trace(&model, &ids, Precision::F64).unwrap();
+    let j = ordinary_jacobian(&model, &tr, PassOptions::default()).unwrap();
+    let full = reconstruction_error(&j, &tr.x, &tr.y).unwrap();
+    let one_pass = ordinary_reconstruction_error(&model, &tr).unwrap();
+    let e_err = (one_pass - full).abs() / full;
+    println!("smollm2 f64 n={}: ordinary error {one_pass:.6e} by one pass, {full:.6e} by the full J ({e_err:.2e})", ids.len());
+    assert!(e_err <= 1e-9, "one-pass error {e_err:.3e}");
+    assert!(
+        one_pass > 1e-3,
+        "the ordinary J reconstructs ({one_pass:.3e})"
+    );
+}
+
 /// Real Gemma 3 270M, f64: the ordinary Jacobian does not reconstruct `y`,
 /// the detached one does; the ordinary one still is the derivative (a
 /// directional central difference agrees).
@@ -246,6 +306,15 @@ fn gemma_ordinary_does_not_reconstruct() {
     println!(
         "gemma-3-270m f64 n={n}: ordinary J {secs_ord:.2}s (detached {secs_det:.2}s); reconstruction ordinary {err_ord:.3e}, detached {err_det:.2e}; ordinary J·v vs central difference {err_fd:.2e}"
     );
+    // The same error by one forward-mode pass, without the ordinary J.
+    let t0 = Instant::now();
+    let one_pass = ordinary_reconstruction_error(&model, &tr).unwrap();
+    let secs_one = t0.elapsed().as_secs_f64();
+    let e_err = (one_pass - err_ord).abs() / err_ord;
+    println!(
+        "one-pass ordinary error {one_pass:.6e} in {secs_one:.2}s ({e_err:.2e} from the full J's)"
+    );
+    assert!(e_err <= 1e-9, "one-pass ordinary error {e_err:.3e}");
     assert!(err_det <= 1e-13, "detached {err_det:.3e}");
     assert!(err_ord > 1e-3, "ordinary reconstructs ({err_ord:.3e})");
     assert!(err_fd <= 1e-6, "ordinary J·v vs FD {err_fd:.3e}");

@@ -149,11 +149,11 @@ pub fn attention(tr: &Trace) -> Result<Attention> {
     analysis::attention(tr)
 }
 
-/// The ordinary Jacobian's (nothing frozen) reconstruction error.
-pub fn ordinary(model: &Model, tr: &Trace, pass: PassOptions) -> Result<Ordinary> {
-    let jo = crate::ordinary::ordinary_jacobian(model, tr, pass)?;
+/// The ordinary Jacobian's (nothing frozen) reconstruction error, by one
+/// forward-mode pass along the input (the ordinary J is not formed).
+pub fn ordinary(model: &Model, tr: &Trace) -> Result<Ordinary> {
     Ok(Ordinary {
-        rel_error: reconstruction_error(&jo, &tr.x, &tr.y)?,
+        rel_error: crate::ordinary::ordinary_reconstruction_error(model, tr)?,
         ms: 0.0,
     })
 }
@@ -257,7 +257,7 @@ pub fn analyze(
     }
 
     if opts.ordinary {
-        let (mut o, ms) = timed(now_ms, || ordinary(model, &tr, opts.pass))?;
+        let (mut o, ms) = timed(now_ms, || ordinary(model, &tr))?;
         o.ms = ms;
         report.apply(Part::Ordinary(o));
     }

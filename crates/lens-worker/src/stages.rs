@@ -310,13 +310,12 @@ pub async fn run(
         part(Part::Attention(stages::attention(&tr)?));
     }
 
-    if !matrix_free {
-        let (mut o, ms) = progress::scoped(hook(&emit, job, Stage::Ordinary), || {
-            stages::timed(now_ms, || stages::ordinary(model, &tr, pass))
-        })?;
-        o.ms = ms;
-        part(Part::Ordinary(o));
-    }
+    // One forward-mode pass, so long prompts get it too.
+    let (mut o, ms) = progress::scoped(hook(&emit, job, Stage::Ordinary), || {
+        stages::timed(now_ms, || stages::ordinary(model, &tr))
+    })?;
+    o.ms = ms;
+    part(Part::Ordinary(o));
     let mut s = Session::new(&req.prompt, tr);
     s.jv = jv;
     s.axes = axes;
