@@ -50,6 +50,9 @@ pub struct Running {
 /// part of a Report.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Results {
+    /// The prompt this run is of. On-demand stages (a token's `J_i`, layer
+    /// curves) ask about it, whatever the input box holds by then.
+    pub prompt: String,
     /// The precision the run asked for, until its Report says which it got.
     pub asked: Precision,
     /// From the prediction on; the on-demand parts (layers, steering) fold
@@ -64,9 +67,10 @@ pub struct Results {
 }
 
 impl Results {
-    /// Empty results for a run that asked for `precision`.
-    pub fn asking(precision: Precision) -> Self {
+    /// Empty results for a run of `prompt` that asked for `precision`.
+    pub fn asking(prompt: &str, precision: Precision) -> Self {
         Results {
+            prompt: prompt.to_string(),
             asked: precision,
             ..Results::default()
         }

@@ -77,9 +77,10 @@ impl Page {
         }
         self.results.update(|r| r.inspect = None);
         let precision = self.job_precision(&s);
+        let prompt = self.results.with_untracked(|r| r.prompt.clone());
         self.enqueue(Task::Inspect, &|job| Request::Inspect {
             job,
-            prompt: s.prompt.clone(),
+            prompt: prompt.clone(),
             precision,
             position,
         });
@@ -87,13 +88,16 @@ impl Page {
 
     pub fn compute_layers(&self) {
         let s = self.spec.get_untracked();
-        if s.layers.is_empty() || !self.model_ready() {
+        // The curves of the prompt on screen (the run's), not of an edit
+        // typed since.
+        let prompt = self.results.with_untracked(|r| r.prompt.clone());
+        if s.layers.is_empty() || prompt.is_empty() || !self.model_ready() {
             return;
         }
         let precision = self.job_precision(&s);
         self.enqueue(Task::Layers, &|job| Request::Layers {
             job,
-            prompt: s.prompt.clone(),
+            prompt: prompt.clone(),
             precision,
             layers: s.layers.clone(),
         });
@@ -128,7 +132,8 @@ impl Page {
         }
         let s = self.spec.get_untracked();
         self.error.set(None);
-        self.results.set(Results::asking(run_precision(&s)));
+        self.results
+            .set(Results::asking(&s.prompt, run_precision(&s)));
         self.sync_url();
         self.enqueue(Task::Run, &|job| {
             Request::Run(RunRequest {

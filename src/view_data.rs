@@ -190,7 +190,7 @@ mod tests {
     use lens_protocol::{Precision, Reply};
 
     fn results(replies: Vec<Reply>) -> Results {
-        let mut r = Results::asking(Precision::F32);
+        let mut r = Results::asking("Marin is the", Precision::F32);
         for reply in replies {
             r.apply(reply);
         }
@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn before_the_prediction_the_views_show_what_was_asked() {
-        let r = Results::asking(Precision::F32);
+        let r = Results::asking("Marin is the", Precision::F32);
         assert_eq!(r.exactness().precision, "f32");
         assert_eq!(r.exactness().contributions, None);
         assert!(r.prediction().is_none() && r.strip().is_none() && r.spectrum(None).is_none());

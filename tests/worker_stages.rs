@@ -136,10 +136,10 @@ fn stages_arrive_in_order_with_progress() {
         [
             "prediction",
             "contributions",
+            "ordinary",
             "jacobian",
             "spectra",
             "attention",
-            "ordinary",
             "done"
         ]
     );

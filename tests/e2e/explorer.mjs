@@ -120,6 +120,16 @@ await scenario("default model: every stage vs the CLI, the cache, cancel", async
   share = await page.getAttribute('[data-testid="share-link"]', "href");
   check(share.includes("#") && share.includes("prompt=The%20capital") && share.includes("token=3") && share.includes("view=spectrum"),
     `share link carries the state: ${share}`);
+  // An edit in the prompt box that has not been run yet: a click on a token
+  // of the run on screen still shows that run's J_i (not the edit's).
+  await page.fill('[data-testid="prompt-input"]', "Hi");
+  await page.click('[data-testid="tokens"] [data-index="1"]');
+  await page.waitForSelector('[data-testid="view-heatmap"][data-state="ready"][data-position="1"]', { timeout: 30_000 }).catch(() => null);
+  const heat = await page.$('[data-testid="view-heatmap"][data-state="ready"][data-position="1"]');
+  check(!!heat && !(await page.$('[data-testid="error-message"]')),
+    "an unrun edit of the prompt: a token click still shows the run's J_1, no error");
+  await page.fill('[data-testid="prompt-input"]', PROMPT);
+  await page.click('[data-testid="tokens"] [data-index="3"]');
   if (shots) await page.screenshot({ path: join(shots, "explorer-gemma.png"), fullPage: true });
   console.log(`times: model ${t(timings.load)}, first prediction ${t(timings.prediction)}, all stages (f64) ${t(timings.full)}`);
 

@@ -224,6 +224,12 @@ pub fn analyze(
     c.ms = ms;
     report.apply(Part::Contributions(c));
 
+    if opts.ordinary {
+        let (mut o, ms) = timed(now_ms, || ordinary(model, &tr))?;
+        o.ms = ms;
+        report.apply(Part::Ordinary(o));
+    }
+
     let jv = if opts.matrix_free {
         None
     } else {
@@ -256,10 +262,5 @@ pub fn analyze(
         report.apply(Part::Steered(s));
     }
 
-    if opts.ordinary {
-        let (mut o, ms) = timed(now_ms, || ordinary(model, &tr))?;
-        o.ms = ms;
-        report.apply(Part::Ordinary(o));
-    }
     Ok(report)
 }

@@ -1,8 +1,9 @@
 //! One run, stage by stage, each part sent as soon as it is done: the
 //! prediction, the contributions `c_i = J_i x_i` (forward mode, no `J`) with
-//! exact attribution and both precisions' reconstruction, then the full
-//! detached Jacobian, the spectra (from `J`, or matrix-free for a long
-//! prompt), the attention and the ordinary Jacobian; then, on demand, the
+//! exact attribution and both precisions' reconstruction, the ordinary
+//! Jacobian's error (one forward-mode pass), then the full detached
+//! Jacobian, the spectra (from `J`, or matrix-free for a long prompt) and
+//! the attention; then, on demand, the
 //! layer curves, a `J_i`'s heatmap and columns, steering. The stages are the
 //! engine's; this adds messages, progress and the GPU's passes.
 
@@ -265,6 +266,14 @@ pub async fn run(
             reason: reason.clone(),
         });
     }
+    // The ordinary error is one forward-mode pass: on screen in seconds,
+    // before the J, and for long prompts too.
+    let (mut o, ms) = progress::scoped(hook(&emit, job, Stage::Ordinary), || {
+        stages::timed(now_ms, || stages::ordinary(model, &tr))
+    })?;
+    o.ms = ms;
+    part(Part::Ordinary(o));
+
     let opts = page_options(precision, matrix_free);
     let jv = if matrix_free {
         None
@@ -310,12 +319,6 @@ pub async fn run(
         part(Part::Attention(stages::attention(&tr)?));
     }
 
-    // One forward-mode pass, so long prompts get it too.
-    let (mut o, ms) = progress::scoped(hook(&emit, job, Stage::Ordinary), || {
-        stages::timed(now_ms, || stages::ordinary(model, &tr))
-    })?;
-    o.ms = ms;
-    part(Part::Ordinary(o));
     let mut s = Session::new(&req.prompt, tr);
     s.jv = jv;
     s.axes = axes;

@@ -1,0 +1,133 @@
+// Time to each stage on the page, against the CLI's own times for the same
+// work, in one run (issue 16). Prints one JSON object.
+//
+//   LINEAR_LENS_BIN=target/release/linear-lens node tools/bench-page.mjs URL \
+//     [--model gemma-3-270m] [--prompt "The bridge out of Marin is the"] \
+//     [--backend cpu|webgpu] [--precision f64|f32] [--threads 2]
+//
+// tools/bench-page.sh serves the built page and runs this. The page opens a
+// link that carries the analysis and runs it once the model is ready; seconds
+// are from "ready" to the stage's element on screen (polled in the page every
+// 20 ms); `workers` counts the Web Workers the page started. Ratios are to
+// the CLI's full J (`bench`); a negative ordinary_after_full_j: it came first.
+
+import { execFileSync } from "node:child_process";
+import { launch } from "../tests/e2e/lib.mjs";
+
+const url = process.argv[2];
+const bin = process.env.LINEAR_LENS_BIN;
+if (!url || !bin) {
+  console.error("usage: LINEAR_LENS_BIN=… node tools/bench-page.mjs URL [--model M] [--prompt P] [--backend cpu|webgpu] [--precision f64|f32] [--threads N]");
+  process.exit(2);
+}
+const opts = { model: "gemma-3-270m", prompt: "The bridge out of Marin is the", backend: "cpu", precision: "f64", threads: "2" };
+for (let i = 3; i < process.argv.length; i += 2) {
+  const key = process.argv[i].replace(/^--/, "");
+  if (!(key in opts) || process.argv[i + 1] === undefined) {
+    console.error(`unknown option or missing value: ${process.argv[i]}`);
+    process.exit(2);
+  }
+  opts[key] = process.argv[i + 1];
+}
+if (opts.backend === "webgpu") opts.precision = "f32"; // the GPU computes in f32
+
+// What marks each stage on screen (the exactness figures are there from the
+// start, as "…", and get their data-value when the stage arrives).
+const MARKS = {
+  prediction: '[data-testid="predicted-token"]',
+  contributions: '[data-testid="recon-error-contributions"][data-value]',
+  decoded_spectrum: '[data-testid="decode-row"]',
+  full_j: '[data-testid="recon-error-detached"][data-value]',
+  svd_every_j: '[data-testid="token-stable-rank"]',
+  ordinary_error: '[data-testid="recon-error-ordinary"][data-value]',
+};
+
+const cli = (args) => JSON.parse(execFileSync(bin, args, { encoding: "utf8", maxBuffer: 1 << 30 }));
+
+const browser = await launch({ webgpu: opts.backend === "webgpu" });
+const context = await browser.newContext();
+const page = await context.newPage();
+let workers = 0;
+page.on("worker", () => workers++);
+page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
+// The link carries the analysis: the page runs it as soon as the model is
+// ready, so the clock starts there (no click, no run of another prompt).
+const link = `${url}#model=${encodeURIComponent(opts.model)}&prompt=${encodeURIComponent(opts.prompt)}` +
+  `&backend=${opts.backend}` + (opts.backend === "webgpu" ? "" : `&precision=${opts.precision}`);
+await page.goto(link);
+
+// The clock runs in the page: "ready" and every sighting on one timeline.
+const run = await page.evaluate(
+  (marks) =>
+    new Promise((resolve) => {
+      const seen = {};
+      let t0 = null;
+      let idleSince = null;
+      const tick = () => {
+        const now = performance.now();
+        const error = document.querySelector('[data-testid="error-message"]');
+        if (t0 === null) {
+          if (document.querySelector('[data-testid="model-status"]')?.textContent.startsWith("ready")) t0 = now;
+          else if (error) return resolve({ seen, error: error.textContent, total: 0, ready: now });
+          return setTimeout(tick, 20);
+        }
+        for (const [k, sel] of Object.entries(marks)) {
+          if (!(k in seen) && document.querySelector(sel)) seen[k] = (now - t0) / 1000;
+        }
+        const busy = !!document.querySelector('[data-testid="progress"]');
+        idleSince = busy || !("prediction" in seen) ? null : (idleSince ?? now);
+        // Done: an error, or no progress bar for a second after the prediction
+        // (a matrix-free run never shows the full J's marks).
+        if (error || (idleSince !== null && now - idleSince >= 1000)) {
+          resolve({ seen, error: error?.textContent ?? null, total: ((idleSince ?? now) - t0) / 1000, ready: t0 });
+        } else setTimeout(tick, 20);
+      };
+      tick();
+    }),
+  MARKS,
+);
+// performance.now() counts from the navigation: "ready" is the model's load.
+const loadS = run.ready / 1000;
+const backendLabel = await page.textContent('[data-testid="backend-label"]').catch(() => null);
+// The run's own reconstruction error: says which precision really ran.
+const reconstruction = await page
+  .getAttribute('[data-testid="recon-error-detached"]', "data-value")
+  .then((v) => (v === null ? null : Number(v)))
+  .catch(() => null);
+await browser.close();
+if (run.error) {
+  console.error(`the page's run failed: ${run.error}`);
+  process.exit(1);
+}
+
+// The CLI on the same work, in the same run: every stage, and the full J alone.
+const analyze = cli(["analyze", "--model", opts.model, "--prompt", opts.prompt, "--precision", opts.precision, "--json", "-"]);
+const bench = cli(["bench", "--model", opts.model, "--prompt", opts.prompt, "--precision", opts.precision, "--threads", opts.threads]);
+const cliJ = bench.jacobian_ms / 1000;
+const ratio = (s) => (s === undefined ? null : Number((s / cliJ).toFixed(2)));
+const round = (o) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Number(v.toFixed(2))]));
+
+console.log(JSON.stringify({
+  model: opts.model,
+  prompt: opts.prompt,
+  tokens: analyze.tokens.length,
+  backend: opts.backend,
+  backend_label: backendLabel,
+  precision: opts.precision,
+  reconstruction,
+  workers,
+  model_load_s: Number(loadS.toFixed(2)),
+  page_s: round({ ...run.seen, idle: run.total }),
+  cli: {
+    binary: bin,
+    threads: bench.threads,
+    full_j_s: Number(cliJ.toFixed(2)),
+    analyze_ms: analyze.timings_ms,
+  },
+  vs_cli_full_j: {
+    decoded_spectrum: ratio(run.seen.decoded_spectrum),
+    full_j: ratio(run.seen.full_j),
+    ordinary_after_full_j: run.seen.ordinary_error !== undefined && run.seen.full_j !== undefined
+      ? ratio(run.seen.ordinary_error - run.seen.full_j) : null,
+  },
+}, null, 2));
