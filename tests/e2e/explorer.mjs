@@ -91,7 +91,7 @@ await scenario("default model: every stage vs the CLI, the cache, cancel", async
   timings.prediction = Date.now() - t1;
   // Progress while the full Jacobian forms, and a UI interaction meanwhile.
   await page.waitForFunction(
-    () => document.querySelector('[data-testid="progress"]')?.getAttribute("aria-label")?.includes("Jacobian"),
+    () => document.querySelector('[data-testid="progress"]')?.getAttribute("aria-label")?.includes("detached Jacobian"),
     null,
     { timeout: RUN_TIMEOUT },
   );
@@ -142,7 +142,7 @@ await scenario("default model: every stage vs the CLI, the cache, cancel", async
   // 3. The reloaded page (its URL now carries the analysis) runs it again;
   // cancel stops that run within a second and the page stays usable.
   await page.waitForFunction(
-    () => document.querySelector('[data-testid="progress"]')?.getAttribute("aria-label")?.includes("Jacobian"),
+    () => document.querySelector('[data-testid="progress"]')?.getAttribute("aria-label")?.includes("detached Jacobian"),
     null,
     { timeout: RUN_TIMEOUT },
   );
