@@ -11,8 +11,7 @@
 // 20 ms); `workers` counts the Web Workers the page started. Ratios are to
 // the CLI's full J (`bench`); a negative ordinary_after_full_j: it came first.
 
-import { execFileSync } from "node:child_process";
-import { launch } from "../tests/e2e/lib.mjs";
+import { cliJson, launch } from "../tests/e2e/lib.mjs";
 
 const url = process.argv[2];
 const bin = process.env.LINEAR_LENS_BIN;
@@ -42,7 +41,7 @@ const MARKS = {
   ordinary_error: '[data-testid="recon-error-ordinary"][data-value]',
 };
 
-const cli = (args) => JSON.parse(execFileSync(bin, args, { encoding: "utf8", maxBuffer: 1 << 30 }));
+const cli = (args) => cliJson(bin, args);
 
 const browser = await launch({ webgpu: opts.backend === "webgpu" });
 const context = await browser.newContext();
