@@ -32,7 +32,7 @@ pub fn App() -> impl IntoView {
 
     page.loaded
         .set_value(Some(Loadable::Remote(page.spec.get_untracked().model)));
-    let on_reply = Rc::new(move |r: Reply| page.on_reply(r));
+    let on_reply = Rc::new(move |r: Reply, buffer| page.on_lead_reply(r, buffer));
     let on_crash = Rc::new(move |msg: String| page.on_crash(msg));
     page.engine.set_value(Some(Engine::new(on_reply, on_crash)));
     page.listen_to_window();

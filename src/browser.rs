@@ -11,6 +11,20 @@ pub fn now_ms() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `navigator.hardwareConcurrency`: the cores the browser offers.
+pub fn cores() -> Option<usize> {
+    let n = web_sys::window()?.navigator().hardware_concurrency();
+    (n.is_finite() && n >= 1.0).then_some(n as usize)
+}
+
+/// `navigator.deviceMemory` in GB (Chromium only; coarse, at most 8).
+pub fn device_memory_gb() -> Option<f64> {
+    let nav = web_sys::window()?.navigator();
+    js_sys::Reflect::get(&nav, &"deviceMemory".into())
+        .ok()?
+        .as_f64()
+}
+
 /// A readable message from a JavaScript exception or rejection value.
 pub fn js_error(v: JsValue) -> String {
     if let Some(e) = v.dyn_ref::<js_sys::Error>() {

@@ -227,6 +227,9 @@ fn ProgressAndErrors() -> impl IntoView {
             <p class="notice" role="status" data-testid="long-prompt-notice">{m}</p>
         })}
         <BackendFallback info=backend />
+        {move || page.pool_note.get().map(|m| view! {
+            <p class="notice" role="status" data-testid="pool-note">{m}</p>
+        })}
         <SnapshotView data=snapshot />
     }
 }
@@ -457,6 +460,9 @@ pub fn Layout() -> impl IntoView {
         </main>
         <footer>
             <EngineLabel info=backend />
+            {move || page.pool_size.get().map(|p| view! {
+                " · " <span data-testid="engine-pool">{p.describe()}</span>
+            })}
             " · nothing leaves this device · J. R. Golden, "
             <a href="https://arxiv.org/abs/2505.24293">"Equivalent Linear Mappings of Large Language Models"</a>
             " (TMLR 2025)"

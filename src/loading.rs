@@ -6,6 +6,7 @@ use crate::browser;
 use crate::numbers::mb;
 use crate::page::Page;
 use crate::run_state::{default_layers, ModelState, Results};
+use crate::worker_client::Engine;
 use js_sys::Array;
 use lens_protocol::catalog::MODEL_CACHE;
 use lens_protocol::{Reply, Request};
@@ -24,10 +25,10 @@ pub(crate) enum Loadable {
 impl Page {
     /// Asks the (fresh) worker for what `loaded` names.
     pub fn load_current(&self) {
-        let Some(what) = self.loaded.get_value() else {
+        if self.loaded.get_value().is_none() {
             self.model_state.set(ModelState::Idle);
             return;
-        };
+        }
         let Some(e) = self.engine.get_value() else {
             return;
         };
@@ -38,24 +39,29 @@ impl Page {
             file: String::new(),
             from_cache: false,
         });
-        match what {
-            Loadable::Remote(id) => {
-                let resolved = self
-                    .catalog
-                    .with_value(|c| c.resolve(&id, &self.hf_base.get_value()));
-                match resolved {
-                    Ok(model) => e.post(&Request::Load { model }),
-                    Err(msg) => {
-                        self.error.set(Some(msg));
-                        self.model_state.set(ModelState::Failed);
-                    }
-                }
-            }
-            Loadable::Files(files) => {
-                let id = self.spec.get_untracked().model;
-                e.post_files(&Request::LoadFiles { id }, &files);
-            }
+        if let Err(msg) = self.load_into(&e) {
+            self.error.set(Some(msg));
+            self.model_state.set(ModelState::Failed);
         }
+    }
+
+    /// Asks `engine` (the run's worker or a helper of the pool) to load
+    /// what `loaded` names.
+    pub fn load_into(&self, engine: &Engine) -> Result<(), String> {
+        match self.loaded.get_value() {
+            Some(Loadable::Remote(id)) => {
+                let model = self
+                    .catalog
+                    .with_value(|c| c.resolve(&id, &self.hf_base.get_value()))?;
+                engine.post(&Request::Load { model });
+            }
+            Some(Loadable::Files(files)) => {
+                let id = self.spec.get_untracked().model;
+                engine.post_files(&Request::LoadFiles { id }, &files);
+            }
+            None => {}
+        }
+        Ok(())
     }
 
     /// Replaces the model: results dropped, a fresh worker loads `what`.
@@ -149,6 +155,7 @@ impl Page {
             ),
         });
         self.refresh_storage();
+        self.start_helpers(bytes);
         if self.run_when_ready.get_value() {
             self.run_when_ready.set_value(false);
             self.start_run();

@@ -22,6 +22,8 @@ mod loading;
 mod numbers;
 #[cfg(target_arch = "wasm32")]
 mod page;
+#[cfg(target_arch = "wasm32")]
+mod pool;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod replies;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]

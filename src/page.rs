@@ -3,9 +3,11 @@
 //! (`session`, `loading`, `url_sync`, `layout`) with [`Page::get`].
 
 use crate::loading::Loadable;
+use crate::pool::{Helper, PooledJ};
 use crate::run_state::{BackendInfo, ModelState, Results, Running, Task};
 use crate::views::snapshot::SnapshotCheck;
 use crate::worker_client::Engine;
+use lens_protocol::pool::PoolSize;
 use lens_protocol::{AnalysisSpec, Catalog, Snapshot};
 use leptos::prelude::*;
 use std::rc::Rc;
@@ -37,6 +39,14 @@ pub(crate) struct Page {
     /// What is loaded into the worker, to reload it after a restart.
     pub loaded: StoredValue<Option<Loadable>, LocalStorage>,
     pub engine: StoredValue<Option<Rc<Engine>>, LocalStorage>,
+    /// The pool's other workers (`pool.rs`): worker `w` is `helpers[w - 1]`.
+    pub helpers: StoredValue<Vec<Helper>, LocalStorage>,
+    /// How many workers this machine allows, and why (engine details).
+    pub pool_size: RwSignal<Option<PoolSize>>,
+    /// The run's `J` being formed by the pool.
+    pub pooled: StoredValue<Option<PooledJ>, LocalStorage>,
+    /// What happened to the pool during the run (a worker replaced).
+    pub pool_note: RwSignal<Option<String>>,
     /// A link's snapshot, shown until the page has recomputed it.
     pub snapshot: RwSignal<Option<(Snapshot, SnapshotCheck)>>,
     /// The layers field as typed.
@@ -69,6 +79,10 @@ impl Page {
             run_when_ready: StoredValue::new(linked),
             loaded: StoredValue::new_local(None),
             engine: StoredValue::new_local(None),
+            helpers: StoredValue::new_local(Vec::new()),
+            pool_size: RwSignal::new(None),
+            pooled: StoredValue::new_local(None),
+            pool_note: RwSignal::new(None),
             snapshot: RwSignal::new(snapshot),
             layers_input: RwSignal::new(layers_input),
         }
@@ -83,12 +97,14 @@ impl Page {
         matches!(self.model_state.get_untracked(), ModelState::Ready { .. })
     }
 
-    /// Stops whatever the worker does: the job queue is dropped and a
-    /// fresh worker starts (it reloads the model from `loaded`). Every
-    /// restart of the page goes through here.
+    /// Stops whatever the workers do: the job queue is dropped, every
+    /// worker of the pool is terminated at once, and a fresh run worker
+    /// starts (it reloads the model from `loaded`; the helpers follow once
+    /// it has). Every restart of the page goes through here.
     pub fn restart_engine(&self) {
         self.queue.update_value(|q| q.clear());
         self.running.set(None);
+        self.stop_helpers();
         if let Some(e) = self.engine.get_value() {
             e.spawn();
         }

@@ -57,7 +57,7 @@ impl Page {
         self.post(&make(id));
     }
 
-    fn is_mine(&self, j: u32) -> bool {
+    pub(crate) fn is_mine(&self, j: u32) -> bool {
         self.queue.with_value(|q| q.iter().any(|(k, _)| *k == j))
     }
 
@@ -132,6 +132,7 @@ impl Page {
         }
         let s = self.spec.get_untracked();
         self.error.set(None);
+        self.pool_note.set(None);
         self.results
             .set(Results::asking(&s.prompt, run_precision(&s)));
         self.sync_url();
@@ -144,6 +145,7 @@ impl Page {
                 full: true,
                 svd: s.svd,
                 backend: s.backend,
+                pool: self.pool_size.get_untracked().map_or(1, |p| p.workers),
             })
         });
     }

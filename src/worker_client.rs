@@ -1,9 +1,10 @@
-//! The engine worker, seen from the page: typed requests out, typed replies
-//! in. Cancelling terminates the worker (that stops any stage at once) and
-//! starts a fresh one, which reports `Started` again.
+//! An engine worker, seen from the page: typed requests out, typed replies
+//! in (a chunk of `J`'s values beside its reply as a transferred
+//! `ArrayBuffer`). Cancelling terminates the worker (that stops any stage at
+//! once) and starts a fresh one, which reports `Started` again.
 
 use crate::browser::js_error;
-use js_sys::Array;
+use js_sys::{Array, ArrayBuffer};
 use lens_protocol::{Reply, Request};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -16,9 +17,12 @@ const WORKER_URL: &str = "./worker_loader.js";
 
 type Handler = Closure<dyn FnMut(JsValue)>;
 
+/// A reply, with the buffer that came beside it.
+pub type OnReply = Rc<dyn Fn(Reply, Option<ArrayBuffer>)>;
+
 pub struct Engine {
     worker: RefCell<Option<Worker>>,
-    on_reply: Rc<dyn Fn(Reply)>,
+    on_reply: OnReply,
     /// Called when the worker dies (a trap: out of memory, a panic).
     on_crash: Rc<dyn Fn(String)>,
     // Keep the closures alive as long as their worker.
@@ -26,7 +30,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(on_reply: Rc<dyn Fn(Reply)>, on_crash: Rc<dyn Fn(String)>) -> Rc<Self> {
+    pub fn new(on_reply: OnReply, on_crash: Rc<dyn Fn(String)>) -> Rc<Self> {
         let e = Rc::new(Self {
             worker: RefCell::new(None),
             on_reply,
@@ -51,14 +55,22 @@ impl Engine {
         };
         let on_reply = self.on_reply.clone();
         let on_message = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
-            let Some(text) = ev
-                .dyn_ref::<MessageEvent>()
-                .and_then(|m| m.data().as_string())
-            else {
+            let Some(data) = ev.dyn_ref::<MessageEvent>().map(|m| m.data()) else {
+                return;
+            };
+            // `[json, ArrayBuffer]` for a chunk of J; a JSON string otherwise.
+            let (text, buffer) = match data.dyn_ref::<Array>() {
+                Some(a) => (
+                    a.get(0).as_string(),
+                    a.get(1).dyn_into::<ArrayBuffer>().ok(),
+                ),
+                None => (data.as_string(), None),
+            };
+            let Some(text) = text else {
                 return;
             };
             match Reply::from_json(&text) {
-                Ok(r) => on_reply(r),
+                Ok(r) => on_reply(r, buffer),
                 Err(e) => web_sys::console::warn_1(&e.into()),
             }
         });
@@ -80,6 +92,22 @@ impl Engine {
         if let Some(w) = self.worker.borrow().as_ref() {
             let _ = w.post_message(&JsValue::from_str(&req.to_json()));
         }
+    }
+
+    /// A request with a buffer beside it, transferred (not copied).
+    pub fn post_buffer(&self, req: &Request, buffer: &ArrayBuffer) {
+        if let Some(w) = self.worker.borrow().as_ref() {
+            let msg = Array::of2(&JsValue::from_str(&req.to_json()), buffer);
+            let _ = w.post_message_with_transfer(&msg, &Array::of1(buffer));
+        }
+    }
+
+    /// Stops the worker for good.
+    pub fn terminate(&self) {
+        if let Some(w) = self.worker.borrow_mut().take() {
+            w.terminate();
+        }
+        self.handlers.borrow_mut().clear();
     }
 
     /// A `LoadFiles` request with the `File`s beside it.

@@ -31,6 +31,7 @@ fn run_on_gpu(model: &Model, prompt: &str, full: bool) -> Vec<Reply> {
         full,
         svd: SvdMode::Full,
         backend: lens_protocol::BackendChoice::Webgpu,
+        pool: 1,
     };
     let seen = Rc::new(RefCell::new(Vec::new()));
     let s = seen.clone();
@@ -38,6 +39,7 @@ fn run_on_gpu(model: &Model, prompt: &str, full: bool) -> Vec<Reply> {
     let compute = stages::Compute {
         gpu: Some(&g),
         fallback: None,
+        pool: None,
     };
     let result = lens_gpu::block_on(stages::run(
         model,

@@ -78,6 +78,7 @@ fn run_request() -> RunRequest {
         full: true,
         svd: SvdMode::Auto,
         backend: Default::default(),
+        pool: 1,
     }
 }
 
@@ -411,6 +412,7 @@ fn bad_prompts_fail_with_a_sentence_and_stop_early() {
         full: false,
         svd: SvdMode::Auto,
         backend: Default::default(),
+        pool: 1,
     };
     let mut session = None;
     let (replies, result) = collect(&model, &req, &mut session);
@@ -445,6 +447,7 @@ fn long_prompts_run_matrix_free_like_the_cli() {
         full: true,
         svd: SvdMode::Krylov,
         backend: Default::default(),
+        pool: 1,
     };
     let mut session = None;
     let (replies, result) = collect(&model, &req, &mut session);

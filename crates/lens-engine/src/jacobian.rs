@@ -400,6 +400,27 @@ pub fn detached_jacobian(
     )))
 }
 
+/// Rows `start .. start + count` of the full detached Jacobian,
+/// `[n, count, d]`, on the CPU: one chunk of `J` when several workers form
+/// it together (each row is one cotangent row of the transpose pass).
+pub fn jacobian_rows(
+    model: &Model,
+    trace: &Trace,
+    start: usize,
+    count: usize,
+    opts: PassOptions,
+) -> Result<(Tensor, PassStats)> {
+    let d = model.config.hidden;
+    if count == 0 || start + count > d {
+        return Err(EngineError::Config(format!(
+            "rows {start}..{} are outside the Jacobian's {d} rows",
+            start + count
+        )));
+    }
+    let eye = Tensor::eye(d, trace.dtype(), &Device::Cpu)?.narrow(0, start, count)?;
+    vjp(model, trace, &eye, opts)
+}
+
 /// Forward mode on the CPU: tangents `v` (`[b, n, d]`, at the input
 /// embeddings) → `[b, d]` (`Σ_i J_i v_i` for each of the `b` tangents).
 pub fn jvp(model: &Model, trace: &Trace, v: &Tensor) -> Result<Tensor> {

@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod messages;
+pub mod pool;
 pub mod snapshot;
 pub mod spec;
 

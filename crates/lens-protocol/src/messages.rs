@@ -37,6 +37,20 @@ pub enum Request {
         precision: Precision,
         steer: SteerSpec,
     },
+    /// Rows `start .. start + count` of the detached Jacobian of `prompt`
+    /// (a chunk of a run's `J` that the page's pool forms together): the
+    /// values come back in `Reply::Rows`.
+    Rows {
+        job: u32,
+        prompt: String,
+        precision: Precision,
+        start: usize,
+        count: usize,
+    },
+    /// The run's `J`, assembled by the page from the pool's rows: its
+    /// bytes (`[n, d, d]`, little-endian, the run's precision) travel
+    /// beside this message as a transferred `ArrayBuffer`.
+    Jacobian { job: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +67,14 @@ pub struct RunRequest {
     /// Where the passes run.
     #[serde(default)]
     pub backend: BackendChoice,
+    /// Engine workers the page has for this run's `J` (this one included):
+    /// past one, the page hands `J`'s rows out in chunks.
+    #[serde(default = "one")]
+    pub pool: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The stages of a run, in order.
@@ -173,6 +195,29 @@ pub enum Reply {
         columns: Columns,
         ms: f64,
     },
+    /// The run's `J` (`[n, rows, width]` values of `elem` bytes) is to be
+    /// formed by the page's pool: the page may hand chunks of rows to its
+    /// other workers from now on.
+    JacobianWanted {
+        job: u32,
+        n: usize,
+        rows: usize,
+        width: usize,
+        elem: usize,
+    },
+    /// The run's own worker is done with the stages before `J` and takes
+    /// chunks of rows too.
+    Joining {
+        job: u32,
+    },
+    /// Rows `start .. start + count` of a run's `J` (`[n, count, width]`),
+    /// their bytes beside this message as a transferred `ArrayBuffer`.
+    Rows {
+        job: u32,
+        start: usize,
+        count: usize,
+        ms: f64,
+    },
     Done {
         job: u32,
         ms: f64,
@@ -206,6 +251,9 @@ impl Reply {
             | Reply::Part { job, .. }
             | Reply::LongPrompt { job, .. }
             | Reply::Inspect { job, .. }
+            | Reply::JacobianWanted { job, .. }
+            | Reply::Joining { job }
+            | Reply::Rows { job, .. }
             | Reply::Done { job, .. } => Some(*job),
         }
     }
@@ -271,6 +319,7 @@ mod tests {
             full: true,
             svd: SvdMode::Krylov,
             backend: Default::default(),
+            pool: 2,
         });
         assert_eq!(Request::from_json(&r.to_json()), Ok(r));
         let p = Reply::Part {

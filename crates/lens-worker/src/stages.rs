@@ -7,18 +7,22 @@
 //! layer curves, a `J_i`'s heatmap and columns, steering. The stages are the
 //! engine's; this adds messages, progress and the GPU's passes.
 
+use candle_core::{DType, Tensor};
 use lens_engine::analysis::certificate;
 use lens_engine::analysis::steering::SteerOptions;
 use lens_engine::analysis::{columns_at, heatmap, lanczos, AnalyzeOptions, JacobianValues};
 use lens_engine::jacobian::{
-    contributions, contributions_on, detached_jacobian, detached_jacobian_on, vjp_tap_on,
-    PassOptions, Tap,
+    contributions, contributions_on, detached_jacobian, detached_jacobian_on, jacobian_rows,
+    vjp_tap_on, PassOptions, Tap,
 };
 use lens_engine::trace::{trace, Trace};
 use lens_engine::{progress, stages, Model, Precision, PrecisionDType};
 use lens_protocol::messages::RunRequest;
+use lens_protocol::pool::Chunk;
 use lens_protocol::report::{Certificate, Part};
 use lens_protocol::{Device, ErrorKind, Reply, Stage, SteerSpec, SvdMode};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
 /// The full Jacobian (`n·d²` values) must fit this many bytes; past it the
@@ -57,17 +61,148 @@ impl From<lens_gpu::GpuError> for Failure {
     }
 }
 
-/// Where a run computes: the GPU (if any) and why auto did not take one.
+/// Where a run computes: the GPU (if any) and why auto did not take one,
+/// and the page's pool of workers for `J` on the CPU.
 pub struct Compute<'a> {
     pub gpu: Option<&'a lens_gpu::Gpu>,
     pub fallback: Option<String>,
+    pub pool: Option<&'a dyn Pool>,
 }
 
 impl Compute<'_> {
     pub const CPU: Compute<'static> = Compute {
         gpu: None,
         fallback: None,
+        pool: None,
     };
+}
+
+/// The page's pool of engine workers, as the run's own worker sees it: the
+/// page hands out `J`'s rows in chunks (to this worker too, once it joins)
+/// and sends back the assembled `J` (`lens_protocol::pool::Assembly`).
+pub trait Pool {
+    /// Workers forming `J` together, this one included.
+    fn workers(&self) -> usize;
+    /// The page's next word while the pool forms `J`.
+    fn next(&self) -> Pin<Box<dyn Future<Output = PoolWord> + '_>>;
+    /// The values (`[n, count, d]`, little-endian) of a chunk computed here.
+    fn send_rows(&self, job: u32, chunk: Chunk, values: Vec<u8>, ms: f64);
+}
+
+/// What the page says to a run while its pool forms `J`.
+#[derive(Debug)]
+pub enum PoolWord {
+    /// Compute these rows.
+    Rows(Chunk),
+    /// `J` is assembled: its bytes (`[n, d, d]`).
+    Jacobian(Vec<u8>),
+}
+
+/// A tensor's values as little-endian bytes, in its own precision (f64 or f32).
+pub fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>, Failure> {
+    let flat = t.flatten_all()?;
+    Ok(match flat.dtype() {
+        DType::F64 => flat
+            .to_vec1::<f64>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        _ => flat
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+    })
+}
+
+/// `[n, d, d]` values of `dtype` from little-endian bytes.
+fn tensor_of_bytes(
+    bytes: &[u8],
+    dims: (usize, usize, usize),
+    dtype: DType,
+) -> Result<Tensor, Failure> {
+    let count = dims.0 * dims.1 * dims.2;
+    let elem = dtype.size_in_bytes();
+    if bytes.len() != count * elem {
+        return Err(Failure {
+            kind: ErrorKind::Engine,
+            message: format!(
+                "the pool's Jacobian has {} bytes, expected {}",
+                bytes.len(),
+                count * elem
+            ),
+        });
+    }
+    let cpu = &candle_core::Device::Cpu;
+    Ok(match dtype {
+        DType::F64 => {
+            let v: Vec<f64> = bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+                .collect();
+            Tensor::from_vec(v, dims, cpu)?
+        }
+        _ => {
+            let v: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            Tensor::from_vec(v, dims, cpu)?.to_dtype(dtype)?
+        }
+    })
+}
+
+/// The run's side of a pooled `J`: chunks computed here until the page
+/// sends the whole.
+async fn from_pool(
+    model: &Model,
+    tr: &Trace,
+    job: u32,
+    pool: &dyn Pool,
+    emit: &Emit,
+    now_ms: &dyn Fn() -> f64,
+) -> Result<Tensor, Failure> {
+    emit(Reply::Joining { job });
+    let d = model.config.hidden;
+    loop {
+        match pool.next().await {
+            PoolWord::Rows(c) => {
+                let t = now_ms();
+                let (rows, _) = jacobian_rows(model, tr, c.start, c.count, PassOptions::default())?;
+                pool.send_rows(job, c, tensor_bytes(&rows)?, now_ms() - t);
+            }
+            PoolWord::Jacobian(bytes) => {
+                return tensor_of_bytes(&bytes, (tr.n(), d, d), tr.dtype())
+            }
+        }
+    }
+}
+
+/// Rows of `prompt`'s `J` for the page's pool (a worker other than the
+/// run's), from the frozen forward kept in `session` or made afresh; its
+/// values as little-endian bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn rows(
+    model: &Model,
+    job: u32,
+    prompt: &str,
+    precision: Precision,
+    chunk: Chunk,
+    emit: Emit,
+    session: &mut Option<Session>,
+) -> Result<Vec<u8>, Failure> {
+    let s = session_for(model, prompt, precision, session)?;
+    let (rows, _) = progress::scoped(hook(&emit, job, Stage::Jacobian), || {
+        jacobian_rows(
+            model,
+            &s.tr,
+            chunk.start,
+            chunk.count,
+            PassOptions::default(),
+        )
+    })?;
+    tensor_bytes(&rows)
 }
 
 /// The probes' seed: fixed, so a certificate is reproducible.
@@ -205,6 +340,24 @@ pub async fn run(
     let mut prediction = stages::prediction(model, &tr, req.top.clamp(1, 50))?;
     prediction.ms = now_ms() - t;
     emit(Reply::Prediction { job, prediction });
+    // On the CPU, a full J is formed by the page's pool when it has more
+    // than this worker: the others start on their rows now.
+    let d = model.config.hidden;
+    let pool = compute.pool.filter(|p| {
+        req.full
+            && gpu.is_none()
+            && p.workers() > 1
+            && matches!(svd_plan(ids.len(), d, precision, req.svd), Ok(None))
+    });
+    if pool.is_some() {
+        emit(Reply::JacobianWanted {
+            job,
+            n: ids.len(),
+            rows: d,
+            width: d,
+            elem: precision.dtype().size_in_bytes(),
+        });
+    }
 
     let t = now_ms();
     let c = {
@@ -279,11 +432,12 @@ pub async fn run(
         None
     } else {
         let t = now_ms();
-        let (j, _) = {
+        let j = {
             let _hook = progress::install(hook(&emit, job, Stage::Jacobian));
-            match gpu {
-                Some(g) => detached_jacobian_on(g, model, &tr, pass).await?,
-                None => detached_jacobian(model, &tr, pass)?,
+            match (gpu, pool) {
+                (Some(g), _) => detached_jacobian_on(g, model, &tr, pass).await?.0,
+                (None, Some(p)) => from_pool(model, &tr, job, p, &emit, now_ms).await?,
+                (None, None) => detached_jacobian(model, &tr, pass)?.0,
             }
         };
         let mut jp = stages::jacobian(&tr, &j)?;

@@ -1,0 +1,332 @@
+//! The page's pool of engine workers: beside the run's own worker (worker
+//! 0), helpers that load the same model, as many as the visitor's cores and
+//! memory allow. While a run needs its full `J` on the CPU, the page hands
+//! out `J`'s rows in chunks to whichever worker is free, puts the values in
+//! place (`lens_protocol::pool::Assembly`) and sends the whole `J` to the run.
+//! A helper that dies is replaced and its chunk redone; a chunk lost twice
+//! ends the run with a message. No shared memory: chunks travel as
+//! transferred buffers, so the page needs no cross-origin isolation.
+
+use crate::browser;
+use crate::page::Page;
+use crate::run_state::Running;
+use crate::worker_client::Engine;
+use js_sys::{ArrayBuffer, Uint8Array};
+use lens_protocol::pool::{Assembly, Chunk, PoolSize};
+use lens_protocol::{ErrorKind, Precision, Reply, Request, Stage};
+use leptos::prelude::*;
+use std::rc::Rc;
+
+/// A worker of the pool other than the run's.
+pub(crate) struct Helper {
+    engine: Rc<Engine>,
+    /// It has the model.
+    ready: bool,
+}
+
+/// A run's `J` being formed by the pool.
+pub(crate) struct PooledJ {
+    assembly: Assembly,
+    prompt: String,
+    precision: Precision,
+    /// The run's worker takes chunks too (it is done with the earlier stages).
+    lead_joined: bool,
+}
+
+impl Page {
+    /// Starts the helpers this machine allows for a model of `model_bytes`
+    /// (once the run's worker has the model, so they read it from the cache).
+    pub fn start_helpers(&self, model_bytes: u64) {
+        self.stop_helpers();
+        let size = PoolSize::choose(browser::cores(), browser::device_memory_gb(), model_bytes);
+        self.pool_size.set(Some(size));
+        let helpers = (1..size.workers)
+            .map(|w| Helper {
+                engine: self.spawn_helper(w),
+                ready: false,
+            })
+            .collect();
+        self.helpers.set_value(helpers);
+    }
+
+    fn spawn_helper(&self, w: usize) -> Rc<Engine> {
+        let page = *self;
+        Engine::new(
+            Rc::new(move |r, buffer| page.on_helper_reply(w, r, buffer)),
+            Rc::new(move |msg| page.on_helper_crash(w, msg)),
+        )
+    }
+
+    /// Terminates every helper at once (a cancel, a crash, another model).
+    pub fn stop_helpers(&self) {
+        self.helpers.update_value(|hs| {
+            for h in hs.drain(..) {
+                h.engine.terminate();
+            }
+        });
+        self.pooled.set_value(None);
+    }
+
+    /// A reply of the run's worker: the pool's own go here, the rest to
+    /// the session.
+    pub fn on_lead_reply(&self, r: Reply, buffer: Option<ArrayBuffer>) {
+        match r {
+            Reply::JacobianWanted {
+                job,
+                n,
+                rows,
+                width,
+                elem,
+            } if self.is_mine(job) => {
+                let workers = self.pool_size.get_untracked().map_or(1, |p| p.workers);
+                let prompt = self.results.with_untracked(|r| r.prompt.clone());
+                let precision = self
+                    .results
+                    .with_untracked(|r| r.report.as_ref().map(|x| x.precision))
+                    .unwrap_or_default();
+                self.pool_note.set(None);
+                self.pooled.set_value(Some(PooledJ {
+                    assembly: Assembly::new(job, n, rows, width, elem, workers),
+                    prompt,
+                    precision,
+                    lead_joined: false,
+                }));
+                for w in 1..workers {
+                    self.hand_out(w);
+                }
+            }
+            Reply::Joining { job } if self.pooled_job() == Some(job) => {
+                self.pooled.update_value(|p| {
+                    if let Some(p) = p {
+                        p.lead_joined = true;
+                    }
+                });
+                self.hand_out(0);
+                self.show_pool_progress(job);
+            }
+            Reply::Rows {
+                job, start, count, ..
+            } => self.rows_arrived(0, job, Chunk { start, count }, buffer),
+            Reply::Progress {
+                job: Some(job),
+                stage: Stage::Jacobian,
+                done,
+                total,
+            } if self.pooled_job() == Some(job) => self.pool_progress(0, job, done, total),
+            r @ (Reply::Done { .. } | Reply::Failed { .. }) => {
+                // The run is over: no more chunks for it.
+                if r.job().is_some() && r.job() == self.pooled_job() {
+                    self.pooled.set_value(None);
+                }
+                self.on_reply(r)
+            }
+            r => self.on_reply(r),
+        }
+    }
+
+    fn on_helper_reply(&self, w: usize, r: Reply, buffer: Option<ArrayBuffer>) {
+        match r {
+            Reply::Started => {
+                if let Some(e) = self.helper(w) {
+                    // A load the run's worker could make; no message twice.
+                    let _ = self.load_into(&e);
+                }
+            }
+            Reply::ModelReady { .. } => {
+                self.set_ready(w, true);
+                self.hand_out(w);
+            }
+            Reply::Progress {
+                job: Some(job),
+                done,
+                total,
+                ..
+            } => self.pool_progress(w, job, done, total),
+            Reply::Rows {
+                job, start, count, ..
+            } => self.rows_arrived(w, job, Chunk { start, count }, buffer),
+            Reply::Failed {
+                job: Some(job),
+                message,
+                ..
+            } => self.chunk_lost(w, job, &message),
+            Reply::Failed {
+                job: None, message, ..
+            } => {
+                // It could not load the model: the others go on without it.
+                self.set_ready(w, false);
+                web_sys::console::warn_1(&format!("engine worker {w}: {message}").into());
+            }
+            _ => {}
+        }
+    }
+
+    /// A helper died (a trap: out of memory, a panic): its chunk is redone
+    /// and a fresh helper takes its place.
+    fn on_helper_crash(&self, w: usize, msg: String) {
+        if let Some(job) = self.pooled_job() {
+            self.chunk_lost(w, job, &msg);
+        }
+        self.set_ready(w, false);
+        if let Some(e) = self.helper(w) {
+            e.spawn();
+            if self.pooled_job().is_some() {
+                self.pool_note.set(Some(format!(
+                    "Engine worker {w} stopped ({msg}); it was replaced and its rows are being redone."
+                )));
+            }
+        }
+    }
+
+    fn helper(&self, w: usize) -> Option<Rc<Engine>> {
+        self.helpers.with_value(|hs| {
+            w.checked_sub(1)
+                .and_then(|i| hs.get(i))
+                .map(|h| h.engine.clone())
+        })
+    }
+
+    fn set_ready(&self, w: usize, ready: bool) {
+        self.helpers.update_value(|hs| {
+            if let Some(h) = w.checked_sub(1).and_then(|i| hs.get_mut(i)) {
+                h.ready = ready;
+            }
+        });
+    }
+
+    fn pooled_job(&self) -> Option<u32> {
+        self.pooled
+            .with_value(|p| p.as_ref().map(|p| p.assembly.job))
+    }
+
+    /// The next chunk to worker `w`, if it is free and has the model.
+    fn hand_out(&self, w: usize) {
+        let engine = if w == 0 {
+            let joined = self
+                .pooled
+                .with_value(|p| p.as_ref().is_some_and(|p| p.lead_joined));
+            self.engine.get_value().filter(|_| joined)
+        } else {
+            self.helpers
+                .with_value(|hs| hs.get(w - 1).filter(|h| h.ready).map(|h| h.engine.clone()))
+        };
+        let Some(engine) = engine else {
+            return;
+        };
+        let request = self.pooled.try_update_value(|p| {
+            let p = p.as_mut()?;
+            let c = p.assembly.next_for(w)?;
+            Some(Request::Rows {
+                job: p.assembly.job,
+                prompt: p.prompt.clone(),
+                precision: p.precision,
+                start: c.start,
+                count: c.count,
+            })
+        });
+        if let Some(Some(req)) = request {
+            engine.post(&req);
+        }
+    }
+
+    fn rows_arrived(&self, w: usize, job: u32, chunk: Chunk, buffer: Option<ArrayBuffer>) {
+        if self.pooled_job() != Some(job) {
+            return;
+        }
+        let Some(buffer) = buffer else {
+            return self.chunk_lost(w, job, "its rows came without their values");
+        };
+        let values = Uint8Array::new(&buffer).to_vec();
+        let delivered = self
+            .pooled
+            .try_update_value(|p| p.as_mut().map(|p| p.assembly.deliver(w, chunk, &values)));
+        drop(values);
+        match delivered {
+            Some(Some(Ok(()))) => {}
+            Some(Some(Err(e))) => return self.chunk_lost(w, job, &e),
+            _ => return,
+        }
+        if self
+            .pooled
+            .with_value(|p| p.as_ref().is_some_and(|p| p.assembly.is_complete()))
+        {
+            self.send_jacobian();
+        } else {
+            self.hand_out(w);
+            self.show_pool_progress(job);
+        }
+    }
+
+    /// The whole `J` to the run's worker (transferred, not copied).
+    fn send_jacobian(&self) {
+        let Some(p) = self.pooled.try_update_value(|p| p.take()).flatten() else {
+            return;
+        };
+        let job = p.assembly.job;
+        let Some(bytes) = p.assembly.into_bytes() else {
+            return;
+        };
+        let array = Uint8Array::from(bytes.as_slice());
+        drop(bytes);
+        if let Some(e) = self.engine.get_value() {
+            e.post_buffer(&Request::Jacobian { job }, &array.buffer());
+        }
+    }
+
+    /// Worker `w` failed its chunk: it goes to another worker, or the run
+    /// ends when that chunk has failed too often.
+    fn chunk_lost(&self, w: usize, job: u32, why: &str) {
+        if self.pooled_job() != Some(job) {
+            return;
+        }
+        let lost = self
+            .pooled
+            .try_update_value(|p| p.as_mut().map(|p| p.assembly.lost(w, why)));
+        if let Some(Some(Err(e))) = lost {
+            self.on_reply(Reply::Failed {
+                job: Some(job),
+                kind: ErrorKind::Engine,
+                message: format!(
+                    "The run stopped: {e}. Try again, or choose f32 or a shorter prompt."
+                ),
+            });
+            self.restart_engine();
+            return;
+        }
+        let workers = self.pool_size.get_untracked().map_or(1, |p| p.workers);
+        for v in 0..workers {
+            self.hand_out(v);
+        }
+    }
+
+    fn pool_progress(&self, w: usize, job: u32, done: usize, total: usize) {
+        if self.pooled_job() != Some(job) {
+            return;
+        }
+        self.pooled.update_value(|p| {
+            if let Some(p) = p {
+                p.assembly.progress_of(w, done, total);
+            }
+        });
+        self.show_pool_progress(job);
+    }
+
+    /// The progress bar, summed over the workers, once the run's worker
+    /// is on `J` itself.
+    fn show_pool_progress(&self, job: u32) {
+        let Some((done, total)) = self.pooled.with_value(|p| {
+            p.as_ref()
+                .filter(|p| p.lead_joined)
+                .map(|p| p.assembly.progress())
+        }) else {
+            return;
+        };
+        self.running.update(|r| {
+            if let Some(r) = r.as_mut().filter(|r: &&mut Running| r.job == job) {
+                r.stage = Stage::Jacobian;
+                r.done = done;
+                r.total = total;
+            }
+        });
+    }
+}
