@@ -164,10 +164,11 @@ impl Page {
     /// A helper died (a trap: out of memory, a panic): its chunk is redone
     /// and a fresh helper takes its place.
     fn on_helper_crash(&self, w: usize, msg: String) {
+        // Not ready first, so that its chunk goes to another worker.
+        self.set_ready(w, false);
         if let Some(job) = self.pooled_job() {
             self.chunk_lost(w, job, &msg);
         }
-        self.set_ready(w, false);
         if let Some(e) = self.helper(w) {
             e.spawn();
             if self.pooled_job().is_some() {

@@ -81,6 +81,15 @@ await scenario("default model: every stage vs the CLI, the cache, cancel", async
   check((await page.inputValue('[data-testid="model-select"]')) === "gemma-3-270m", "default model is gemma-3-270m");
   console.log(`status: ${await waitReady(page)}`);
   timings.load = Date.now() - t0;
+  // The pool: one engine worker per core (this machine's Chromium says
+  // how many), each with the model, named in the footer.
+  const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+  const poolText = await page.textContent('[data-testid="engine-pool"]');
+  const want = Math.min(cores, 8);
+  check(poolText.startsWith(`${want} engine worker`) && poolText.includes(`${cores} core`),
+    `the footer names the pool: "${poolText}"`);
+  for (let k = 0; k < 50 && page.workers().length < want; k++) await page.waitForTimeout(100);
+  check(page.workers().length >= want, `${page.workers().length} Web Workers started for ${cores} cores`);
   check(modelRequests.length === 1, `the first visit downloads the model (${modelRequests.length} request)`);
 
   await page.fill('[data-testid="prompt-input"]', PROMPT);
@@ -146,11 +155,16 @@ await scenario("default model: every stage vs the CLI, the cache, cancel", async
     null,
     { timeout: RUN_TIMEOUT },
   );
+  const running = page.workers();
+  const closed = running.map((w) => new Promise((r) => w.once("close", () => r(true))));
   const tCancel = Date.now();
   await page.click('[data-testid="cancel-button"]');
   await page.waitForSelector('[data-testid="progress"]', { state: "detached", timeout: 1000 });
   const cancelMs = Date.now() - tCancel;
   check(cancelMs <= 1000, `cancel stops the run (${cancelMs} ms)`);
+  const stopped = await Promise.race([Promise.all(closed), new Promise((r) => setTimeout(() => r(null), 3000))]);
+  check(running.length >= 2 && stopped !== null,
+    `cancel stops every worker of the pool at once (${running.length} terminated in ${Date.now() - tCancel} ms)`);
   check((await page.textContent('[data-testid="error-message"]')).includes("Cancelled"), "the page says the run was cancelled");
   await page.waitForFunction(
     () => document.querySelector('[data-testid="model-status"]')?.textContent.startsWith("ready"),
@@ -164,11 +178,33 @@ await scenario("default model: every stage vs the CLI, the cache, cancel", async
 // One profile for the scenarios that follow.
 const ctxB = await browser.newContext();
 
-await scenario("a share link in a fresh profile", async () => {
-  // 4. The share link in a fresh profile reproduces the analysis.
+await scenario("a share link in a fresh profile, a worker of the pool crashing", async () => {
+  // 4. The share link in a fresh profile reproduces the analysis, though
+  // the first helper of the pool dies on the first rows it is given (an
+  // exception in its message handler, as a trap or out-of-memory would).
+  let made = 0;
+  ctxB.once("page", (p) => p.on("worker", (w) => {
+    if (made++ !== 1) return;
+    w.evaluate(() => {
+      // A capturing listener runs before the worker's own handler: the
+      // first rows request never reaches the engine.
+      let crashed = false;
+      self.addEventListener("message", (ev) => {
+        if (!crashed && String(ev.data).includes('"type":"rows"')) {
+          crashed = true;
+          ev.stopImmediatePropagation();
+          throw new Error("test: this worker of the pool crashes");
+        }
+      }, { capture: true });
+    }).catch((e) => console.log(`could not arm the helper: ${e.message}`));
+  }));
   const page = await open(ctxB, share);
   await waitReady(page);
   const rB = await results(page);
+  const note = await page.$('[data-testid="pool-note"]');
+  const noteText = note ? await note.textContent() : "";
+  check(made >= 3 && noteText.includes("replaced"),
+    `the crashed worker was replaced (${made} workers started) and the page says so: "${noteText}"`);
   check(rB.predicted === rA.predicted, `shared link: same prediction ${JSON.stringify(rB.predicted)}`);
   check(rB.singular.every((s, k) => relClose(s, rA.singular[k], 1e-12)), "shared link: same singular values");
   check((await page.inputValue('[data-testid="prompt-input"]')) === PROMPT, "shared link: same prompt");
