@@ -23,8 +23,8 @@ pub const ASSUMED_DEVICE_GB: f64 = 4.0;
 /// more: each chunk is a transpose pass of its own, and below about
 /// `d·ffn / (2·ffn − d)` rows (380 on Gemma 3 270M) a pass can no longer
 /// compose each position's MLP map once for all rows, so a row costs about
-/// 1.35× more (measured on the page: two chunks per worker took 34.8 s
-/// for Gemma's 8-token J against 30.5 s for one).
+/// 1.35× more (measured on the page, 2 workers: two chunks each put
+/// Gemma's 8-token J on screen after 34.8 s, one each after 33.4 s).
 pub const CHUNKS_PER_WORKER: usize = 1;
 /// A chunk lost this many times ends the run.
 pub const MAX_TRIES: u32 = 2;
