@@ -7,6 +7,7 @@ mod common;
 mod real_models;
 
 use common::gpu::gpu;
+use common::worker::run_collecting;
 use common::{
     hf_config, prompt, random_hf_tensors, temp_dir, word_level_tokenizer_json, word_vocab,
     write_hf_dir, Family, Spec,
@@ -18,8 +19,6 @@ use lens_protocol::{Device, Reply, SvdMode};
 use lens_worker::stages;
 use real_models::{model_path, GEMMA};
 use serde_json::json;
-use std::cell::RefCell;
-use std::rc::Rc;
 
 fn run_on_gpu(model: &Model, prompt: &str, full: bool) -> Vec<Reply> {
     let g = gpu();
@@ -33,24 +32,13 @@ fn run_on_gpu(model: &Model, prompt: &str, full: bool) -> Vec<Reply> {
         backend: lens_protocol::BackendChoice::Webgpu,
         pool: 1,
     };
-    let seen = Rc::new(RefCell::new(Vec::new()));
-    let s = seen.clone();
-    let mut session = None;
     let compute = stages::Compute {
         gpu: Some(&g),
         fallback: None,
         pool: None,
     };
-    let result = lens_gpu::block_on(stages::run(
-        model,
-        &req,
-        Rc::new(move |r| s.borrow_mut().push(r)),
-        &|| 0.0,
-        &mut session,
-        compute,
-    ));
+    let (replies, result, _) = run_collecting(model, &req, compute);
     assert!(result.is_ok(), "{:?}", result.err());
-    let replies = seen.borrow().clone();
     match replies.first() {
         Some(Reply::Backend {
             device, adapter, ..

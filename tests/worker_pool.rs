@@ -4,14 +4,17 @@
 //! helper losing its first chunk. The pooled run's `J` and spectra equal a
 //! single worker's (Gemma 3 270M, f64).
 
+mod common;
 mod real_models;
 
+use common::worker::run_collecting;
 use lens_engine::Model;
 use lens_protocol::messages::RunRequest;
 use lens_protocol::pool::{Assembly, Chunk};
 use lens_protocol::report::Part;
 use lens_protocol::{Precision, Reply, SvdMode};
-use lens_worker::stages::{self, Pool, PoolWord, Session};
+use lens_worker::pool::{self, Pool, PoolWord};
+use lens_worker::stages::{self, Session};
 use real_models::{model_path, GEMMA};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -64,7 +67,7 @@ impl Pool for PlayedPage<'_> {
                     continue;
                 }
                 let mut sessions = self.helpers.borrow_mut();
-                let values = stages::rows(
+                let values = pool::rows(
                     self.model,
                     7,
                     PROMPT,
@@ -114,24 +117,13 @@ fn run(model: &Model, pool: Option<&dyn Pool>) -> (Vec<Reply>, Session) {
         backend: Default::default(),
         pool: pool.map_or(1, |p| p.workers()),
     };
-    let seen = Rc::new(RefCell::new(Vec::new()));
-    let s = seen.clone();
-    let mut session = None;
     let compute = stages::Compute {
         gpu: None,
         fallback: None,
         pool,
     };
-    lens_gpu::block_on(stages::run(
-        model,
-        &req,
-        Rc::new(move |r| s.borrow_mut().push(r)),
-        &|| 0.0,
-        &mut session,
-        compute,
-    ))
-    .unwrap();
-    let replies = seen.borrow().clone();
+    let (replies, result, session) = run_collecting(model, &req, compute);
+    result.unwrap();
     (replies, session.unwrap())
 }
 

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod gpu;
+pub mod worker;
 
 use candle_core::{Device, Tensor};
 use serde_json::{json, Value};

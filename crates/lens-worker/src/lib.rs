@@ -2,4 +2,5 @@
 //! `stages` holds the run (plain Rust, tested natively); the wasm entry in
 //! `main.rs` adds the browser parts (messages, downloads, the cache).
 
+pub mod pool;
 pub mod stages;

@@ -7,22 +7,19 @@
 //! layer curves, a `J_i`'s heatmap and columns, steering. The stages are the
 //! engine's; this adds messages, progress and the GPU's passes.
 
-use candle_core::{DType, Tensor};
+use crate::pool::{self, Pool};
 use lens_engine::analysis::certificate;
 use lens_engine::analysis::steering::SteerOptions;
 use lens_engine::analysis::{columns_at, heatmap, lanczos, AnalyzeOptions, JacobianValues};
 use lens_engine::jacobian::{
-    contributions, contributions_on, detached_jacobian, detached_jacobian_on, jacobian_rows,
-    vjp_tap_on, PassOptions, Tap,
+    contributions, contributions_on, detached_jacobian, detached_jacobian_on, vjp_tap_on,
+    PassOptions, Tap,
 };
 use lens_engine::trace::{trace, Trace};
 use lens_engine::{progress, stages, Model, Precision, PrecisionDType};
 use lens_protocol::messages::RunRequest;
-use lens_protocol::pool::Chunk;
 use lens_protocol::report::{Certificate, Part};
 use lens_protocol::{Device, ErrorKind, Reply, Stage, SteerSpec, SvdMode};
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 
 /// The full Jacobian (`n·d²` values) must fit this many bytes; past it the
@@ -75,134 +72,6 @@ impl Compute<'_> {
         fallback: None,
         pool: None,
     };
-}
-
-/// The page's pool of engine workers, as the run's own worker sees it: the
-/// page hands out `J`'s rows in chunks (to this worker too, once it joins)
-/// and sends back the assembled `J` (`lens_protocol::pool::Assembly`).
-pub trait Pool {
-    /// Workers forming `J` together, this one included.
-    fn workers(&self) -> usize;
-    /// The page's next word while the pool forms `J`.
-    fn next(&self) -> Pin<Box<dyn Future<Output = PoolWord> + '_>>;
-    /// The values (`[n, count, d]`, little-endian) of a chunk computed here.
-    fn send_rows(&self, job: u32, chunk: Chunk, values: Vec<u8>, ms: f64);
-}
-
-/// What the page says to a run while its pool forms `J`.
-#[derive(Debug)]
-pub enum PoolWord {
-    /// Compute these rows.
-    Rows(Chunk),
-    /// `J` is assembled: its bytes (`[n, d, d]`).
-    Jacobian(Vec<u8>),
-}
-
-/// A tensor's values as little-endian bytes, in its own precision (f64 or f32).
-pub fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>, Failure> {
-    let flat = t.flatten_all()?;
-    Ok(match flat.dtype() {
-        DType::F64 => flat
-            .to_vec1::<f64>()?
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-        _ => flat
-            .to_dtype(DType::F32)?
-            .to_vec1::<f32>()?
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-    })
-}
-
-/// `[n, d, d]` values of `dtype` from little-endian bytes.
-fn tensor_of_bytes(
-    bytes: &[u8],
-    dims: (usize, usize, usize),
-    dtype: DType,
-) -> Result<Tensor, Failure> {
-    let count = dims.0 * dims.1 * dims.2;
-    let elem = dtype.size_in_bytes();
-    if bytes.len() != count * elem {
-        return Err(Failure {
-            kind: ErrorKind::Engine,
-            message: format!(
-                "the pool's Jacobian has {} bytes, expected {}",
-                bytes.len(),
-                count * elem
-            ),
-        });
-    }
-    let cpu = &candle_core::Device::Cpu;
-    Ok(match dtype {
-        DType::F64 => {
-            let v: Vec<f64> = bytes
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-                .collect();
-            Tensor::from_vec(v, dims, cpu)?
-        }
-        _ => {
-            let v: Vec<f32> = bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            Tensor::from_vec(v, dims, cpu)?.to_dtype(dtype)?
-        }
-    })
-}
-
-/// The run's side of a pooled `J`: chunks computed here until the page
-/// sends the whole.
-async fn from_pool(
-    model: &Model,
-    tr: &Trace,
-    job: u32,
-    pool: &dyn Pool,
-    emit: &Emit,
-    now_ms: &dyn Fn() -> f64,
-) -> Result<Tensor, Failure> {
-    emit(Reply::Joining { job });
-    let d = model.config.hidden;
-    loop {
-        match pool.next().await {
-            PoolWord::Rows(c) => {
-                let t = now_ms();
-                let (rows, _) = jacobian_rows(model, tr, c.start, c.count, PassOptions::default())?;
-                pool.send_rows(job, c, tensor_bytes(&rows)?, now_ms() - t);
-            }
-            PoolWord::Jacobian(bytes) => {
-                return tensor_of_bytes(&bytes, (tr.n(), d, d), tr.dtype())
-            }
-        }
-    }
-}
-
-/// Rows of `prompt`'s `J` for the page's pool (a worker other than the
-/// run's), from the frozen forward kept in `session` or made afresh; its
-/// values as little-endian bytes.
-#[allow(clippy::too_many_arguments)]
-pub fn rows(
-    model: &Model,
-    job: u32,
-    prompt: &str,
-    precision: Precision,
-    chunk: Chunk,
-    emit: Emit,
-    session: &mut Option<Session>,
-) -> Result<Vec<u8>, Failure> {
-    let s = session_for(model, prompt, precision, session)?;
-    let (rows, _) = progress::scoped(hook(&emit, job, Stage::Jacobian), || {
-        jacobian_rows(
-            model,
-            &s.tr,
-            chunk.start,
-            chunk.count,
-            PassOptions::default(),
-        )
-    })?;
-    tensor_bytes(&rows)
 }
 
 /// The probes' seed: fixed, so a certificate is reproducible.
@@ -271,7 +140,7 @@ fn progress_reply(job: u32, stage: Stage, done: usize, total: usize) -> Reply {
 }
 
 /// Progress of a long pass, as replies for this job.
-fn hook(emit: &Emit, job: u32, s: Stage) -> progress::Hook {
+pub(crate) fn hook(emit: &Emit, job: u32, s: Stage) -> progress::Hook {
     let e = emit.clone();
     Rc::new(move |done, total| e(progress_reply(job, s, done, total)))
 }
@@ -436,7 +305,7 @@ pub async fn run(
             let _hook = progress::install(hook(&emit, job, Stage::Jacobian));
             match (gpu, pool) {
                 (Some(g), _) => detached_jacobian_on(g, model, &tr, pass).await?.0,
-                (None, Some(p)) => from_pool(model, &tr, job, p, &emit, now_ms).await?,
+                (None, Some(p)) => pool::from_pool(model, &tr, job, p, &emit, now_ms).await?,
                 (None, None) => detached_jacobian(model, &tr, pass)?.0,
             }
         };
@@ -516,7 +385,7 @@ pub fn svd_plan(
 
 /// The session for `prompt` at `precision`: the last run's when it matches,
 /// else a fresh frozen forward (the worker may have been restarted since).
-fn session_for<'a>(
+pub(crate) fn session_for<'a>(
     model: &Model,
     prompt: &str,
     precision: Precision,

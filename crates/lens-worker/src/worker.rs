@@ -8,7 +8,7 @@ use lens_protocol::catalog::ModelRequest;
 use lens_protocol::messages::RunRequest;
 use lens_protocol::pool::Chunk;
 use lens_protocol::{BackendChoice, ErrorKind, FileSpec, ModelFormat, Reply, Request, Stage};
-use lens_worker::stages;
+use lens_worker::{pool, stages};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -37,21 +37,21 @@ thread_local! {
 /// The page's words for a pooled run, and the run waiting on them.
 struct Inbox {
     job: u32,
-    words: VecDeque<stages::PoolWord>,
+    words: VecDeque<pool::PoolWord>,
     waker: Option<Waker>,
 }
 
-/// The run's side of the page's pool (see `stages::Pool`).
+/// The run's side of the page's pool (see `lens_worker::pool::Pool`).
 struct PageLink {
     workers: usize,
 }
 
-impl stages::Pool for PageLink {
+impl pool::Pool for PageLink {
     fn workers(&self) -> usize {
         self.workers
     }
 
-    fn next(&self) -> Pin<Box<dyn Future<Output = stages::PoolWord> + '_>> {
+    fn next(&self) -> Pin<Box<dyn Future<Output = pool::PoolWord> + '_>> {
         Box::pin(std::future::poll_fn(|cx| {
             POOLED.with(|p| match p.borrow_mut().as_mut() {
                 Some(inbox) => match inbox.words.pop_front() {
@@ -74,7 +74,7 @@ impl stages::Pool for PageLink {
 
 /// A word from the page for the run `job`; given back when no run of that
 /// job is in flight (rows are then this worker's to compute as a helper).
-fn to_inbox(job: u32, word: stages::PoolWord) -> Result<(), stages::PoolWord> {
+fn to_inbox(job: u32, word: pool::PoolWord) -> Result<(), pool::PoolWord> {
     POOLED.with(|p| match p.borrow_mut().as_mut() {
         Some(inbox) if inbox.job == job => {
             inbox.words.push_back(word);
@@ -285,11 +285,11 @@ pub fn start() {
                 count,
             } => {
                 let chunk = Chunk { start, count };
-                if to_inbox(job, stages::PoolWord::Rows(chunk)).is_err() {
+                if to_inbox(job, pool::PoolWord::Rows(chunk)).is_err() {
                     // A helper of the pool: this worker's own frozen forward.
                     with_model(job, |m, emit, s| {
                         let t = now_ms();
-                        let values = stages::rows(m, job, &prompt, precision, chunk, emit, s)?;
+                        let values = pool::rows(m, job, &prompt, precision, chunk, emit, s)?;
                         post_rows(job, chunk, values, now_ms() - t);
                         Ok(())
                     })
@@ -300,7 +300,7 @@ pub fn start() {
                     .filter(|b| b.is_instance_of::<js_sys::ArrayBuffer>())
                     .map(|b| Uint8Array::new(&b).to_vec());
                 let sent = match bytes {
-                    Some(b) => to_inbox(job, stages::PoolWord::Jacobian(b)).is_ok(),
+                    Some(b) => to_inbox(job, pool::PoolWord::Jacobian(b)).is_ok(),
                     None => false,
                 };
                 if !sent {
