@@ -461,7 +461,11 @@ pub fn Layout() -> impl IntoView {
         <footer>
             <EngineLabel info=backend />
             {move || page.pool_size.get().map(|p| view! {
-                " · " <span data-testid="engine-pool">{p.describe()}</span>
+                " · " <span
+                    data-testid="engine-pool"
+                    data-shares=move || page.shares.get().all
+                    data-helper-shares=move || page.shares.get().by_helpers
+                >{p.describe()}</span>
             })}
             " · nothing leaves this device · J. R. Golden, "
             <a href="https://arxiv.org/abs/2505.24293">"Equivalent Linear Mappings of Large Language Models"</a>

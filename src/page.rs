@@ -3,7 +3,7 @@
 //! (`session`, `loading`, `url_sync`, `layout`) with [`Page::get`].
 
 use crate::loading::Loadable;
-use crate::pool::{Helper, PooledJ};
+use crate::pool::{Helper, Pooled, Shares};
 use crate::run_state::{BackendInfo, ModelState, Results, Running, Task};
 use crate::views::snapshot::SnapshotCheck;
 use crate::worker_client::Engine;
@@ -43,8 +43,10 @@ pub(crate) struct Page {
     pub helpers: StoredValue<Vec<Helper>, LocalStorage>,
     /// How many workers this machine allows, and why (engine details).
     pub pool_size: RwSignal<Option<PoolSize>>,
-    /// The run's `J` being formed by the pool.
-    pub pooled: StoredValue<Option<PooledJ>, LocalStorage>,
+    /// The run's `J`, or a Lanczos block's products, being computed by the pool.
+    pub pooled: StoredValue<Option<Pooled>, LocalStorage>,
+    /// Chunks the pool computed since the model loaded, and by whom.
+    pub shares: RwSignal<Shares>,
     /// What happened to the pool during the run (a worker replaced).
     pub pool_note: RwSignal<Option<String>>,
     /// A link's snapshot, shown until the page has recomputed it.
@@ -82,6 +84,7 @@ impl Page {
             helpers: StoredValue::new_local(Vec::new()),
             pool_size: RwSignal::new(None),
             pooled: StoredValue::new_local(None),
+            shares: RwSignal::new(Shares::default()),
             pool_note: RwSignal::new(None),
             snapshot: RwSignal::new(snapshot),
             layers_input: RwSignal::new(layers_input),

@@ -3,6 +3,8 @@
 //! memory allow. While a run needs its full `J` on the CPU, the page hands
 //! out `J`'s rows in chunks to whichever worker is free, puts the values in
 //! place (`lens_protocol::pool::Assembly`) and sends the whole `J` to the run.
+//! A matrix-free run's Lanczos blocks go the same way: each block's vectors
+//! shared out, their products `A x_j` assembled and sent back.
 //! A helper that dies is replaced and its chunk redone; a chunk lost twice
 //! ends the run with a message. No shared memory: chunks travel as
 //! transferred buffers, so the page needs no cross-origin isolation.
@@ -24,13 +26,35 @@ pub(crate) struct Helper {
     ready: bool,
 }
 
-/// A run's `J` being formed by the pool.
-pub(crate) struct PooledJ {
+/// What the pool is computing for a run.
+enum Work {
+    /// Rows of its `J` (`Request::Rows`).
+    Rows,
+    /// A matrix-free block's products (`Request::Products`): the block's
+    /// vectors (`[count, width]`, f64 bytes), a chunk of them to each worker.
+    Products {
+        position: Option<usize>,
+        vectors: Vec<u8>,
+        width: usize,
+    },
+}
+
+/// A run's `J`, or one of its Lanczos blocks, being computed by the pool.
+pub(crate) struct Pooled {
     assembly: Assembly,
+    work: Work,
     prompt: String,
     precision: Precision,
     /// The run's worker takes chunks too (it is done with the earlier stages).
     lead_joined: bool,
+}
+
+/// Chunks the pool computed for the runs since the model loaded, and how
+/// many of them the helpers did (the footer's `data-` attributes).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Shares {
+    pub all: usize,
+    pub by_helpers: usize,
 }
 
 impl Page {
@@ -40,6 +64,7 @@ impl Page {
         self.stop_helpers();
         let size = PoolSize::choose(browser::cores(), browser::device_memory_gb(), model_bytes);
         self.pool_size.set(Some(size));
+        self.shares.set(Shares::default());
         let helpers = (1..size.workers)
             .map(|w| Helper {
                 engine: self.spawn_helper(w),
@@ -78,22 +103,31 @@ impl Page {
                 width,
                 elem,
             } if self.is_mine(job) => {
-                let workers = self.pool_size.get_untracked().map_or(1, |p| p.workers);
-                let prompt = self.results.with_untracked(|r| r.prompt.clone());
-                let precision = self
-                    .results
-                    .with_untracked(|r| r.report.as_ref().map(|x| x.precision))
-                    .unwrap_or_default();
                 self.pool_note.set(None);
-                self.pooled.set_value(Some(PooledJ {
-                    assembly: Assembly::new(job, n, rows, width, elem, workers),
-                    prompt,
-                    precision,
-                    lead_joined: false,
-                }));
-                for w in 1..workers {
-                    self.hand_out(w);
-                }
+                self.start_pooled(
+                    Assembly::new(job, n, rows, width, elem, self.workers()),
+                    Work::Rows,
+                    false,
+                );
+            }
+            Reply::ProductsWanted {
+                job,
+                position,
+                count,
+                width,
+            } if self.is_mine(job) => {
+                let Some(buffer) = buffer else {
+                    return self.pool_failed(job, "a block came without its vectors");
+                };
+                let vectors = Uint8Array::new(&buffer).to_vec();
+                let assembly = Assembly::new(job, 1, count, width, 8, self.workers());
+                let work = Work::Products {
+                    position,
+                    vectors,
+                    width,
+                };
+                // The run's worker waits on the block: it takes a share at once.
+                self.start_pooled(assembly, work, true);
             }
             Reply::Joining { job } if self.pooled_job() == Some(job) => {
                 self.pooled.update_value(|p| {
@@ -173,9 +207,32 @@ impl Page {
             e.spawn();
             if self.pooled_job().is_some() {
                 self.pool_note.set(Some(format!(
-                    "Engine worker {w} stopped ({msg}); it was replaced and its rows are being redone."
+                    "Engine worker {w} stopped ({msg}); it was replaced and its share of the work is being redone."
                 )));
             }
+        }
+    }
+
+    fn workers(&self) -> usize {
+        self.pool_size.get_untracked().map_or(1, |p| p.workers)
+    }
+
+    /// The pool starts on `assembly`'s chunks for the run in progress.
+    fn start_pooled(&self, assembly: Assembly, work: Work, lead_joined: bool) {
+        let prompt = self.results.with_untracked(|r| r.prompt.clone());
+        let precision = self
+            .results
+            .with_untracked(|r| r.report.as_ref().map(|x| x.precision))
+            .unwrap_or_default();
+        self.pooled.set_value(Some(Pooled {
+            assembly,
+            work,
+            prompt,
+            precision,
+            lead_joined,
+        }));
+        for w in 0..self.workers() {
+            self.hand_out(w);
         }
     }
 
@@ -217,16 +274,44 @@ impl Page {
         let request = self.pooled.try_update_value(|p| {
             let p = p.as_mut()?;
             let c = p.assembly.next_for(w)?;
-            Some(Request::Rows {
-                job: p.assembly.job,
-                prompt: p.prompt.clone(),
-                precision: p.precision,
-                start: c.start,
-                count: c.count,
+            let job = p.assembly.job;
+            let (prompt, precision) = (p.prompt.clone(), p.precision);
+            Some(match &p.work {
+                Work::Rows => (
+                    Request::Rows {
+                        job,
+                        prompt,
+                        precision,
+                        start: c.start,
+                        count: c.count,
+                    },
+                    None,
+                ),
+                Work::Products {
+                    position,
+                    vectors,
+                    width,
+                } => {
+                    let row = width * 8;
+                    let share = vectors.get(c.start * row..(c.start + c.count) * row);
+                    (
+                        Request::Products {
+                            job,
+                            prompt,
+                            precision,
+                            position: *position,
+                            start: c.start,
+                            count: c.count,
+                        },
+                        share.map(Uint8Array::from),
+                    )
+                }
             })
         });
-        if let Some(Some(req)) = request {
-            engine.post(&req);
+        match request {
+            Some(Some((req, None))) => engine.post(&req),
+            Some(Some((req, Some(share)))) => engine.post_buffer(&req, &share.buffer()),
+            _ => {}
         }
     }
 
@@ -243,7 +328,10 @@ impl Page {
             .try_update_value(|p| p.as_mut().map(|p| p.assembly.deliver(w, chunk, &values)));
         drop(values);
         match delivered {
-            Some(Some(Ok(()))) => {}
+            Some(Some(Ok(()))) => self.shares.update(|s| {
+                s.all += 1;
+                s.by_helpers += usize::from(w > 0);
+            }),
             Some(Some(Err(e))) => return self.chunk_lost(w, job, &e),
             _ => return,
         }
@@ -251,15 +339,16 @@ impl Page {
             .pooled
             .with_value(|p| p.as_ref().is_some_and(|p| p.assembly.is_complete()))
         {
-            self.send_jacobian();
+            self.send_assembled();
         } else {
             self.hand_out(w);
             self.show_pool_progress(job);
         }
     }
 
-    /// The whole `J` to the run's worker (transferred, not copied).
-    fn send_jacobian(&self) {
+    /// What the pool assembled (`J`, or a block's products) to the run's
+    /// worker (transferred, not copied).
+    fn send_assembled(&self) {
         let Some(p) = self.pooled.try_update_value(|p| p.take()).flatten() else {
             return;
         };
@@ -270,7 +359,7 @@ impl Page {
         let array = Uint8Array::from(bytes.as_slice());
         drop(bytes);
         if let Some(e) = self.engine.get_value() {
-            e.post_buffer(&Request::Jacobian { job }, &array.buffer());
+            e.post_buffer(&Request::Assembled { job }, &array.buffer());
         }
     }
 
@@ -284,20 +373,23 @@ impl Page {
             .pooled
             .try_update_value(|p| p.as_mut().map(|p| p.assembly.lost(w, why)));
         if let Some(Some(Err(e))) = lost {
-            self.on_reply(Reply::Failed {
-                job: Some(job),
-                kind: ErrorKind::Engine,
-                message: format!(
-                    "The run stopped: {e}. Try again, or choose f32 or a shorter prompt."
-                ),
-            });
-            self.restart_engine();
-            return;
+            return self.pool_failed(job, &e);
         }
-        let workers = self.pool_size.get_untracked().map_or(1, |p| p.workers);
-        for v in 0..workers {
+        for v in 0..self.workers() {
             self.hand_out(v);
         }
+    }
+
+    /// The pool cannot finish the run's work: the run ends with why.
+    fn pool_failed(&self, job: u32, why: &str) {
+        self.on_reply(Reply::Failed {
+            job: Some(job),
+            kind: ErrorKind::Engine,
+            message: format!(
+                "The run stopped: {why}. Try again, or choose f32 or a shorter prompt."
+            ),
+        });
+        self.restart_engine();
     }
 
     fn pool_progress(&self, w: usize, job: u32, done: usize, total: usize) {
@@ -313,11 +405,11 @@ impl Page {
     }
 
     /// The progress bar, summed over the workers, once the run's worker
-    /// is on `J` itself.
+    /// is on `J` itself (a matrix-free run's bar counts its blocks).
     fn show_pool_progress(&self, job: u32) {
         let Some((done, total)) = self.pooled.with_value(|p| {
             p.as_ref()
-                .filter(|p| p.lead_joined)
+                .filter(|p| p.lead_joined && matches!(p.work, Work::Rows))
                 .map(|p| p.assembly.progress())
         }) else {
             return;

@@ -3,7 +3,7 @@
 //
 //   LINEAR_LENS_BIN=target/release/linear-lens node tools/bench-page.mjs URL \
 //     [--model gemma-3-270m] [--prompt "The bridge out of Marin is the"] \
-//     [--backend cpu|webgpu] [--precision f64|f32] [--threads 2]
+//     [--backend cpu|webgpu] [--precision f64|f32] [--threads 2] [--svd auto|full|krylov]
 //
 // tools/bench-page.sh serves the built page and runs this. The page opens a
 // link that carries the analysis and runs it once the model is ready; seconds
@@ -16,10 +16,10 @@ import { cliJson, launch } from "../tests/e2e/lib.mjs";
 const url = process.argv[2];
 const bin = process.env.LINEAR_LENS_BIN;
 if (!url || !bin) {
-  console.error("usage: LINEAR_LENS_BIN=… node tools/bench-page.mjs URL [--model M] [--prompt P] [--backend cpu|webgpu] [--precision f64|f32] [--threads N]");
+  console.error("usage: LINEAR_LENS_BIN=… node tools/bench-page.mjs URL [--model M] [--prompt P] [--backend cpu|webgpu] [--precision f64|f32] [--threads N] [--svd auto|full|krylov]");
   process.exit(2);
 }
-const opts = { model: "gemma-3-270m", prompt: "The bridge out of Marin is the", backend: "cpu", precision: "f64", threads: "2" };
+const opts = { model: "gemma-3-270m", prompt: "The bridge out of Marin is the", backend: "cpu", precision: "f64", threads: "2", svd: "auto" };
 for (let i = 3; i < process.argv.length; i += 2) {
   const key = process.argv[i].replace(/^--/, "");
   if (!(key in opts) || process.argv[i + 1] === undefined) {
@@ -52,7 +52,8 @@ page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
 // The link carries the analysis: the page runs it as soon as the model is
 // ready, so the clock starts there (no click, no run of another prompt).
 const link = `${url}#model=${encodeURIComponent(opts.model)}&prompt=${encodeURIComponent(opts.prompt)}` +
-  `&backend=${opts.backend}` + (opts.backend === "webgpu" ? "" : `&precision=${opts.precision}`);
+  `&backend=${opts.backend}` + (opts.backend === "webgpu" ? "" : `&precision=${opts.precision}`) +
+  (opts.svd === "auto" ? "" : `&svd=${opts.svd}`);
 await page.goto(link);
 
 // The clock runs in the page: "ready" and every sighting on one timeline.
@@ -100,7 +101,8 @@ if (run.error) {
 }
 
 // The CLI on the same work, in the same run: every stage, and the full J alone.
-const analyze = cli(["analyze", "--model", opts.model, "--prompt", opts.prompt, "--precision", opts.precision, "--json", "-"]);
+const analyze = cli(["analyze", "--model", opts.model, "--prompt", opts.prompt, "--precision", opts.precision, "--json", "-",
+  ...(opts.svd === "krylov" ? ["--matrix-free"] : [])]);
 const bench = cli(["bench", "--model", opts.model, "--prompt", opts.prompt, "--precision", opts.precision, "--threads", opts.threads]);
 const cliJ = bench.jacobian_ms / 1000;
 const ratio = (s) => (s === undefined ? null : Number((s / cliJ).toFixed(2)));
@@ -113,6 +115,7 @@ console.log(JSON.stringify({
   backend: opts.backend,
   backend_label: backendLabel,
   precision: opts.precision,
+  svd: opts.svd,
   reconstruction,
   workers,
   model_load_s: Number(loadS.toFixed(2)),

@@ -3,7 +3,7 @@
 # headless Chromium against the CLI's own times, in one run (one JSON object
 # on stdout). Options go to tools/bench-page.mjs:
 #   bash tools/bench-page.sh [--model gemma-3-270m] [--prompt "…"] \
-#     [--backend cpu|webgpu] [--precision f64|f32] [--threads 2]
+#     [--backend cpu|webgpu] [--precision f64|f32] [--threads 2] [--svd auto|full|krylov]
 # The CLI is $LINEAR_LENS_BIN, else the release build, else the test build.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -234,6 +234,10 @@ await scenario("matrix-free mode", async () => {
     `matrix-free: ${mf.length} σ = CLI's --matrix-free to 1e-9, and the page says it runs matrix-free`);
   const mrows = await all(page, '[data-testid="decode-row"][data-which="concat"]', (e) => JSON.parse(e.dataset.uTokens));
   check(mrows.every((u, k) => same(u, words(cliMf.decode.concat[k].u_tokens))), "matrix-free: decoded words = CLI's");
+  // The pool shared the Lanczos blocks: the other workers computed some.
+  const shares = Number(await attr(page, '[data-testid="engine-pool"]', "data-shares"));
+  const byHelpers = Number(await attr(page, '[data-testid="engine-pool"]', "data-helper-shares"));
+  check(byHelpers > 0 && byHelpers < shares, `matrix-free: the pool's other workers computed ${byHelpers} of ${shares} shares of the Lanczos blocks`);
   await ctxM.close();
 });
 

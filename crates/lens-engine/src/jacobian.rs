@@ -113,7 +113,7 @@ pub fn tap_output(model: &Model, trace: &Trace, tap: Tap) -> Result<(Tensor, Ten
 
 /// Runs a pass on a CPU backend: it never waits, so the pass's future is
 /// ready when first polled. (A GPU's passes are awaited instead.)
-fn now<T>(pass: impl Future<Output = Result<T>>) -> Result<T> {
+pub(crate) fn now<T>(pass: impl Future<Output = Result<T>>) -> Result<T> {
     let mut pass = std::pin::pin!(pass);
     match pass.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(out) => out,

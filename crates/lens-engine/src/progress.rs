@@ -47,17 +47,21 @@ impl Drop for Installed {
 /// inside report their own progress, seen by the current hook as a fraction
 /// of that one step (for loops of passes: layer taps, Lanczos blocks).
 pub fn nested<R>(step: usize, steps: usize, body: impl FnOnce() -> R) -> R {
+    let _step = nest(step, steps);
+    body()
+}
+
+/// [`nested`] for async callers: step `step` of `steps` until the guard
+/// drops (`None` when no hook is installed).
+pub fn nest(step: usize, steps: usize) -> Option<Installed> {
     const SCALE: usize = 1000;
-    let outer = HOOK.with(|h| h.borrow().clone());
-    let Some(outer) = outer else {
-        return body();
-    };
+    let outer = HOOK.with(|h| h.borrow().clone())?;
     let total = steps.max(1) * SCALE;
     outer(step * SCALE, total);
     let inner: Hook = Rc::new(move |done, of| {
         outer(step * SCALE + done * SCALE / of.max(1), total);
     });
-    scoped(inner, body)
+    Some(install(inner))
 }
 
 /// Reports `done` of `total` steps to the current hook, if any.

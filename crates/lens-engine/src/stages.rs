@@ -119,8 +119,9 @@ pub fn jacobian(tr: &Trace, j: &Tensor) -> Result<JacobianPart> {
 }
 
 /// The spectra: from `J`'s values when formed, else matrix-free (block
-/// Lanczos on probe products), decoded; and the path's axes. Times itself
-/// with `now_ms` only to split the SVD from the decoding.
+/// Lanczos on probe products, computed on this thread), decoded; and the
+/// path's axes. Times itself with `now_ms` only to split the SVD from the
+/// decoding.
 pub fn spectra(
     model: &Model,
     tr: &Trace,
@@ -128,10 +129,23 @@ pub fn spectra(
     opts: &AnalyzeOptions,
     now_ms: &dyn Fn() -> f64,
 ) -> Result<(Spectra, Axes)> {
+    let on_this_thread = &mut crate::analysis::lanczos::OnThisThread;
+    crate::jacobian::now(spectra_by(model, tr, jv, opts, now_ms, on_this_thread))
+}
+
+/// [`spectra`] with the matrix-free products computed by `products`.
+pub async fn spectra_by(
+    model: &Model,
+    tr: &Trace,
+    jv: Option<&JacobianValues>,
+    opts: &AnalyzeOptions,
+    now_ms: &dyn Fn() -> f64,
+    products: &mut impl crate::analysis::lanczos::Products,
+) -> Result<(Spectra, Axes)> {
     let t = now_ms();
     let sp = match jv {
         Some(jv) => analysis::spectra(model, tr, jv, opts, now_ms)?,
-        None => analysis::spectra_matrix_free(model, tr, opts, now_ms)?,
+        None => analysis::spectra_matrix_free(model, tr, opts, now_ms, products).await?,
     };
     let part = Spectra {
         svd: sp.svd,

@@ -47,10 +47,23 @@ pub enum Request {
         start: usize,
         count: usize,
     },
-    /// The run's `J`, assembled by the page from the pool's rows: its
-    /// bytes (`[n, d, d]`, little-endian, the run's precision) travel
-    /// beside this message as a transferred `ArrayBuffer`.
-    Jacobian { job: u32 },
+    /// `A x_j` for vectors `start .. start + count` of a matrix-free run's
+    /// block (`A = J_cat J_catᵀ`, or `J_i J_iᵀ` at `position`): the vectors
+    /// (`[count, d]`, f64, little-endian) travel beside this message as a
+    /// transferred `ArrayBuffer`; the products come back in `Reply::Rows`.
+    Products {
+        job: u32,
+        prompt: String,
+        precision: Precision,
+        position: Option<usize>,
+        start: usize,
+        count: usize,
+    },
+    /// What the page's pool assembled for the run waiting on it: its `J`
+    /// (`[n, d, d]`, the run's precision) or a block's products (`[b, d]`,
+    /// f64), little-endian bytes beside this message as a transferred
+    /// `ArrayBuffer`.
+    Assembled { job: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -205,13 +218,25 @@ pub enum Reply {
         width: usize,
         elem: usize,
     },
+    /// A matrix-free run wants `A x_j` for a block of `count` vectors of
+    /// `width` (`A = J_cat J_catᵀ`, or `J_i J_iᵀ` at `position`), the
+    /// vectors (f64, little-endian) beside this message as a transferred
+    /// `ArrayBuffer`: the page shares them out to its pool (this worker
+    /// included) and sends the products back in `Request::Assembled`.
+    ProductsWanted {
+        job: u32,
+        position: Option<usize>,
+        count: usize,
+        width: usize,
+    },
     /// The run's own worker is done with the stages before `J` and takes
     /// chunks of rows too.
     Joining {
         job: u32,
     },
     /// Rows `start .. start + count` of a run's `J` (`[n, count, width]`),
-    /// their bytes beside this message as a transferred `ArrayBuffer`.
+    /// or of a block's products (`[count, width]`), their bytes beside this
+    /// message as a transferred `ArrayBuffer`.
     Rows {
         job: u32,
         start: usize,
@@ -252,6 +277,7 @@ impl Reply {
             | Reply::LongPrompt { job, .. }
             | Reply::Inspect { job, .. }
             | Reply::JacobianWanted { job, .. }
+            | Reply::ProductsWanted { job, .. }
             | Reply::Joining { job }
             | Reply::Rows { job, .. }
             | Reply::Done { job, .. } => Some(*job),

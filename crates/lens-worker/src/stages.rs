@@ -209,16 +209,15 @@ pub async fn run(
     let mut prediction = stages::prediction(model, &tr, req.top.clamp(1, 50))?;
     prediction.ms = now_ms() - t;
     emit(Reply::Prediction { job, prediction });
-    // On the CPU, a full J is formed by the page's pool when it has more
-    // than this worker: the others start on their rows now.
+    // On the CPU, the page's pool (when it has more than this worker) forms
+    // a full J, the others starting on their rows now, or computes a
+    // matrix-free run's products.
     let d = model.config.hidden;
-    let pool = compute.pool.filter(|p| {
-        req.full
-            && gpu.is_none()
-            && p.workers() > 1
-            && matches!(svd_plan(ids.len(), d, precision, req.svd), Ok(None))
-    });
-    if pool.is_some() {
+    let pool = compute
+        .pool
+        .filter(|p| req.full && gpu.is_none() && p.workers() > 1);
+    let full_j = matches!(svd_plan(ids.len(), d, precision, req.svd), Ok(None));
+    if pool.is_some() && full_j {
         emit(Reply::JacobianWanted {
             job,
             n: ids.len(),
@@ -333,9 +332,16 @@ pub async fn run(
             emit(progress_reply(job, Stage::Svd, 0, 1));
             stages::spectra(model, &tr, Some(jv), &opts, now_ms)?
         }
-        None => progress::scoped(hook(&emit, job, Stage::Krylov), || {
-            stages::spectra(model, &tr, None, &opts, now_ms)
-        })?,
+        None => {
+            let _hook = progress::install(hook(&emit, job, Stage::Krylov));
+            match pool {
+                Some(pool) => {
+                    let pooled = &mut pool::PooledProducts { job, pool, now_ms };
+                    stages::spectra_by(model, &tr, None, &opts, now_ms, pooled).await?
+                }
+                None => stages::spectra(model, &tr, None, &opts, now_ms)?,
+            }
+        }
     };
     part(Part::Spectra(sp));
     if n <= ATTENTION_MAX_TOKENS {

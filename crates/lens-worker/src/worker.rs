@@ -1,6 +1,7 @@
 //! Message handling: load a model (network + cache, or local files), run.
 
 use crate::fetch::{self, js_error, scope, Failure};
+use crate::link::{post_rows, to_inbox, PageLink};
 use js_sys::{Array, Uint8Array};
 use lens_engine::Model;
 use lens_gpu::Gpu;
@@ -10,12 +11,8 @@ use lens_protocol::pool::Chunk;
 use lens_protocol::{BackendChoice, ErrorKind, FileSpec, ModelFormat, Reply, Request, Stage};
 use lens_worker::{pool, stages};
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{spawn_local, JsFuture};
@@ -29,77 +26,6 @@ thread_local! {
     static GPU: RefCell<Option<Result<Rc<Gpu>, String>>> = const { RefCell::new(None) };
     /// A run is in flight (runs await the GPU; requests wait their turn).
     static BUSY: Cell<bool> = const { Cell::new(false) };
-    /// The run in flight whose `J` the page's pool may form: the page's
-    /// words for it (rows to compute, the assembled `J`) and the waiting run.
-    static POOLED: RefCell<Option<Inbox>> = const { RefCell::new(None) };
-}
-
-/// The page's words for a pooled run, and the run waiting on them.
-struct Inbox {
-    job: u32,
-    words: VecDeque<pool::PoolWord>,
-    waker: Option<Waker>,
-}
-
-/// The run's side of the page's pool (see `lens_worker::pool::Pool`).
-struct PageLink {
-    workers: usize,
-}
-
-impl pool::Pool for PageLink {
-    fn workers(&self) -> usize {
-        self.workers
-    }
-
-    fn next(&self) -> Pin<Box<dyn Future<Output = pool::PoolWord> + '_>> {
-        Box::pin(std::future::poll_fn(|cx| {
-            POOLED.with(|p| match p.borrow_mut().as_mut() {
-                Some(inbox) => match inbox.words.pop_front() {
-                    Some(w) => Poll::Ready(w),
-                    None => {
-                        inbox.waker = Some(cx.waker().clone());
-                        Poll::Pending
-                    }
-                },
-                // Set for the whole run, so never met while it waits.
-                None => Poll::Pending,
-            })
-        }))
-    }
-
-    fn send_rows(&self, job: u32, chunk: Chunk, values: Vec<u8>, ms: f64) {
-        post_rows(job, chunk, values, ms);
-    }
-}
-
-/// A word from the page for the run `job`; given back when no run of that
-/// job is in flight (rows are then this worker's to compute as a helper).
-fn to_inbox(job: u32, word: pool::PoolWord) -> Result<(), pool::PoolWord> {
-    POOLED.with(|p| match p.borrow_mut().as_mut() {
-        Some(inbox) if inbox.job == job => {
-            inbox.words.push_back(word);
-            if let Some(w) = inbox.waker.take() {
-                w.wake();
-            }
-            Ok(())
-        }
-        _ => Err(word),
-    })
-}
-
-/// A chunk's values to the page, the buffer transferred (not copied).
-fn post_rows(job: u32, chunk: Chunk, values: Vec<u8>, ms: f64) {
-    let reply = Reply::Rows {
-        job,
-        start: chunk.start,
-        count: chunk.count,
-        ms,
-    };
-    let bytes = Uint8Array::from(values.as_slice());
-    drop(values);
-    let buffer = bytes.buffer();
-    let msg = Array::of2(&JsValue::from_str(&reply.to_json()), &buffer);
-    let _ = scope().post_message_with_transfer(&msg, &Array::of1(&buffer));
 }
 
 /// The browser's WebGPU device, created on first use.
@@ -161,23 +87,14 @@ async fn run(req: RunRequest) {
         let emit: stages::Emit = Rc::new(|r| post(&r));
         // The session is taken out for the run (it awaits the GPU) and put back.
         let mut session = SESSION.with(|s| s.borrow_mut().take());
-        let link = PageLink {
-            workers: req.pool.max(1),
-        };
-        POOLED.with(|p| {
-            *p.borrow_mut() = Some(Inbox {
-                job,
-                words: VecDeque::new(),
-                waker: None,
-            })
-        });
+        let link = PageLink::open(job, req.pool);
         let compute = stages::Compute {
             gpu: gpu.as_deref(),
             fallback,
             pool: Some(&link),
         };
         let out = stages::run(&model, &req, emit, &now_ms, &mut session, compute).await;
-        POOLED.with(|p| p.borrow_mut().take());
+        drop(link);
         SESSION.with(|s| *s.borrow_mut() = session);
         out
     }
@@ -295,18 +212,40 @@ pub fn start() {
                     })
                 }
             }
-            Request::Jacobian { job } => {
-                let bytes = files
-                    .filter(|b| b.is_instance_of::<js_sys::ArrayBuffer>())
-                    .map(|b| Uint8Array::new(&b).to_vec());
-                let sent = match bytes {
-                    Some(b) => to_inbox(job, pool::PoolWord::Jacobian(b)).is_ok(),
+            Request::Products {
+                job,
+                prompt,
+                precision,
+                position,
+                start,
+                count,
+            } => {
+                let chunk = Chunk { start, count };
+                if to_inbox(job, pool::PoolWord::Rows(chunk)).is_err() {
+                    // A helper: the block's vectors came beside the request.
+                    let vectors = buffer_bytes(files).unwrap_or_default();
+                    with_model(job, |m, emit, s| {
+                        let t = now_ms();
+                        let values = pool::products(
+                            m, job, &prompt, precision, position, &vectors, emit, s,
+                        )?;
+                        post_rows(job, chunk, values, now_ms() - t);
+                        Ok(())
+                    })
+                }
+            }
+            Request::Assembled { job } => {
+                let sent = match buffer_bytes(files) {
+                    Some(b) => to_inbox(job, pool::PoolWord::Assembled(b)).is_ok(),
                     None => false,
                 };
                 if !sent {
                     fail(
                         Some(job),
-                        (ErrorKind::Engine, "a Jacobian for no waiting run".into()),
+                        (
+                            ErrorKind::Engine,
+                            "the pool's values for no waiting run".into(),
+                        ),
                     );
                 }
             }
@@ -315,6 +254,13 @@ pub fn start() {
     scope().set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     on_message.forget();
     post(&Reply::Started);
+}
+
+/// The bytes of an `ArrayBuffer` that came beside a request.
+fn buffer_bytes(beside: Option<JsValue>) -> Option<Vec<u8>> {
+    beside
+        .filter(|b| b.is_instance_of::<js_sys::ArrayBuffer>())
+        .map(|b| Uint8Array::new(&b).to_vec())
 }
 
 /// Every file of `req`, from the cache or the network, with one progress

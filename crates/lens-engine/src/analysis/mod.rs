@@ -153,20 +153,24 @@ pub fn spectra(
     Ok(sp)
 }
 
-/// The top triplets of `J_cat` (and of the last `J_i`) without forming `J`.
-pub fn spectra_matrix_free(
+/// The top triplets of `J_cat` (and of the last `J_i`) without forming `J`,
+/// each block's products computed by `products`.
+pub async fn spectra_matrix_free(
     model: &Model,
     tr: &Trace,
     opts: &AnalyzeOptions,
     now_ms: &dyn Fn() -> f64,
+    products: &mut impl lanczos::Products,
 ) -> Result<Spectra> {
     let n = tr.n();
     let k = opts.decode.max(2).max(opts.svd.min(8));
     // Progress: J_cat's blocks, then the last token's.
     let parts = if opts.decode > 0 { 2 } else { 1 };
-    let mf = crate::progress::nested(0, parts, || {
-        lanczos::top_triplets(model, tr, lanczos::KrylovOptions::new(k), opts.pass)
-    })?;
+    let mf = {
+        let _part = crate::progress::nest(0, parts);
+        let cat = lanczos::KrylovOptions::new(k);
+        lanczos::top_triplets_by(model, tr, cat, opts.pass, products).await?
+    };
     let matrix_free = MatrixFree {
         method: mf.method.clone(),
         products: mf.products,
@@ -180,9 +184,8 @@ pub fn spectra_matrix_free(
             position: Some(n - 1),
             ..lanczos::KrylovOptions::new(opts.decode)
         };
-        let mf_last = crate::progress::nested(1, parts, || {
-            lanczos::top_triplets(model, tr, at_last, opts.pass)
-        })?;
+        let _part = crate::progress::nest(1, parts);
+        let mf_last = lanczos::top_triplets_by(model, tr, at_last, opts.pass, products).await?;
         Some(triplets_as_decomposition(mf_last.triplets))
     } else {
         None
