@@ -230,6 +230,9 @@ fn ProgressAndErrors() -> impl IntoView {
         {move || page.pool_note.get().map(|m| view! {
             <p class="notice" role="status" data-testid="pool-note">{m}</p>
         })}
+        {move || page.load_note.get().map(|m| view! {
+            <p class="notice" role="status" data-testid="load-note">{m}</p>
+        })}
         <SnapshotView data=snapshot />
     }
 }

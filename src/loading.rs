@@ -32,6 +32,7 @@ impl Page {
         let Some(e) = self.engine.get_value() else {
             return;
         };
+        self.load_note.set(None);
         self.model_state.set(ModelState::Downloading {
             received: 0,
             total: None,

