@@ -7,7 +7,7 @@ use crate::browser;
 use crate::classroom::{ClassroomNav, EmbeddingBars, STEPS};
 use crate::export::ExportBar;
 use crate::page::Page;
-use crate::run_state::{run_precision, Results};
+use crate::run_state::{run_precision, Results, APP_VERSION};
 use crate::url_sync::LinkKind;
 use crate::views::attention::AttentionView;
 use crate::views::backend::{
@@ -232,6 +232,9 @@ fn ProgressAndErrors() -> impl IntoView {
         })}
         {move || page.load_note.get().map(|m| view! {
             <p class="notice" role="status" data-testid="load-note">{m}</p>
+        })}
+        {move || page.link_note.get().map(|m| view! {
+            <p class="notice" role="status" data-testid="link-note">{m}</p>
         })}
         <SnapshotView data=snapshot />
     }
@@ -470,6 +473,7 @@ pub fn Layout() -> impl IntoView {
                     data-helper-shares=move || page.shares.get().by_helpers
                 >{p.describe()}</span>
             })}
+            " · Linear Lens " <span data-testid="app-version">{APP_VERSION}</span>
             " · nothing leaves this device · J. R. Golden, "
             <a href="https://arxiv.org/abs/2505.24293">"Equivalent Linear Mappings of Large Language Models"</a>
             " (TMLR 2025)"

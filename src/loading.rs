@@ -5,7 +5,7 @@
 use crate::browser;
 use crate::numbers::mb;
 use crate::page::Page;
-use crate::run_state::{default_layers, ModelState, Results};
+use crate::run_state::{default_layers, link_notes, ModelState, Results, APP_VERSION};
 use crate::worker_client::Engine;
 use js_sys::Array;
 use lens_protocol::catalog::MODEL_CACHE;
@@ -126,6 +126,7 @@ impl Page {
     pub fn on_model_ready(&self, ready: Reply) {
         let Reply::ModelReady {
             name,
+            sha256,
             arch,
             layers,
             hidden,
@@ -138,6 +139,22 @@ impl Page {
         else {
             return;
         };
+        // A link made elsewhere: say what differs, once; the page's own
+        // links record this version and this file from now on.
+        let notes = link_notes(&self.spec.get_untracked(), APP_VERSION, sha256.as_deref());
+        self.link_note
+            .set((!notes.is_empty()).then(|| notes.join(" ")));
+        self.model_sha256.set(sha256);
+        if self
+            .spec
+            .with_untracked(|s| s.made_with.is_some() || s.model_sha256.is_some())
+        {
+            self.spec.update(|s| {
+                s.made_with = None;
+                s.model_sha256 = None;
+            });
+            self.sync_url();
+        }
         self.num_layers.set(layers);
         if self.layers_input.get_untracked().trim().is_empty() {
             self.layers_input.set(default_layers(layers));

@@ -51,6 +51,11 @@ pub(crate) struct Page {
     pub pool_note: RwSignal<Option<String>>,
     /// What happened while the model loaded (a source dropped for another).
     pub load_note: RwSignal<Option<String>>,
+    /// The loaded model's SHA-256 (links record it).
+    pub model_sha256: RwSignal<Option<String>>,
+    /// A link made by another version of the app or with another model
+    /// file: what that means for its numbers.
+    pub link_note: RwSignal<Option<String>>,
     /// A link's snapshot, shown until the page has recomputed it.
     pub snapshot: RwSignal<Option<(Snapshot, SnapshotCheck)>>,
     /// The layers field as typed.
@@ -89,6 +94,8 @@ impl Page {
             shares: RwSignal::new(Shares::default()),
             pool_note: RwSignal::new(None),
             load_note: RwSignal::new(None),
+            model_sha256: RwSignal::new(None),
+            link_note: RwSignal::new(None),
             snapshot: RwSignal::new(snapshot),
             layers_input: RwSignal::new(layers_input),
         }

