@@ -108,3 +108,23 @@ pub fn scroll_to(id: &str) {
         el.scroll_into_view();
     }
 }
+
+/// Registers the service worker that keeps the app's own files for visits
+/// without a network (`web/sw.js`), where the browser offers service
+/// workers (a secure context: https, or this machine). A refusal only means
+/// no offline copy.
+pub fn register_service_worker() {
+    let Some(w) = web_sys::window() else {
+        return;
+    };
+    let nav = w.navigator();
+    if !js_sys::Reflect::has(&nav, &"serviceWorker".into()).unwrap_or(false) {
+        return;
+    }
+    let promise = nav.service_worker().register("./sw.js");
+    wasm_bindgen_futures::spawn_local(async move {
+        if let Err(e) = JsFuture::from(promise).await {
+            web_sys::console::warn_1(&e);
+        }
+    });
+}

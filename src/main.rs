@@ -42,6 +42,7 @@ mod worker_client;
 #[cfg(target_arch = "wasm32")]
 fn main() {
     console_error_panic_hook::set_once();
+    browser::register_service_worker();
     leptos::mount::mount_to_body(app::App);
 }
 

@@ -10,7 +10,7 @@
 // from the CLI on the same file.
 
 import { spawn } from "node:child_process";
-import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -39,14 +39,27 @@ const port = await new Promise((resolve) => {
   });
 });
 let serverLog = "";
-const server = spawn("python3", ["-m", "http.server", String(port), "--bind", "127.0.0.1", "--directory", siteDir],
-  { stdio: ["ignore", "ignore", "pipe"] });
-server.stderr.on("data", (d) => (serverLog += d));
+let server = null;
 const url = `http://127.0.0.1:${port}/`;
-for (let i = 0; i < 100; i++) {
-  if (await fetch(url).then((r) => r.ok, () => false)) break;
-  await new Promise((r) => setTimeout(r, 100));
+function startServer() {
+  server = spawn("python3", ["-m", "http.server", String(port), "--bind", "127.0.0.1", "--directory", siteDir],
+    { stdio: ["ignore", "ignore", "pipe"] });
+  server.stderr.on("data", (d) => (serverLog += d));
 }
+async function waitServer() {
+  for (let i = 0; i < 100; i++) {
+    if (await fetch(url).then((r) => r.ok, () => false)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+async function stopServer() {
+  if (!server || server.exitCode !== null) return;
+  const exited = new Promise((r) => server.once("exit", r));
+  server.kill();
+  await exited;
+}
+startServer();
+await waitServer();
 const link = `${url}?hf_base=${encodeURIComponent(hub.base)}#model=gemma-3-270m&prompt=${encodeURIComponent(PROMPT)}&precision=f64`;
 const cli = cliAnalyze(bin, "gemma-3-270m", PROMPT, "f64");
 const browser = await launch();
@@ -83,7 +96,15 @@ await scenario("the default model from the hub", async () => {
       `${id}: absolute on this site (${href.slice(0, url.length + 20)}…), v=${frag.get("v")}, sha=${frag.get("sha")?.slice(0, 12)}…`);
   }
   embedLink = await page.getAttribute('[data-testid="embed-link"]', "href");
+  const shareLink = await page.getAttribute('[data-testid="share-link"]', "href");
   await ctx.close();
+  // The share link in a fresh browser profile: the same analysis, no notes.
+  const fresh = await browser.newContext();
+  const again = await open(fresh, shareLink);
+  await waitReady(again);
+  await sameNumbers(again, "the share link in a fresh profile");
+  check(!(await again.$('[data-testid="link-note"]')), "a link from this version and this model file needs no note");
+  await fresh.close();
 });
 
 await scenario("an embed in another site's page, a link from another version", async () => {
@@ -136,7 +157,40 @@ await scenario("a wrong file at the first source", async () => {
   }
 });
 
+await scenario("offline after the first visit, and a new version", async () => {
+  const stamped = readFileSync(join(siteDir, "sw.js"), "utf8").match(/^const VERSION = "([0-9a-f]{16})";/m)?.[1];
+  check(!!stamped, `tools/site.sh stamped the service worker's version (${stamped})`);
+  const ctx = await browser.newContext();
+  const page = await open(ctx, link);
+  await waitReady(page);
+  await page.waitForFunction(() => !!navigator.serviceWorker?.controller, null, { timeout: 120_000 });
+  const appCaches = () => page.evaluate(async () => (await caches.keys()).filter((k) => k.startsWith("linear-lens-app-")));
+  check(JSON.stringify(await appCaches()) === JSON.stringify([`linear-lens-app-${stamped}`]), `the app's files are in one versioned cache (${await appCaches()})`);
+  await waitIdle(page, "singular-values");
+  // The site goes away (a classroom without a network): the page reloads
+  // from the service worker's cache, the model from the worker's.
+  await stopServer();
+  check(!(await fetch(url).then(() => true, () => false)), "the site's server is down");
+  await page.reload();
+  await waitReady(page);
+  const status = await page.textContent('[data-testid="model-status"]');
+  check(status.includes("read from this device's cache"), `reloaded without the server: ${JSON.stringify(status.slice(0, 120))}`);
+  await sameNumbers(page, "offline");
+  // A new version of the site: its service worker replaces the old files.
+  startServer();
+  await waitServer();
+  const sw = join(siteDir, "sw.js");
+  writeFileSync(sw, readFileSync(sw, "utf8").replace(/^const VERSION = "[0-9a-f]{16}";/m, 'const VERSION = "feedfacefeedface";'));
+  await page.reload();
+  await waitReady(page);
+  const replaced = JSON.stringify(["linear-lens-app-feedfacefeedface"]);
+  for (let i = 0; i < 240 && JSON.stringify(await appCaches()) !== replaced; i++) await new Promise((r) => setTimeout(r, 250));
+  check(JSON.stringify(await appCaches()) === JSON.stringify(["linear-lens-app-feedfacefeedface"]),
+    `a new version's files replace the old ones (${await appCaches()})`);
+  await ctx.close();
+});
+
 await browser.close();
-server.kill();
+await stopServer();
 hub.close();
 finish();
