@@ -1,10 +1,10 @@
 //! Downloads with progress, kept in Cache Storage so that the next visit
 //! loads offline. A cached copy is used only when its size (and SHA-256,
 //! when the catalog gives one) match; otherwise it is dropped and fetched
-//! again.
+//! again, from the file's sources in order. The weights' SHA-256 for links.
 
 use js_sys::{ArrayBuffer, Uint8Array};
-use lens_protocol::{ErrorKind, FileSpec};
+use lens_protocol::{ErrorKind, FileSpec, ModelFormat};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
@@ -68,12 +68,7 @@ pub async fn from_cache(cache: &Cache, file: &FileSpec) -> Option<Vec<u8>> {
     let resp: Response = hit.dyn_into().ok()?;
     let buf = JsFuture::from(resp.array_buffer().ok()?).await.ok()?;
     let bytes = Uint8Array::new(&buf).to_vec();
-    let size_ok = file.size.is_none_or(|s| s == bytes.len() as u64);
-    let sha_ok = match &file.sha256 {
-        Some(want) if size_ok => sha256_hex(&bytes).await.ok().as_deref() == Some(want.as_str()),
-        _ => size_ok,
-    };
-    if sha_ok {
+    if check(file, &bytes).await.is_ok() {
         Some(bytes)
     } else {
         let _ = JsFuture::from(cache.delete_with_str(&file.url)).await;
@@ -209,4 +204,91 @@ pub async fn download(
     }
     on_bytes(bytes.len() as u64, total);
     Ok(Some(bytes))
+}
+
+/// `file` from its first source that has it with the right bytes: a source
+/// that fails or answers with other bytes is dropped with a notice and the
+/// next is tried; a 404 passes to the next quietly (a static site has no
+/// `./models/`). `Ok(None)`: no source has the file.
+pub async fn from_sources(
+    file: &FileSpec,
+    on_bytes: &dyn Fn(u64, Option<u64>),
+    notice: &dyn Fn(String),
+) -> Result<Option<Vec<u8>>, Failure> {
+    let urls: Vec<&String> = std::iter::once(&file.url).chain(&file.mirrors).collect();
+    let mut last: Option<Failure> = None;
+    for (k, url) in urls.iter().enumerate() {
+        let got = match download(url, file.size, on_bytes).await {
+            Ok(Some(b)) => check(file, &b).await.map(|()| Some(b)),
+            other => other,
+        };
+        let next = urls.get(k + 1);
+        match got {
+            Ok(Some(b)) => return Ok(Some(b)),
+            Ok(None) => continue,
+            Err(f) if next.is_none() => return Err(f),
+            Err((kind, why)) => {
+                notice(format!(
+                    "{} was not taken from {url} ({why}); trying {} instead.",
+                    file.name,
+                    next.map_or("", |u| u.as_str())
+                ));
+                last = Some((kind, why));
+            }
+        }
+    }
+    // Every source failed or had no such file: the last failure says why.
+    match last {
+        Some(f) => Err(f),
+        None => Ok(None),
+    }
+}
+
+/// `bytes` are `file`'s: its size and SHA-256, where known.
+async fn check(file: &FileSpec, bytes: &[u8]) -> Result<(), Failure> {
+    if let Some(s) = file.size {
+        if s != bytes.len() as u64 {
+            return Err((
+                ErrorKind::BadModel,
+                format!("{} has {} bytes, expected {s}", file.name, bytes.len()),
+            ));
+        }
+    }
+    if let Some(want) = &file.sha256 {
+        let got = sha256_hex(bytes)
+            .await
+            .map_err(|e| (ErrorKind::Engine, e))?;
+        if &got != want {
+            return Err((
+                ErrorKind::BadModel,
+                format!(
+                    "{} is corrupt: its SHA-256 is {got}, expected {want}",
+                    file.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// SHA-256 of the weights file (the GGUF, or `model.safetensors`): the
+/// checked hash where the catalog pinned it, else computed (SubtleCrypto);
+/// `None` for sharded weights. Links record it.
+pub async fn weights_sha256(
+    format: ModelFormat,
+    got: &[(String, Vec<u8>)],
+    specs: &[FileSpec],
+) -> Option<String> {
+    let (name, bytes) = got.iter().find(|(n, b)| match format {
+        ModelFormat::Gguf => n.to_ascii_lowercase().ends_with(".gguf") || b.starts_with(b"GGUF"),
+        ModelFormat::Safetensors => n == "model.safetensors",
+    })?;
+    match specs
+        .iter()
+        .find(|f| &f.name == name)
+        .and_then(|f| f.sha256.clone())
+    {
+        Some(pinned) => Some(pinned),
+        None => sha256_hex(bytes).await.ok(),
+    }
 }

@@ -322,7 +322,8 @@ async fn load_remote(req: ModelRequest) -> Result<(), Failure> {
                         from_cache: false,
                     });
                 };
-                let b = from_sources(&file, &on_bytes).await?;
+                let notice = |message| post(&Reply::Notice { message });
+                let b = fetch::from_sources(&file, &on_bytes, &notice).await?;
                 if let Some(b) = &b {
                     if let Some(c) = &cache {
                         if let Err(f) = fetch::store(c, &file.url, b).await {
@@ -373,74 +374,9 @@ async fn load_remote(req: ModelRequest) -> Result<(), Failure> {
         done: 0,
         total: 1,
     });
-    let sha256 = weights_sha256(req.format, &got, &files).await;
+    let sha256 = fetch::weights_sha256(req.format, &got, &files).await;
     let model = build(&req.id, req.format, got)?;
     finish(&req.id, &req.name, sha256, model, bytes, all_cached, t0);
-    Ok(())
-}
-
-/// `file` from its first source that has it with the right bytes: a source
-/// that fails or answers with other bytes is dropped with a notice and the
-/// next is tried; a 404 passes to the next quietly (a static site has no
-/// `./models/`). `Ok(None)`: no source has the file.
-async fn from_sources(
-    file: &FileSpec,
-    on_bytes: &dyn Fn(u64, Option<u64>),
-) -> Result<Option<Vec<u8>>, Failure> {
-    let urls: Vec<&String> = std::iter::once(&file.url).chain(&file.mirrors).collect();
-    let mut last: Option<Failure> = None;
-    for (k, url) in urls.iter().enumerate() {
-        let got = match fetch::download(url, file.size, on_bytes).await {
-            Ok(Some(b)) => check(file, &b).await.map(|()| Some(b)),
-            other => other,
-        };
-        let next = urls.get(k + 1);
-        match got {
-            Ok(Some(b)) => return Ok(Some(b)),
-            Ok(None) => continue,
-            Err(f) if next.is_none() => return Err(f),
-            Err((kind, why)) => {
-                post(&Reply::Notice {
-                    message: format!(
-                        "{} was not taken from {url} ({why}); trying {} instead.",
-                        file.name,
-                        next.map_or("", |u| u.as_str())
-                    ),
-                });
-                last = Some((kind, why));
-            }
-        }
-    }
-    // Every source failed or had no such file: the last failure says why.
-    match last {
-        Some(f) => Err(f),
-        None => Ok(None),
-    }
-}
-
-async fn check(file: &FileSpec, bytes: &[u8]) -> Result<(), Failure> {
-    if let Some(s) = file.size {
-        if s != bytes.len() as u64 {
-            return Err((
-                ErrorKind::BadModel,
-                format!("{} has {} bytes, expected {s}", file.name, bytes.len()),
-            ));
-        }
-    }
-    if let Some(want) = &file.sha256 {
-        let got = fetch::sha256_hex(bytes)
-            .await
-            .map_err(|e| (ErrorKind::Engine, e))?;
-        if &got != want {
-            return Err((
-                ErrorKind::BadModel,
-                format!(
-                    "{} is corrupt: its SHA-256 is {got}, expected {want}",
-                    file.name
-                ),
-            ));
-        }
-    }
     Ok(())
 }
 
@@ -511,28 +447,6 @@ fn build(id: &str, format: ModelFormat, files: Vec<(String, Vec<u8>)>) -> Result
         &shard_bytes,
     )
     .map_err(|e| bad(format!("not a usable model: {e}")))
-}
-
-/// SHA-256 of the weights file (the GGUF, or `model.safetensors`): the
-/// checked hash where the catalog pinned it, else computed (SubtleCrypto);
-/// `None` for sharded weights. Links record it.
-async fn weights_sha256(
-    format: ModelFormat,
-    got: &[(String, Vec<u8>)],
-    specs: &[FileSpec],
-) -> Option<String> {
-    let (name, bytes) = got.iter().find(|(n, b)| match format {
-        ModelFormat::Gguf => n.to_ascii_lowercase().ends_with(".gguf") || b.starts_with(b"GGUF"),
-        ModelFormat::Safetensors => n == "model.safetensors",
-    })?;
-    match specs
-        .iter()
-        .find(|f| &f.name == name)
-        .and_then(|f| f.sha256.clone())
-    {
-        Some(pinned) => Some(pinned),
-        None => fetch::sha256_hex(bytes).await.ok(),
-    }
 }
 
 fn finish(
@@ -612,7 +526,7 @@ async fn load_files(id: String, files: Array) -> Result<(), Failure> {
         .map(|(n, _)| n.as_str())
         .collect::<Vec<_>>()
         .join(", ");
-    let sha256 = weights_sha256(format, &got, &[]).await;
+    let sha256 = fetch::weights_sha256(format, &got, &[]).await;
     let model = build(&id, format, got)?;
     finish(&id, &name, sha256, model, total, true, t0);
     Ok(())
