@@ -225,7 +225,11 @@ impl Page {
                 match j {
                     Some(j) if self.is_mine(j) => self.finish(j),
                     Some(_) => return,
-                    None if kind == ErrorKind::Quota => {}
+                    None if kind == ErrorKind::Quota => {
+                        // The model still loads, only not kept: a note, not an error.
+                        self.load_note.set(Some(message));
+                        return;
+                    }
                     None => self.model_state.set(ModelState::Failed),
                 }
                 self.error.set(Some(message));

@@ -6,9 +6,10 @@
 //
 // Files whose names carry trunk's content hash never change: the cache
 // first. The rest (the page, the worker's files) from the network first, so
-// a new site version is seen at once, else from the cache. `tools/site.sh`
-// stamps VERSION with a hash of the site's files: a new version installs a
-// fresh cache and deletes the old ones when it takes over.
+// a new site version is seen at once, else from the cache. Each build stamps
+// VERSION with a hash of its files (tools/finish-build.py, trunk's
+// post_build hook): a new version installs a fresh cache and deletes the old
+// ones when it takes over.
 const VERSION = "dev";
 const PREFIX = "linear-lens-app-";
 const CACHE = PREFIX + VERSION;

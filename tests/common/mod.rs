@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod gguf;
 pub mod gpu;
 pub mod worker;
 

@@ -76,7 +76,11 @@ await scenario("default model: every stage vs the CLI, the cache, cancel", async
   const t0 = Date.now();
   let page = await open(ctxA, url);
   check((await page.title()) === "Linear Lens", "page title");
-  check(await page.evaluate(() => self.crossOriginIsolated === true), "page is cross-origin isolated (COOP/COEP)");
+  // Served like the static site: no isolation headers, the service worker's
+  // cache named for this build.
+  check(await page.evaluate(() => self.crossOriginIsolated === false), "no cross-origin isolation, as on a static host");
+  const swVersion = await page.evaluate(async () => (await (await fetch("sw.js")).text()).match(/^const VERSION = "([0-9a-f]{16})";/m)?.[1]);
+  check(!!swVersion, `the build stamped the service worker's cache name (${swVersion})`);
   check((await page.textContent('[data-testid="backend-label"]')) === "CPU", "backend label says CPU");
   check((await page.inputValue('[data-testid="model-select"]')) === "gemma-3-270m", "default model is gemma-3-270m");
   console.log(`status: ${await waitReady(page)}`);

@@ -29,16 +29,25 @@ export function launch({ webgpu = false } = {}) {
   });
 }
 
-export async function open(context, target, size = { width: 1280, height: 1000 }) {
+export async function open(context, target, size = { width: 1280, height: 1000 }, before = null) {
   const page = await context.newPage();
   await page.setViewportSize(size);
+  // Something to set on the fresh page before it loads (a CDP override).
+  if (before) await before(page);
   page.on("pageerror", (e) => console.log(`page error: ${e.message}`));
   page.on("console", (m) => {
-    if (m.type() === "error") console.log(`console.error: ${m.text()}`);
+    if (m.type() !== "error") return;
+    console.log(`console.error: ${m.text()}`);
+    if (/Content Security Policy/i.test(m.text())) cspRefusals.push(m.text());
   });
   await page.goto(target);
   return page;
 }
+
+/// What the page's Content-Security-Policy refused, in every page `open`ed:
+/// the suite fails at `finish` if anything was (the policy and the page
+/// disagree).
+const cspRefusals = [];
 
 export async function waitReady(page) {
   await page.waitForFunction(
@@ -66,6 +75,8 @@ export async function waitIdle(page, testid) {
 }
 
 export function finish() {
+  check(cspRefusals.length === 0,
+    `the Content-Security-Policy refused nothing the page does (${cspRefusals.length}: ${JSON.stringify(cspRefusals.slice(0, 2))})`);
   if (failures.length) {
     console.log(`browser: ${failures.length} check(s) failed`);
     process.exit(1);
@@ -93,11 +104,18 @@ export function cliAnalyze(bin, model, prompt, precision, extra = []) {
 /// through the weights, `tiny/corrupt` serves garbage as the weights.
 /// `extra` maps more paths (`/{owner}/{repo}/resolve/{revision}/{file}`) to
 /// files on disk (real models; an `.html` file is served as a page), read
-/// at each request. Resolves to `{ base, requests, close }`.
+/// at each request. `faults[path]` queues faults for the next GETs of an
+/// `extra` path, one each: `{ after: bytes, kind: "drop" | "stall" }` sends
+/// that many bytes of the answer, then drops the connection or goes silent
+/// with it open. Resolves to `{ base, requests, ranges, faults, close }`
+/// (`ranges`: each request's path and Range header).
 export async function hubStandIn(tinyDir, extra = {}) {
   const requests = [];
+  const ranges = [];
+  const faults = {};
   const server = createServer((req, res) => {
     requests.push(req.url);
+    ranges.push({ url: req.url, range: req.headers.range ?? null });
     const headers = { "Access-Control-Allow-Origin": "*", "Cross-Origin-Resource-Policy": "cross-origin",
       "Access-Control-Expose-Headers": "Content-Length, Content-Range, ETag", "Accept-Ranges": "bytes" };
     if (extra[req.url]) {
@@ -112,7 +130,26 @@ export async function hubStandIn(tinyDir, extra = {}) {
       res.writeHead(range ? 206 : 200, { ...headers, "Content-Length": end - start + 1, "Content-Type": type,
         ...(range ? { "Content-Range": `bytes ${start}-${end}/${size}` } : {}) });
       if (req.method === "HEAD") return res.end();
-      return createReadStream(extra[req.url], { start, end }).pipe(res);
+      const stream = createReadStream(extra[req.url], { start, end });
+      const fault = faults[req.url]?.shift();
+      if (!fault) return stream.pipe(res);
+      let sent = 0;
+      stream.on("data", (chunk) => {
+        const part = chunk.subarray(0, Math.max(0, fault.after - sent));
+        sent += part.length;
+        if (part.length < chunk.length) {
+          stream.destroy();
+          // Everything up to `after` reaches the client, then the fault.
+          res.write(part, () => {
+            if (fault.kind === "drop") res.socket.destroy();
+            else setTimeout(() => res.destroy(), 300_000).unref();
+          });
+        } else if (!res.write(part)) {
+          stream.pause();
+          res.once("drain", () => stream.resume());
+        }
+      });
+      return;
     }
     const m = req.url.match(/^\/tiny\/(qwen3|cut|corrupt)\/resolve\/main\/([A-Za-z0-9_.-]+)$/);
     const file = m && tinyDir && join(tinyDir, m[2]);
@@ -131,7 +168,8 @@ export async function hubStandIn(tinyDir, extra = {}) {
     res.end(body);
   });
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
-  return { base: `http://127.0.0.1:${server.address().port}`, requests, close: () => server.close() };
+  return { base: `http://127.0.0.1:${server.address().port}`, requests, ranges, faults,
+    close: () => { server.closeAllConnections?.(); server.close(); } };
 }
 
 /// Runs one scenario of a suite: an exception fails it (recorded with its

@@ -83,6 +83,25 @@ await scenario("the default model from the hub", async () => {
   check(hubLoads() === 1, `the model came from the hub's layout (${hub.base}${HUB_PATH})`);
   check(serverLog.includes(`"GET /models/${GGUF} HTTP/1.1" 404`), "./models/ was asked first; a static site has none");
   check(!(await page.$('[data-testid="load-note"]')), "a missing ./models/ needs no message");
+  // The policy is in the page itself (a static host sends no headers of
+  // ours); no script is inline, so no inline script could ever run.
+  const policy = await page.getAttribute('meta[http-equiv="Content-Security-Policy"]', "content");
+  const inline = await page.evaluate(() => [...document.scripts].filter((s) => !s.src).length);
+  check(/script-src 'self' 'wasm-unsafe-eval'(;|$)/.test(policy ?? "") && !/unsafe-inline'[^;]*;?\s*$|script-src[^;]*unsafe-inline/.test(policy ?? "") && inline === 0,
+    `a Content-Security-Policy without inline script, and no inline script (${inline}): ${policy?.slice(0, 80)}…`);
+  // Not through open(): this page's refusal is the one wanted.
+  const probe = await ctx.newPage();
+  await probe.goto(url);
+  // Markup that slipped into the page with a script in it: refused.
+  const refused = await probe.evaluate(() => new Promise((resolve) => {
+    document.addEventListener("securitypolicyviolation", (e) => resolve(`${e.violatedDirective} refused`), { once: true });
+    const s = document.createElement("script");
+    s.textContent = "window.__ran = true;";
+    document.head.append(s);
+    setTimeout(() => resolve(window.__ran ? "the inline script ran" : "no event"), 2000);
+  }));
+  await probe.close();
+  check(/^script-src.* refused$/.test(refused) && !refused.includes("ran"), `an injected inline script does not run (${refused})`);
   const isolated = await page.evaluate(() => self.crossOriginIsolated);
   const pool = await page.textContent('[data-testid="engine-pool"]');
   check(isolated === false && /^\d+ engine worker/.test(pool), `no cross-origin isolation, and the pool runs (${pool})`);
@@ -157,9 +176,52 @@ await scenario("a wrong file at the first source", async () => {
   }
 });
 
+await scenario("a download that breaks off, then stalls, resumes by Range", async () => {
+  // Bad Wi-Fi: the connection drops after 60 MiB; the resume goes silent
+  // 40 MiB later (the worker gives up on it after 15 s without a byte); the
+  // next resume brings the rest. Nothing is downloaded twice.
+  hub.faults[HUB_PATH] = [{ after: 60 << 20, kind: "drop" }, { after: 40 << 20, kind: "stall" }];
+  const from = hub.ranges.length;
+  const ctx = await browser.newContext();
+  const t0 = Date.now();
+  const page = await open(ctx, link);
+  await waitReady(page);
+  const secs = ((Date.now() - t0) / 1000).toFixed(1);
+  const asked = hub.ranges.slice(from).filter((r) => r.url === HUB_PATH).map((r) => r.range);
+  const starts = asked.map((r) => Number(/^bytes=(\d+)-$/.exec(r ?? "")?.[1] ?? -1));
+  check(asked.length === 3 && asked[0] === null && starts[1] > 0 && starts[1] <= 60 << 20
+      && starts[2] > starts[1] && starts[2] <= starts[1] + (40 << 20),
+    `three requests: the file, then from byte ${starts[1]}, then from byte ${starts[2]} (${JSON.stringify(asked)})`);
+  const note = (await page.textContent('[data-testid="load-note"]').catch(() => "")) ?? "";
+  check(note.includes("stalled") && note.includes("resuming from there"), `the page says so: ${JSON.stringify(note.slice(0, 200))}`);
+  // Ready means the catalog's size and SHA-256 matched the joined pieces.
+  const status = await page.textContent('[data-testid="model-status"]');
+  check(status.startsWith("ready"), `the joined file passed its SHA-256 check and loaded in ${secs} s: ${JSON.stringify(status.slice(0, 100))}`);
+  await ctx.close();
+});
+
+await scenario("a full storage: the model loads, only not kept", async () => {
+  // A browser with 64 MB of storage for the site: the 253 MB model cannot be
+  // kept for the next visit, and the page says so in a note, not an error.
+  const ctx = await browser.newContext();
+  const origin = new URL(url).origin;
+  const page = await open(ctx, link, undefined, async (p) => {
+    const cdp = await ctx.newCDPSession(p);
+    await cdp.send("Storage.overrideQuotaForOrigin", { origin, quotaSize: 64 << 20 });
+  });
+  await waitReady(page);
+  const note = (await page.textContent('[data-testid="load-note"]').catch(() => "")) ?? "";
+  check(note.includes("storage is full") && note.includes("still works"), `a note, and the model runs: ${JSON.stringify(note.slice(0, 160))}`);
+  check(!(await page.$('[data-testid="error-message"]')), "no error shown for it");
+  const kept = await page.evaluate(async () => (await (await caches.open("linear-lens-models-v1")).keys()).length);
+  check(kept === 0, `nothing half-kept in the model cache (${kept} entries)`);
+  await sameNumbers(page, "with a full storage");
+  await ctx.close();
+});
+
 await scenario("offline after the first visit, and a new version", async () => {
   const stamped = readFileSync(join(siteDir, "sw.js"), "utf8").match(/^const VERSION = "([0-9a-f]{16})";/m)?.[1];
-  check(!!stamped, `tools/site.sh stamped the service worker's version (${stamped})`);
+  check(!!stamped, `the build stamped the service worker's version (${stamped})`);
   const ctx = await browser.newContext();
   const page = await open(ctx, link);
   await waitReady(page);

@@ -128,6 +128,9 @@ enum Command {
         /// Directory served at `/models/` (default: the model cache).
         #[arg(long)]
         models: Option<std::path::PathBuf>,
+        /// Connections open at once; more wait until one closes.
+        #[arg(long, default_value_t = 64)]
+        max_connections: usize,
     },
 }
 
@@ -308,7 +311,12 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Serve { port, dist, models } => serve::run(port, &dist, models),
+        Command::Serve {
+            port,
+            dist,
+            models,
+            max_connections,
+        } => serve::run(port, &dist, models, max_connections),
     }
 }
 

@@ -1,36 +1,64 @@
-//! `linear-lens serve`: a small static file server for the web page.
+//! `linear-lens serve`: the web page (trunk's dist) at `/` and the model
+//! cache at `/models/`, the same layout as the static site plus the
+//! catalog's first source (`./models/`).
 //!
-//! Serves the trunk build at `/` and the model cache at `/models/`, on
-//! 127.0.0.1 only, with the cross-origin isolation headers the page needs
-//! (COOP/COEP/CORP). std::net and one thread per connection; files are
-//! streamed (never read whole), GET and HEAD only, one request per connection.
+//! hyper speaks HTTP/1.1 (keep-alive, a deadline on request heads);
+//! tower-http's file service answers each file: Range (206/416), HEAD,
+//! ETag and Last-Modified with their conditional requests (304). What is
+//! ours: 127.0.0.1 only, a Host header naming it (a DNS-rebinding page
+//! cannot read through the browser), at most `max_connections` open at once
+//! (the rest wait in the accept queue), and a request path that cannot leave
+//! the two roots (`..`, `\`, NUL refused after percent-decoding; `/models/`
+//! serves only model files that sit directly in the folder). Symlinks the
+//! owner put inside a root are followed: a Hugging Face cache is made of them.
 
 use crate::models;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
 
 /// The model the page loads on start.
 const DEFAULT_MODEL: &str = "gemma-3-270m";
-/// Longest request head we read (request line + headers).
+/// A client must send a whole request head within this time, the first one
+/// and each one after on a kept-alive connection: idle connections close and
+/// give their slot back.
+const HEAD_DEADLINE: Duration = Duration::from_secs(30);
+/// Largest request head read (hyper's read buffer).
 const MAX_HEAD: usize = 16 * 1024;
 
+type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
 /// Run the server until the process is killed.
-pub fn run(port: u16, dist: &Path, models_dir: Option<PathBuf>) -> Result<(), String> {
+pub fn run(
+    port: u16,
+    dist: &Path,
+    models_dir: Option<PathBuf>,
+    max_connections: usize,
+) -> Result<(), String> {
     if !dist.join("index.html").is_file() {
         return Err(format!(
             "{} has no index.html: build the page first (`trunk build --release --offline`)",
             dist.display()
         ));
     }
+    if max_connections == 0 {
+        return Err("--max-connections must be at least 1".into());
+    }
     let models_dir = match models_dir {
         Some(d) => {
             let file = default_model_file();
             if !d.join(file).is_file() {
                 eprintln!(
-                    "warning: {} has no {file}: the page's default model will not load",
+                    "warning: {} has no {file}: the page's default model comes from its \
+                     Hugging Face source instead",
                     d.display()
                 );
             }
@@ -42,36 +70,33 @@ pub fn run(port: u16, dist: &Path, models_dir: Option<PathBuf>) -> Result<(), St
             models::cache_dir()
         }
     };
-    let listener = TcpListener::bind(("127.0.0.1", port))
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port))
         .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let roots = Roots {
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let roots = Arc::new(Roots {
         dist: dist.to_path_buf(),
         models: models_dir,
-    };
+        port,
+    });
     eprintln!(
-        "page: {}  models: {}",
+        "page: {}  models: {}  (at most {max_connections} connections)",
         roots.dist.display(),
         roots.models.display()
     );
-    let mut out = io::stdout();
-    writeln!(out, "serving http://127.0.0.1:{}/", addr.port()).map_err(|e| e.to_string())?;
-    out.flush().map_err(|e| e.to_string())?;
-
-    let roots = std::sync::Arc::new(roots);
-    for conn in listener.incoming() {
-        match conn {
-            Ok(stream) => {
-                let roots = roots.clone();
-                std::thread::spawn(move || {
-                    // A client hanging up mid-transfer is not our error.
-                    let _ = handle(stream, &roots);
-                });
-            }
-            Err(e) => eprintln!("accept failed: {e}"),
-        }
-    }
-    Ok(())
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the server's runtime: {e}"))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+        let mut out = std::io::stdout();
+        writeln!(out, "serving http://127.0.0.1:{port}/").map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())?;
+        accept_loop(listener, roots, max_connections).await;
+        Ok(())
+    })
 }
 
 fn default_model_file() -> &'static str {
@@ -85,91 +110,120 @@ fn default_model_file() -> &'static str {
 struct Roots {
     dist: PathBuf,
     models: PathBuf,
+    port: u16,
 }
 
-/// Reply headers common to every response.
-const COMMON_HEADERS: &str = "Cross-Origin-Opener-Policy: same-origin\r\n\
-Cross-Origin-Embedder-Policy: require-corp\r\n\
-Cross-Origin-Resource-Policy: same-origin\r\n\
-X-Content-Type-Options: nosniff\r\n\
-Cache-Control: no-cache\r\n\
-Connection: close\r\n";
-
-fn handle(stream: TcpStream, roots: &Roots) -> io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(120)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut out = stream;
-    let head = match read_head(&mut reader)? {
-        Some(h) => h,
-        None => return Ok(()),
-    };
-    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
-    let (method, target) = match (parts.next(), parts.next()) {
-        (Some(m), Some(t)) => (m, t),
-        _ => return send_status(&mut out, 400, "Bad Request", false),
-    };
-    let head_only = match method {
-        "GET" => false,
-        "HEAD" => true,
-        _ => return send_status(&mut out, 405, "Method Not Allowed", false),
-    };
-    let path = match resolve_target(target, roots) {
-        Resolved::File(p) => p,
-        Resolved::Bad => return send_status(&mut out, 400, "Bad Request", head_only),
-        Resolved::Missing => return send_status(&mut out, 404, "Not Found", head_only),
-    };
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        Err(_) => return send_status(&mut out, 404, "Not Found", head_only),
-    };
-    let len = file.metadata()?.len();
-    let header = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {len}\r\n{COMMON_HEADERS}\r\n",
-        content_type(&path)
-    );
-    out.write_all(header.as_bytes())?;
-    if !head_only {
-        // std::io::copy uses sendfile/splice on Linux: no whole-file buffer.
-        io::copy(&mut file.take(len), &mut out)?;
-    }
-    out.flush()
-}
-
-/// The request line and headers, up to the blank line; `None` if the client
-/// closed the connection before sending anything.
-fn read_head(reader: &mut impl BufRead) -> io::Result<Option<String>> {
-    let mut head = String::new();
+/// Accepts connections while a slot is free; each connection holds its slot
+/// until it closes.
+async fn accept_loop(listener: tokio::net::TcpListener, roots: Arc<Roots>, max: usize) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
     loop {
-        let mut line = String::new();
-        let n = reader.by_ref().take(MAX_HEAD as u64).read_line(&mut line)?;
-        if n == 0 {
-            return Ok(if head.is_empty() { None } else { Some(head) });
-        }
-        if line == "\r\n" || line == "\n" {
-            return Ok(Some(head));
-        }
-        head.push_str(&line);
-        if head.len() > MAX_HEAD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "request head too large",
-            ));
-        }
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return; // the semaphore is never closed
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: wait instead of spinning.
+                eprintln!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let roots = roots.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| respond(req, roots.clone()));
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_DEADLINE)
+                .max_buf_size(MAX_HEAD)
+                .serve_connection(TokioIo::new(stream), service);
+            // A client hanging up mid-transfer is not our error.
+            let _ = connection.await;
+            drop(slot);
+        });
     }
 }
 
-fn send_status(out: &mut TcpStream, code: u16, reason: &str, head_only: bool) -> io::Result<()> {
-    let body = format!("{code} {reason}\n");
-    let header = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{COMMON_HEADERS}\r\n",
-        body.len()
+async fn respond(
+    req: Request<Incoming>,
+    roots: Arc<Roots>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let mut resp = answer(req, &roots).await;
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
     );
-    out.write_all(header.as_bytes())?;
-    if !head_only {
-        out.write_all(body.as_bytes())?;
+    // Revalidate every time: a rebuilt page is seen at once, an unchanged
+    // file costs a 304.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
+async fn answer(req: Request<Incoming>, roots: &Roots) -> Response<Body> {
+    if !loopback_host(req.headers().get(header::HOST), roots.port) {
+        return status(
+            StatusCode::FORBIDDEN,
+            "this server answers only to 127.0.0.1 and localhost",
+        );
     }
-    out.flush()
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = status(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let path = match resolve_target(req.uri().path(), roots) {
+        Resolved::File(p) => p,
+        Resolved::Bad => return status(StatusCode::BAD_REQUEST, "bad path"),
+        Resolved::Missing => return status(StatusCode::NOT_FOUND, "not found"),
+    };
+    let mime: mime::Mime = content_type(&path)
+        .parse()
+        .unwrap_or(mime::APPLICATION_OCTET_STREAM);
+    match ServeFile::new_with_mime(&path, &mime).oneshot(req).await {
+        Ok(resp) => resp.map(|b| b.map_err(std::io::Error::other).boxed_unsync()),
+        Err(e) => status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot read {}: {e}", path.display()),
+        ),
+    }
+}
+
+fn status(code: StatusCode, text: &str) -> Response<Body> {
+    let body = format!("{} {text}\n", code.as_u16());
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// The Host header names this server on loopback (HTTP/1.1 requires one).
+fn loopback_host(host: Option<&HeaderValue>, port: u16) -> bool {
+    let Some(host) = host.and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.rsplit_once(':') {
+        Some((name, p)) if !name.is_empty() && !p.contains(']') => {
+            if p.parse::<u16>() != Ok(port) {
+                return false;
+            }
+            name
+        }
+        _ => host,
+    };
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "127.0.0.1" | "localhost" | "[::1]"
+    )
 }
 
 #[derive(Debug, PartialEq)]
@@ -179,8 +233,8 @@ enum Resolved {
     Missing,
 }
 
-/// Map a request target to a file under one of the roots. Any `..`, `\`,
-/// NUL or empty-but-dotted segment is refused, after percent-decoding.
+/// Map a request path to a file under one of the roots. Any `..`, `\`,
+/// NUL or `.` segment is refused, after percent-decoding.
 fn resolve_target(target: &str, roots: &Roots) -> Resolved {
     let raw = target.split(['?', '#']).next().unwrap_or("");
     if !raw.starts_with('/') {
@@ -258,7 +312,7 @@ fn content_type(path: &Path) -> &'static str {
         "svg" => "image/svg+xml",
         "png" => "image/png",
         "ico" => "image/x-icon",
-        "txt" => "text/plain; charset=utf-8",
+        "txt" | "md" => "text/plain; charset=utf-8",
         _ => "application/octet-stream", // .gguf, .safetensors, ...
     }
 }
@@ -275,6 +329,7 @@ mod tests {
         let roots = Roots {
             dist: PathBuf::from("/nonexistent-dist"),
             models: PathBuf::from("/nonexistent-models"),
+            port: 1,
         };
         for bad in [
             "/../etc/passwd",
@@ -282,11 +337,37 @@ mod tests {
             "/%2e%2e/x",
             "/a/./b",
             "/a\\..\\b",
+            "/a%00b",
             "relative",
         ] {
             assert_eq!(resolve_target(bad, &roots), Resolved::Bad, "{bad}");
         }
         assert_eq!(resolve_target("/missing.js?x=1", &roots), Resolved::Missing);
+    }
+
+    #[test]
+    fn hosts() {
+        let h = |s: &'static str| Some(HeaderValue::from_static(s));
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "LOCALHOST:8080",
+            "[::1]:8080",
+            "[::1]",
+            "localhost",
+        ] {
+            assert!(loopback_host(h(ok).as_ref(), 8080), "{ok}");
+        }
+        for bad in [
+            "evil.example:8080",
+            "127.0.0.1:9090",
+            "evil.example",
+            "",
+            ":8080",
+        ] {
+            assert!(!loopback_host(h(bad).as_ref(), 8080), "{bad}");
+        }
+        assert!(!loopback_host(None, 8080));
     }
 
     #[test]

@@ -22,6 +22,14 @@ pub enum EngineError {
     },
     #[error("tensor `{0}` contains NaN or infinite values")]
     NonFinite(String),
+    /// Weights that pass the load check can still overflow on a prompt.
+    #[error("the {quantity} of layer {layer} overflowed or became NaN on this prompt{hint}")]
+    NonFiniteActivation {
+        /// 1-based, as the CLI and the page count layers.
+        layer: usize,
+        quantity: &'static str,
+        hint: &'static str,
+    },
     #[error("unsupported tensor type {dtype} for `{name}`")]
     UnsupportedDType { name: String, dtype: String },
     #[error("tokenizer: {0}")]

@@ -81,10 +81,12 @@ pub fn forward(model: &Model, ids: &[u32], precision: Precision) -> Result<Forwa
     let h = forward_hidden(model, ids, precision)?;
     let n = ids.len();
     let last = h.narrow(0, n - 1, 1)?;
-    let y = rms_norm(
+    let r = rms_scale(&last, model.config.norm_eps)?;
+    check_final_norm(&r, model.config.layers)?;
+    let y = scale_norm(
         &last,
+        &r,
         &norm_weight(model, "output_norm.weight", precision.dtype())?,
-        model.config.norm_eps,
     )?;
     let logits = unembed(model, &y)?;
     Ok(ForwardOutput {
@@ -472,7 +474,7 @@ pub(crate) fn layer(
         r_post_ffn = Some(r);
     }
     let h_out = (&h_mid + &mlp_out)?;
-    Ok(LayerRecord {
+    let rec = LayerRecord {
         h_in: h.clone(),
         r_attn,
         p,
@@ -484,5 +486,97 @@ pub(crate) fn layer(
         r_post_ffn,
         mlp_out,
         h_out,
-    })
+    };
+    check_finite(l, &rec)?;
+    Ok(rec)
+}
+
+/// Block `l` (0-based) computed only finite numbers and no norm's mean
+/// square overflowed (its scale `r` is then 0 and the block silently drops
+/// its input); otherwise the first quantity, in the order computed, that
+/// went wrong is named. A few reductions when all is well. Every backend's
+/// trace calls it.
+pub fn check_finite(l: usize, rec: &LayerRecord) -> Result<()> {
+    // (name, tensor, is a norm scale), in the order the block computes them.
+    let mut order: Vec<(&'static str, &Tensor, bool)> = vec![
+        ("input of the attention norm", &rec.r_attn, true),
+        ("attention probabilities", &rec.p, false),
+    ];
+    if let Some(r) = &rec.r_post_attn {
+        order.push(("attention output's norm", r, true));
+    }
+    order.push(("attention output", &rec.attn_out, false));
+    order.push(("residual stream after attention", &rec.h_mid, false));
+    order.push(("input of the MLP norm", &rec.r_ffn, true));
+    order.push(("MLP gate activations", &rec.g, false));
+    if let Some(r) = &rec.r_post_ffn {
+        order.push(("MLP output's norm", r, true));
+    }
+    order.push(("MLP output", &rec.mlp_out, false));
+    let ok = |t: &Tensor, scale: bool| {
+        if scale {
+            norm_scale_ok(t)
+        } else {
+            finite(t)
+        }
+    };
+    // NaN and infinity reach the block's output; an overflowed norm only
+    // shows in its scale.
+    let mut healthy = finite(&rec.h_out)?;
+    for (_, t, scale) in &order {
+        if *scale {
+            healthy &= ok(t, true)?;
+        }
+    }
+    if healthy {
+        return Ok(());
+    }
+    for (what, t, scale) in order {
+        if !ok(t, scale)? {
+            return Err(non_finite(l + 1, what, rec.h_out.dtype()));
+        }
+    }
+    Err(non_finite(l + 1, "residual stream", rec.h_out.dtype()))
+}
+
+/// The final norm's scale at the last position is usable (see
+/// [`check_finite`]); `layers` names where its input came from.
+pub fn check_final_norm(r: &Tensor, layers: usize) -> Result<()> {
+    if norm_scale_ok(r)? {
+        Ok(())
+    } else {
+        Err(non_finite(layers, "input of the final norm", r.dtype()))
+    }
+}
+
+fn non_finite(layer: usize, quantity: &'static str, dtype: DType) -> EngineError {
+    EngineError::NonFiniteActivation {
+        layer,
+        quantity,
+        hint: if dtype == DType::F64 {
+            ""
+        } else {
+            " (beyond f32's range: run in f64)"
+        },
+    }
+}
+
+/// A norm scale `rsqrt(mean(x²) + eps)` is positive and finite unless the
+/// mean square overflowed (0) or its input held NaN.
+fn norm_scale_ok(r: &Tensor) -> Result<bool> {
+    let min = r.min_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    Ok(min > 0.0 && finite(r)?)
+}
+
+/// No NaN and no infinity in `t`. A finite sum proves it without a copy;
+/// a non-finite one may be large finite values overflowing, so then `t · 0`
+/// (0 for finite values, NaN otherwise) decides.
+pub(crate) fn finite(t: &Tensor) -> Result<bool> {
+    let sum_finite = |t: &Tensor| -> Result<bool> {
+        Ok(t.sum_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?
+            .is_finite())
+    };
+    Ok(sum_finite(t)? || sum_finite(&(t * 0.0)?)?)
 }

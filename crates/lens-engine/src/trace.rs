@@ -6,8 +6,8 @@
 use crate::error::Result;
 use crate::forward::PrecisionDType;
 use crate::forward::{
-    check_ids, embed, layer, norm_weight, rms_scale, scale_norm, unembed, LayerRecord, Precision,
-    RopeTables,
+    check_final_norm, check_ids, embed, layer, norm_weight, rms_scale, scale_norm, unembed,
+    LayerRecord, Precision, RopeTables,
 };
 use crate::model::Model;
 use candle_core::{DType, Tensor};
@@ -61,6 +61,7 @@ pub fn trace(model: &Model, ids: &[u32], precision: Precision) -> Result<Trace> 
     }
     let last = h.narrow(0, n - 1, 1)?;
     let r_final = rms_scale(&last, model.config.norm_eps)?;
+    check_final_norm(&r_final, model.config.layers)?;
     let w_final = norm_weight(model, "output_norm.weight", dtype)?;
     let y = scale_norm(&last, &r_final, &w_final)?;
     Ok(Trace {

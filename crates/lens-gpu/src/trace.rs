@@ -17,7 +17,8 @@ use crate::error::{GpuError, Result};
 use candle_core::{DType, Device, Tensor};
 use lens_engine::backend::{Backend, Batch, MatView, Store, Strided};
 use lens_engine::forward::{
-    check_ids, embed, norm_weight, rms_scale, scale_norm, LayerRecord, Precision, RopeTables,
+    check_final_norm, check_finite, check_ids, embed, norm_weight, rms_scale, scale_norm,
+    LayerRecord, Precision, RopeTables,
 };
 use lens_engine::model::{Activation, Model};
 use lens_engine::trace::Trace;
@@ -341,6 +342,7 @@ pub async fn trace(gpu: &Gpu, model: &Model, ids: &[u32]) -> Result<Trace> {
         lens_engine::progress::report(l, c.layers);
         let bufs = layer(gpu, model, l, &h, &ropes)?;
         let rec = read_back(gpu, &bufs, h_host, dims).await?;
+        check_finite(l, &rec)?;
         h_host = rec.h_out.clone();
         h = bufs.h_out;
         layers.push(rec);
@@ -348,6 +350,7 @@ pub async fn trace(gpu: &Gpu, model: &Model, ids: &[u32]) -> Result<Trace> {
     lens_engine::progress::report(c.layers, c.layers);
     let last = h_host.narrow(0, n - 1, 1)?;
     let r_final = rms_scale(&last, c.norm_eps)?;
+    check_final_norm(&r_final, c.layers)?;
     let w_final = norm_weight(model, "output_norm.weight", DType::F32)?;
     let y = scale_norm(&last, &r_final, &w_final)?;
     Ok(Trace {

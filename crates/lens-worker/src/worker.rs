@@ -342,7 +342,7 @@ async fn load_remote(req: ModelRequest) -> Result<(), Failure> {
                 // A sharded checkpoint: its index names the shards.
                 let base = req.repo_base.clone().unwrap_or_default();
                 let index_url = format!("{base}/model.safetensors.index.json");
-                let index = fetch::download(&index_url, None, &|_, _| {})
+                let index = fetch::download(&index_url, None, &|_, _| {}, &|_| {})
                     .await?
                     .ok_or((
                         ErrorKind::BadModel,

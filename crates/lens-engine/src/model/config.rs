@@ -135,6 +135,19 @@ fn gemma3_sliding(layers: usize, window: usize) -> Vec<Option<usize>> {
         .collect()
 }
 
+/// Most layers a model may have; read before the per-layer tables are
+/// allocated from the count (a file's count could be any number).
+const MAX_LAYERS: usize = 1024;
+
+fn layer_count(layers: usize, field: &str) -> Result<usize> {
+    if layers > MAX_LAYERS {
+        return Err(EngineError::Config(format!(
+            "`{field}` = {layers} is more layers than any model this tool runs (at most {MAX_LAYERS})"
+        )));
+    }
+    Ok(layers)
+}
+
 fn check(cfg: ModelConfig) -> Result<ModelConfig> {
     let bad = |m: &str| Err(EngineError::Config(m.to_string()));
     if cfg.hidden == 0 || cfg.layers == 0 || cfg.heads == 0 || cfg.kv_heads == 0 {
@@ -151,7 +164,7 @@ fn check(cfg: ModelConfig) -> Result<ModelConfig> {
     if [cfg.hidden, cfg.ffn, cfg.vocab, cfg.head_dim * cfg.heads]
         .iter()
         .any(|&d| d > limit)
-        || cfg.layers > 1024
+        || cfg.layers > MAX_LAYERS
     {
         return bad("dimensions are absurdly large");
     }
@@ -172,7 +185,7 @@ impl ModelConfig {
         };
         let k = |s: &str| format!("{arch_name}.{s}");
         let hidden = f.usize(&k("embedding_length"))?;
-        let layers = f.usize(&k("block_count"))?;
+        let layers = layer_count(f.usize(&k("block_count"))?, &k("block_count"))?;
         let heads = f.usize(&k("attention.head_count"))?;
         let kv_heads = f.usize_opt(&k("attention.head_count_kv"))?.unwrap_or(heads);
         let head_dim = match f.usize_opt(&k("attention.key_length"))? {
@@ -274,7 +287,7 @@ impl ModelConfig {
         };
         let hidden = req("hidden_size")?;
         let heads = req("num_attention_heads")?;
-        let layers = req("num_hidden_layers")?;
+        let layers = layer_count(req("num_hidden_layers")?, "num_hidden_layers")?;
         let head_dim = match int("head_dim")? {
             Some(d) => d,
             None => hidden.checked_div(heads).unwrap_or(0),

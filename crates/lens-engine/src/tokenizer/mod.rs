@@ -57,6 +57,16 @@ impl LensTokenizer {
     /// From Hugging Face files: `tokenizer.json` and, if present,
     /// `tokenizer_config.json` (for `add_bos_token`, `bos_token`, `eos_token`).
     pub fn from_json(tokenizer_json: &[u8], tokenizer_config_json: Option<&[u8]>) -> Result<Self> {
+        // tokenizers panics on an error inside the `decoder` value (its
+        // deserializer `expect`s one), found by fuzzing: that value is read
+        // here first (the rest is skipped), so only a well-formed one reaches it.
+        #[derive(serde::Deserialize)]
+        struct DecoderOnly {
+            #[allow(dead_code)]
+            decoder: Option<serde_json::Value>,
+        }
+        serde_json::from_slice::<DecoderOnly>(tokenizer_json)
+            .map_err(|e| err(format!("tokenizer.json is not valid JSON: {e}")))?;
         let mut tok = Tokenizer::from_bytes(tokenizer_json)
             .map_err(|e| err(format!("cannot read tokenizer.json: {e}")))?;
         // A prompt is never cut or padded behind the user's back.

@@ -210,6 +210,18 @@ impl WeightStore {
         bytes: &[u8],
         shape: Vec<usize>,
     ) -> Result<Tensor> {
+        // candle reads the bytes as a slice of blocks (f16 and f32 fields): a
+        // tensor at an offset that breaks their alignment (a malformed file's
+        // offsets) is copied to an aligned place first, never read misaligned.
+        let mut copy = Vec::new();
+        let bytes = if bytes.as_ptr().align_offset(BLOCK_ALIGN) == 0 {
+            bytes
+        } else {
+            copy.resize(bytes.len() + BLOCK_ALIGN, 0u8);
+            let at = copy.as_ptr().align_offset(BLOCK_ALIGN);
+            copy[at..at + bytes.len()].copy_from_slice(bytes);
+            &copy[at..at + bytes.len()]
+        };
         let q = qtensor_from_ggml(dtype, bytes, shape, &Device::Cpu).map_err(|e| {
             EngineError::Gguf(format!(
                 "cannot decode tensor `{name}` ({dtype:?}): {}",
@@ -220,11 +232,13 @@ impl WeightStore {
     }
 }
 
-/// Casts to the working dtype and rejects NaN/inf (a sum propagates them).
+/// The alignment candle's block types need, with room to spare.
+const BLOCK_ALIGN: usize = 16;
+
+/// Casts to the working dtype and rejects NaN/inf.
 fn finish(name: &str, t: Tensor, dtype: DType) -> Result<Tensor> {
     let t = t.to_dtype(dtype)?;
-    let s = t.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-    if !s.is_finite() {
+    if !crate::forward::finite(&t)? {
         return Err(EngineError::NonFinite(name.to_string()));
     }
     Ok(t)
