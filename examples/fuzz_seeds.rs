@@ -50,7 +50,10 @@ fn main() {
     let cache = std::env::var_os("LINEAR_LENS_MODELS")
         .map(PathBuf::from)
         .unwrap_or_else(|| home().join(".cache/linear-lens"));
-    for file in ["SmolLM2-135M-Instruct.Q4_1.gguf"] {
+    for file in [
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "gemma-3-270m-q4_k_m.gguf",
+    ] {
         if let Some(head) = head_of(&cache.join(file), 1 << 20) {
             put("gguf", &format!("head-{file}"), &head);
         }
@@ -112,10 +115,18 @@ fn main() {
         put(
             "link_text",
             "request-load",
-            Request::Load { model }.to_json().as_bytes(),
+            Request::Load {
+                model,
+                memory_limit: Some(4 << 30),
+            }
+            .to_json()
+            .as_bytes(),
         );
     }
-    let files = Request::LoadFiles { id: "local".into() };
+    let files = Request::LoadFiles {
+        id: "local".into(),
+        memory_limit: None,
+    };
     put("link_text", "request-files", files.to_json().as_bytes());
 
     // A Lanczos block: width 3, two vectors.

@@ -49,16 +49,23 @@ impl Page {
     /// Asks `engine` (the run's worker or a helper of the pool) to load
     /// what `loaded` names.
     pub fn load_into(&self, engine: &Engine) -> Result<(), String> {
+        // The worker refuses a model that cannot fit, before downloading it.
+        let memory_limit = Some(lens_protocol::pool::worker_limit(
+            browser::device_memory_gb(),
+        ));
         match self.loaded.get_value() {
             Some(Loadable::Remote(id)) => {
                 let model = self
                     .catalog
                     .with_value(|c| c.resolve(&id, &self.hf_base.get_value()))?;
-                engine.post(&Request::Load { model });
+                engine.post(&Request::Load {
+                    model,
+                    memory_limit,
+                });
             }
             Some(Loadable::Files(files)) => {
                 let id = self.spec.get_untracked().model;
-                engine.post_files(&Request::LoadFiles { id }, &files);
+                engine.post_files(&Request::LoadFiles { id, memory_limit }, &files);
             }
             None => {}
         }

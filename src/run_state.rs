@@ -111,6 +111,14 @@ pub fn default_layers(layers: usize) -> String {
 }
 
 impl ModelState {
+    /// On its way in: the worker starting for it, downloading, parsing.
+    pub fn is_loading(&self) -> bool {
+        matches!(
+            self,
+            ModelState::Starting | ModelState::Downloading { .. } | ModelState::Parsing
+        )
+    }
+
     /// The status line under the model picker.
     pub fn status(&self) -> String {
         match self.clone() {

@@ -274,6 +274,19 @@ impl Page {
     /// The worker died (a trap: out of memory, a panic).
     pub fn on_crash(&self, msg: String) {
         let was_running = self.running.get_untracked().is_some();
+        if !was_running && self.model_state.with_untracked(|m| m.is_loading()) {
+            // Loading the same files again would end the same way: nothing
+            // loads until the next choice.
+            self.loaded.set_value(None);
+            self.run_when_ready.set_value(false);
+            self.error.set(Some(format!(
+                "The engine stopped while loading the model ({msg}): most likely this browser \
+                 cannot give it enough memory. Pick a smaller model, or close other tabs and \
+                 pick it again."
+            )));
+            self.restart_engine();
+            return;
+        }
         self.error.set(Some(format!(
             "The engine stopped{}: {msg}. It has been restarted and the model is loading again.",
             if was_running {
@@ -292,6 +305,8 @@ impl Page {
         self.run_when_ready.set_value(false);
         if !was_running {
             self.loaded.set_value(None);
+            // Said at once: the fresh worker only confirms it.
+            self.model_state.set(ModelState::Idle);
         }
         self.error.set(Some(if was_running {
             "Cancelled. The engine was stopped; the model is reloading from this device's cache. \

@@ -272,17 +272,88 @@ fn shape_mismatch() {
     t.1 = vec![FFN / 2, HIDDEN];
     t.2.truncate(FFN / 2 * HIDDEN);
     match load_err(g.bytes()) {
-        EngineError::ShapeMismatch {
-            name,
-            got,
-            expected,
-        } => {
-            assert_eq!(name, "blk.0.ffn_up.weight");
-            assert_eq!(got, vec![FFN / 2, HIDDEN]);
-            assert_eq!(expected, vec![FFN, HIDDEN]);
+        EngineError::Config(m) => {
+            // The tensor, both shapes, and the fields the expected one came from.
+            for part in [
+                "`blk.0.ffn_up.weight`",
+                &format!("{:?}", [FFN / 2, HIDDEN]),
+                &format!("{:?}", [FFN, HIDDEN]),
+                "`llama.feed_forward_length`",
+                "`llama.embedding_length`",
+            ] {
+                assert!(m.contains(part), "{part} not in: {m}");
+            }
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// Inconsistent sizes give one line naming the field, in the file's own
+/// spelling: a GGUF key, or a `config.json` key.
+#[test]
+fn inconsistent_configs_name_the_field() {
+    let g = |key: &str, v: u32| {
+        let mut g = Gguf::tiny_llama();
+        g.set(key, Value::U32(v));
+        load_err(g.bytes()).to_string()
+    };
+    let gguf_cases = [
+        (g("llama.embedding_length", 0), "`llama.embedding_length` is 0"),
+        (g("llama.attention.head_count", 0), "`llama.attention.head_count` is 0"),
+        (g("llama.feed_forward_length", 0), "`llama.feed_forward_length` is 0"),
+        // Heads that do not divide.
+        (
+            g("llama.attention.head_count_kv", 3),
+            "`llama.attention.head_count` = 2 is not a multiple of `llama.attention.head_count_kv` = 3",
+        ),
+        // An odd head dimension.
+        (g("llama.attention.key_length", 7), "`llama.attention.key_length` = 7"),
+        // A head dimension that does not match the tensors.
+        (g("llama.attention.key_length", 8), "`llama.attention.key_length`"),
+    ];
+    for (m, want) in gguf_cases {
+        assert!(m.contains(want), "{want} not in: {m}");
+        assert_one_line(&m);
+    }
+
+    let f = tiny_hf();
+    let base: serde_json::Value = serde_json::from_slice(&f.config).unwrap();
+    let hf = |key: &str, v: serde_json::Value| {
+        let mut c = base.clone();
+        c[key] = v;
+        hf_err(c.to_string().as_bytes(), &f.tokenizer, &f.shard).to_string()
+    };
+    let j = |v: i64| serde_json::json!(v);
+    let hf_cases = [
+        (hf("hidden_size", j(0)), "`hidden_size` is 0"),
+        (hf("num_hidden_layers", j(0)), "`num_hidden_layers` is 0"),
+        (
+            hf("num_key_value_heads", j(0)),
+            "`num_key_value_heads` is 0",
+        ),
+        (hf("vocab_size", j(0)), "`vocab_size` is 0"),
+        (
+            hf("num_key_value_heads", j(3)),
+            "`num_attention_heads` = 4 is not a multiple of `num_key_value_heads` = 3",
+        ),
+        // No head_dim given: hidden / heads, odd here.
+        (
+            hf("num_attention_heads", j(64)),
+            "`hidden_size` / `num_attention_heads` = 1",
+        ),
+        // A head dimension that does not match the q projection.
+        (hf("head_dim", j(8)), "`head_dim`"),
+        // A vocabulary larger than the embedding.
+        (hf("vocab_size", j(101)), "`vocab_size`"),
+        // A feed-forward width that does not match the MLP tensors.
+        (hf("intermediate_size", j(100)), "`intermediate_size`"),
+        (hf("rope_theta", j(-1)), "`rope_theta` = -1"),
+    ];
+    for (m, want) in hf_cases {
+        assert!(m.contains(want), "{want} not in: {m}");
+    }
+    let m = hf("vocab_size", j(101));
+    assert!(m.contains("100") && m.contains("101"), "{m}");
 }
 
 #[test]

@@ -36,6 +36,7 @@ fn run_on_gpu(model: &Model, prompt: &str, full: bool) -> Vec<Reply> {
         gpu: Some(&g),
         fallback: None,
         pool: None,
+        room: None,
     };
     let (replies, result, _) = run_collecting(model, &req, compute);
     assert!(result.is_ok(), "{:?}", result.err());
@@ -86,6 +87,78 @@ fn tiny_qwen3_full_run_on_the_gpu() {
     assert_eq!(report.precision, Precision::F32, "the GPU computes in f32");
     assert_eq!(report.reconstruction.certificate, Some(cert));
     assert!(report.svd.is_some(), "the SVD of the GPU's J");
+}
+
+/// A device lost before the run's passes (given up with `destroy`, as a
+/// driver reset takes it): the run is done again on the CPU, the page is told
+/// why, and the numbers are the f64 CPU's.
+#[test]
+fn a_lost_device_falls_back_to_the_cpu() {
+    let spec = Spec::new(Family::Qwen3);
+    let dir = temp_dir("worker-gpu-lost");
+    let tok = word_level_tokenizer_json(&word_vocab(spec.vocab));
+    write_hf_dir(
+        &dir,
+        &hf_config(&spec, json!({})),
+        &random_hf_tensors(&spec),
+        &tok,
+        None,
+    );
+    let m = Model::load_path(&dir).expect("tiny model");
+    let g = gpu();
+    g.destroy();
+    let req = RunRequest {
+        job: 1,
+        prompt: prompt(9, 6, spec.vocab),
+        precision: Precision::F64,
+        top: 5,
+        full: true,
+        svd: SvdMode::Full,
+        backend: lens_protocol::BackendChoice::Webgpu,
+        pool: 1,
+    };
+    let compute = stages::Compute {
+        gpu: Some(&g),
+        fallback: None,
+        pool: None,
+        room: None,
+    };
+    let (replies, result, _) = run_collecting(&m, &req, compute);
+    assert!(result.is_ok(), "{:?}", result.err());
+    let notice = replies.iter().find_map(|r| match r {
+        Reply::Notice { message } => Some(message.clone()),
+        _ => None,
+    });
+    assert!(
+        notice
+            .as_deref()
+            .is_some_and(|m| m.contains("stopped in the middle of the run")
+                && m.contains("destroyed")
+                && m.contains("CPU")),
+        "{notice:?}"
+    );
+    let backend = replies.iter().rev().find_map(|r| match r {
+        Reply::Backend {
+            device, fallback, ..
+        } => Some((*device, fallback.clone())),
+        _ => None,
+    });
+    match backend {
+        Some((Device::CpuF64, Some(why))) => assert!(why.contains("destroyed"), "{why}"),
+        other => panic!("the re-run's backend: {other:?}"),
+    }
+    let rel = replies
+        .iter()
+        .rev()
+        .find_map(|r| match r {
+            Reply::Part {
+                part: Part::Jacobian(j),
+                ..
+            } => Some(j.detached_rel_error),
+            _ => None,
+        })
+        .expect("a Jacobian reply");
+    assert!(rel < 1e-12, "the CPU's f64 J reconstructs: {rel:e}");
 }
 
 #[test]

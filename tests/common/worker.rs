@@ -18,7 +18,7 @@ pub fn run_collecting(
     let seen = Rc::new(RefCell::new(Vec::new()));
     let s = seen.clone();
     let mut session = None;
-    let result = lens_gpu::block_on(stages::run(
+    let result = lens_gpu::block_on(stages::run_or_cpu(
         model,
         req,
         Rc::new(move |r| s.borrow_mut().push(r)),

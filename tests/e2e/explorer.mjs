@@ -293,6 +293,28 @@ await scenario("local files by the picker", async () => {
     `local files: the same model, the same numbers (${JSON.stringify(rF.predicted)})`);
 });
 
+await scenario("a worker out of memory while loading", async () => {
+  // 9. V8 lets this browser's wasm memories grow to 400 MiB only: Gemma's
+  // 253 MB file and its copy into the model do not fit, and the worker dies
+  // in the middle of loading it. The page says so once (it does not load
+  // the same files into a fresh worker again, to die again), and stays
+  // usable: a small model loads.
+  const small = await launch({ args: ["--js-flags=--wasm-max-mem-pages=6400"] });
+  const ctx = await small.newContext();
+  const page = await open(ctx, url);
+  await page.waitForSelector('[data-testid="error-message"]', { timeout: MODEL_TIMEOUT });
+  const msg = await page.textContent('[data-testid="error-message"]');
+  check(msg.includes("stopped while loading the model") && msg.includes("Pick a smaller model"), `the page says what happened: ${JSON.stringify(msg.slice(0, 200))}`);
+  await page.waitForTimeout(5000);
+  const status = await page.textContent('[data-testid="model-status"]');
+  check(status === "no model loaded" && (await page.textContent('[data-testid="error-message"]')) === msg,
+    `no second try by itself: ${JSON.stringify(status)}`);
+  await page.goto(`${url}?hf_base=${encodeURIComponent(hfBase)}#model=hf%3Atiny%2Fqwen3&prompt=${encodeURIComponent(TINY_PROMPT)}`);
+  console.log(`status: ${await waitReady(page)}`);
+  check((await page.textContent('[data-testid="model-status"]')).startsWith("ready"), "a small model loads in the same browser");
+  await small.close();
+});
+
 await ctxB.close().catch(() => {});
 await browser.close();
 hub.close();

@@ -21,11 +21,11 @@ export const t = (ms) => `${(ms / 1000).toFixed(1)} s`;
 
 /// `webgpu: true` adds `--enable-unsafe-webgpu`, without which headless
 /// Chromium offers no WebGPU adapter (with it: SwiftShader, on the CPU).
-export function launch({ webgpu = false } = {}) {
+export function launch({ webgpu = false, args = [] } = {}) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     args: ["--no-sandbox", "--headless=new", "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", ...(webgpu ? ["--enable-unsafe-webgpu"] : [])],
+      "--disable-component-update", "--disable-sync", ...(webgpu ? ["--enable-unsafe-webgpu"] : []), ...args],
   });
 }
 

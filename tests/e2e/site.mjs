@@ -219,6 +219,42 @@ await scenario("a full storage: the model loads, only not kept", async () => {
   await ctx.close();
 });
 
+await scenario("a device with little memory; a cancel during the download", async () => {
+  // A browser that reports 0.25 GB of device memory: the page refuses the
+  // 253 MB model before a byte of it is asked for, with the numbers.
+  const small = await browser.newContext();
+  await small.addInitScript(() => Object.defineProperty(Navigator.prototype, "deviceMemory", { get: () => 0.25 }));
+  const before = hubLoads();
+  const tight = await open(small, link);
+  await tight.waitForSelector('[data-testid="error-message"]', { timeout: 60_000 });
+  const msg = await tight.textContent('[data-testid="error-message"]');
+  check(/needs about 0\.\d\d GB \(0\.25 GB of weights, 0\.\d\d GB more while they are read/.test(msg) && msg.includes("0.13 GB"),
+    `refused with the numbers: ${JSON.stringify(msg.slice(0, 220))}`);
+  check(hubLoads() === before, "not a byte of it was asked for");
+  await small.close();
+
+  // A cancel in the middle of a download (here a stalled one): the page says
+  // so, the worker lets go of the connection, and the model loads again
+  // when it is picked.
+  hub.faults[HUB_PATH] = [{ after: 30 << 20, kind: "stall" }];
+  const ctx = await browser.newContext();
+  const page = await open(ctx, link);
+  await page.waitForFunction(() => /downloading|MB/.test(document.querySelector('[data-testid="model-status"]')?.textContent ?? "")
+    && document.querySelector('[data-testid="cancel-button"]'), null, { timeout: 60_000 });
+  await page.waitForTimeout(1500);
+  await page.click('[data-testid="cancel-button"]');
+  const said = await page.textContent('[data-testid="error-message"]');
+  check(said.includes("Download cancelled"), `the page says the download was cancelled: ${JSON.stringify(said)}`);
+  const status = await page.textContent('[data-testid="model-status"]');
+  check(!/downloading|ready/.test(status) && !(await page.$('[data-testid="cancel-button"]')), `nothing loads on: ${JSON.stringify(status)}`);
+  const loads = hubLoads();
+  await page.selectOption('[data-testid="model-select"]', "gemma-3-270m");
+  await waitReady(page);
+  check(hubLoads() === loads + 1 && (await page.textContent('[data-testid="model-status"]')).startsWith("ready"),
+    "picked again, the model downloads once more and loads");
+  await ctx.close();
+});
+
 await scenario("offline after the first visit, and a new version", async () => {
   const stamped = readFileSync(join(siteDir, "sw.js"), "utf8").match(/^const VERSION = "([0-9a-f]{16})";/m)?.[1];
   check(!!stamped, `the build stamped the service worker's version (${stamped})`);

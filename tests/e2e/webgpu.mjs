@@ -14,6 +14,8 @@
 // 3. `backend=cpu`: the footer says CPU, f64 exact, no certificate.
 // 4. A browser without WebGPU (no flag): auto falls back to the CPU and says
 //    why; `backend=webgpu` fails with a clear message.
+// 5. The GPU device lost in the middle of a run: the run is done again on
+//    the CPU, the page says why, the next run gets a new device.
 
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -162,6 +164,52 @@ await scenario("a tiny Qwen 3 on WebGPU, then on the CPU", async () => {
   check(r.detached <= 1e-13 && !r.cert, `backend=cpu: f64 reconstruction ${r.detached.toExponential(2)} ≤ 1e-13, no certificate`);
   check(await page.isEnabled('[data-testid="precision-select"]'), "backend=cpu: the precision select is enabled");
   await ctxT.close();
+});
+
+await scenario("the GPU lost in the middle of a run", async () => {
+  // 5. The device lost mid-run: the worker's script is served with a few
+  // lines in front that destroy its GPUDevice at the run's second readback
+  // (after the prediction is on screen), as a driver reset or a GPU process
+  // crash would. The run is done again on the CPU, the page says why, and
+  // the next run asks for a new device and gets the GPU back.
+  const cliTiny = analyze(tinyDir, TINY_PROMPT, "f64");
+  // No service worker: it would answer for the worker's script itself.
+  const ctxL = await gpu.newContext({ serviceWorkers: "block" });
+  const PATCH = `(() => {
+    let device = null, reads = 0;
+    const request = GPUAdapter.prototype.requestDevice;
+    GPUAdapter.prototype.requestDevice = async function (...a) { device = await request.apply(this, a); return device; };
+    const map = GPUBuffer.prototype.mapAsync;
+    GPUBuffer.prototype.mapAsync = function (...a) {
+      if (++reads === 2 && device) { console.log("test: destroying the GPU device"); device.destroy(); }
+      return map.apply(this, a);
+    };
+  })();\n`;
+  let patched = 0;
+  await ctxL.route(/\/worker\.js(\?.*)?$/, async (route) => {
+    const resp = await route.fetch();
+    patched++;
+    await route.fulfill({ response: resp, body: PATCH + (await resp.text()) });
+  });
+  const page = await open(ctxL, tinyLink("&backend=webgpu"));
+  const r = await runResults(page);
+  check(patched >= 1, `the worker's script was served with the patch (${patched}×)`);
+  const fallback = (await page.$('[data-testid="backend-fallback"]')) ? await page.textContent('[data-testid="backend-fallback"]') : "";
+  check(r.backend === "CPU" && /GPU device was destroyed in the middle of the run/.test(fallback),
+    `the run finished on the CPU and says why: ${r.backend}, ${JSON.stringify(fallback)}`);
+  const note = (await page.textContent('[data-testid="load-note"]').catch(() => "")) ?? "";
+  check(note.includes("done again on the CPU"), `a notice while it happens: ${JSON.stringify(note)}`);
+  check(!(await page.$('[data-testid="error-message"]')), "no error shown");
+  // backend=webgpu asks for f32: the CPU computes the run in f32 too.
+  check(relClose(r.sigma[0], cliTiny.svd.concat.singular_values[0], 1e-4) && r.detached <= 1e-5,
+    `the CPU's f32 numbers: σ1 ${r.sigma[0]?.toFixed(6)} = CLI's (f64) to 1e-4, reconstruction ${r.detached.toExponential(1)}`);
+  // The next run gets a new device.
+  await page.fill('[data-testid="prompt-input"]', "w5 w17 w42");
+  await page.click('[data-testid="run-button"]');
+  await page.waitForFunction(() => document.querySelector('[data-testid="backend-label"]')?.textContent === "WebGPU", null, { timeout: RUN_TIMEOUT });
+  const again = await runResults(page);
+  check(again.backend === "WebGPU", `the next run is on the GPU again (${again.backend})`);
+  await ctxL.close();
 });
 
 await scenario("no WebGPU in the browser", async () => {

@@ -14,6 +14,7 @@ pub mod analysis;
 pub mod backend;
 pub mod frozen;
 pub mod jacobian;
+pub mod memory;
 pub mod ordinary;
 pub mod progress;
 pub mod stages;

@@ -3,7 +3,6 @@
 use crate::error::{GpuError, Result};
 use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Mutex};
-use wgpu::util::DeviceExt;
 
 /// What the page and the bench say about the adapter.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +141,9 @@ pub struct Gpu {
     encoder: RefCell<Option<wgpu::CommandEncoder>>,
     queued: Cell<usize>,
     errors: Arc<Mutex<Vec<String>>>,
+    /// Why the device was lost, once it is (a driver reset, the browser's
+    /// GPU process gone, `destroy`): every later call fails with it.
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 impl Gpu {
@@ -189,6 +191,19 @@ impl Gpu {
                 v.push(e.to_string());
             }
         }));
+        let lost = Arc::new(Mutex::new(None));
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut l) = lost_sink.lock() {
+                // The browser's own words only where the reason is unknown.
+                let message = message.trim().trim_end_matches('.');
+                *l = Some(match reason {
+                    wgpu::DeviceLostReason::Destroyed => "destroyed".into(),
+                    wgpu::DeviceLostReason::Unknown if message.is_empty() => "lost".into(),
+                    wgpu::DeviceLostReason::Unknown => format!("lost ({message})"),
+                });
+            }
+        });
         let max_binding =
             (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
         let summary = AdapterSummary {
@@ -257,6 +272,7 @@ impl Gpu {
             encoder: RefCell::new(None),
             queued: Cell::new(0),
             errors,
+            lost,
         };
         gpu.check()?;
         Ok(gpu)
@@ -266,8 +282,25 @@ impl Gpu {
         &self.summary
     }
 
-    /// Errors the GPU reported since the last check.
+    /// Gives the device up, as a driver reset or a lost GPU process would
+    /// take it: every later call fails with [`GpuError::Lost`].
+    pub fn destroy(&self) {
+        self.device.destroy();
+        if let Ok(mut l) = self.lost.lock() {
+            l.get_or_insert_with(|| "destroyed".into());
+        }
+    }
+
+    /// Why the device was lost, if it was.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Errors the GPU reported since the last check (a lost device first).
     pub(crate) fn check(&self) -> Result<()> {
+        if let Some(why) = self.lost() {
+            return Err(GpuError::Lost(why));
+        }
         let first = self
             .errors
             .lock()
@@ -280,6 +313,9 @@ impl Gpu {
     }
 
     fn fits(&self, len: usize) -> Result<u64> {
+        if let Some(why) = self.lost() {
+            return Err(GpuError::Lost(why));
+        }
         let bytes = (len.max(1) * 4) as u64;
         if bytes > self.max_binding {
             return Err(GpuError::TooLarge {
@@ -313,13 +349,7 @@ impl Gpu {
         } else {
             bytemuck::cast_slice(data)
         };
-        let buf = self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: None,
-                contents,
-                usage: Self::USAGE,
-            });
+        let buf = self.buffer_with(None, contents, Self::USAGE);
         Ok(GpuBuf {
             buf,
             len: data.len(),
@@ -334,13 +364,27 @@ impl Gpu {
                 limit: self.max_binding,
             });
         }
-        Ok(self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("weights"),
-                contents: bytes,
-                usage: wgpu::BufferUsages::STORAGE,
-            }))
+        self.check()?;
+        Ok(self.buffer_with(Some("weights"), bytes, wgpu::BufferUsages::STORAGE))
+    }
+
+    /// A buffer holding `contents` (a multiple of 4 bytes), written through
+    /// the queue: a buffer mapped at creation panics natively once the
+    /// device is lost, where a queued write only reports an error.
+    fn buffer_with(
+        &self,
+        label: Option<&str>,
+        contents: &[u8],
+        usage: wgpu::BufferUsages,
+    ) -> wgpu::Buffer {
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label,
+            size: contents.len().max(4) as u64,
+            usage: usage | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&buf, 0, contents);
+        buf
     }
 
     /// Records work into the current encoder, submitting every [`BATCH`].
@@ -389,13 +433,11 @@ impl Gpu {
         params: &[u32],
         groups: (u32, u32, u32),
     ) {
-        let uniform = self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: None,
-                contents: bytemuck::cast_slice(params),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
+        let uniform = self.buffer_with(
+            None,
+            bytemuck::cast_slice(params),
+            wgpu::BufferUsages::UNIFORM,
+        );
         let mut entries: Vec<wgpu::BindGroupEntry> = storage
             .iter()
             .enumerate()

@@ -16,6 +16,9 @@ pub enum GpuError {
     /// A validation or out-of-memory error reported by the GPU.
     #[error("GPU error: {0}")]
     Gpu(String),
+    /// The device is gone (a driver reset, the browser's GPU process lost).
+    #[error("the GPU device was {0}")]
+    Lost(String),
     #[error("GPU readback failed: {0}")]
     Readback(String),
     #[error(transparent)]

@@ -11,10 +11,19 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
     /// Fetch (or read from the cache) and load a model.
-    Load { model: ModelRequest },
+    Load {
+        model: ModelRequest,
+        /// The most memory this worker may use (`pool::worker_limit`).
+        #[serde(default)]
+        memory_limit: Option<u64>,
+    },
     /// Load the `File`s sent with this message (a `.gguf`, or
     /// `config.json` + `tokenizer.json` + `*.safetensors`).
-    LoadFiles { id: String },
+    LoadFiles {
+        id: String,
+        #[serde(default)]
+        memory_limit: Option<u64>,
+    },
     /// Analyse a prompt on the loaded model, stage by stage.
     Run(RunRequest),
     /// Layer curves and the path for these 1-based layers of the last run.

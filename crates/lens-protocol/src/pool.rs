@@ -19,6 +19,25 @@ pub const WORKER_OVERHEAD_BYTES: u64 = 384 << 20;
 /// The device memory assumed where the browser does not say
 /// (`navigator.deviceMemory` exists in Chromium only, and caps at 8 GB).
 pub const ASSUMED_DEVICE_GB: f64 = 4.0;
+/// The most memory one wasm32 worker can address.
+pub const WASM32_BYTES: u64 = 4 << 30;
+
+/// The memory the page's engine workers may take together: half the
+/// device's, as far as the browser says.
+fn budget_bytes(device_gb: Option<f64>) -> u64 {
+    let gb = device_gb
+        .filter(|g| g.is_finite() && *g > 0.0)
+        .unwrap_or(ASSUMED_DEVICE_GB);
+    (gb * 0.5 * (1u64 << 30) as f64) as u64
+}
+
+/// What one engine worker may use: the budget, and never more than wasm32
+/// addresses. A model or a run estimated above it is refused before
+/// anything is allocated for it.
+pub fn worker_limit(device_gb: Option<f64>) -> u64 {
+    budget_bytes(device_gb).min(WASM32_BYTES)
+}
+
 /// One share of rows per worker. Smaller chunks balance better but cost
 /// more: each chunk is a transpose pass of its own, and below about
 /// `d·ffn / (2·ffn − d)` rows (380 on Gemma 3 270M) a pass can no longer
@@ -47,10 +66,7 @@ impl PoolSize {
     /// [`MAX_WORKERS`].
     pub fn choose(cores: Option<usize>, device_gb: Option<f64>, model_bytes: u64) -> Self {
         let cores = cores.unwrap_or(1).max(1);
-        let gb = device_gb
-            .filter(|g| g.is_finite() && *g > 0.0)
-            .unwrap_or(ASSUMED_DEVICE_GB);
-        let budget_bytes = (gb * 0.5 * (1u64 << 30) as f64) as u64;
+        let budget_bytes = budget_bytes(device_gb);
         let per = model_bytes.saturating_add(WORKER_OVERHEAD_BYTES).max(1);
         let fit = (budget_bytes / per) as usize;
         PoolSize {

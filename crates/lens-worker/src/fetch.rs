@@ -114,8 +114,13 @@ const MAX_RESUMES: u32 = 6;
 /// gone, or the server breaks at the same place each time).
 const MAX_FRUITLESS: u32 = 2;
 
-/// GETs `url`, calling `on_bytes(received_in_this_file, content_length)` as
-/// chunks arrive. `Ok(None)` for a 404 (an optional file that is not there).
+/// Told `(received_in_this_file, content_length)` once a response's length
+/// is known (before its body is read) and as chunks arrive; an error from it
+/// stops the download (a model too large for the memory, say).
+pub type OnBytes<'a> = &'a dyn Fn(u64, Option<u64>) -> Result<(), Failure>;
+
+/// GETs `url`, calling `on_bytes` as chunks arrive. `Ok(None)` for a 404
+/// (an optional file that is not there).
 /// A response announcing another length than `expect` fails before its
 /// body is read (a static host's page in place of a model, say). A
 /// connection that breaks off or stalls is resumed from the byte where it
@@ -124,7 +129,7 @@ const MAX_FRUITLESS: u32 = 2;
 pub async fn download(
     url: &str,
     expect: Option<u64>,
-    on_bytes: &dyn Fn(u64, Option<u64>),
+    on_bytes: OnBytes<'_>,
     notice: &dyn Fn(String),
 ) -> Result<Option<Vec<u8>>, Failure> {
     let mut got = Partial::default();
@@ -186,7 +191,7 @@ async fn attempt(
     url: &str,
     expect: Option<u64>,
     got: &mut Partial,
-    on_bytes: &dyn Fn(u64, Option<u64>),
+    on_bytes: OnBytes<'_>,
 ) -> Result<bool, Break> {
     let fatal = |kind, m: String| Break::Fatal((kind, m));
     let engine = |e: JsValue| Break::Fatal((ErrorKind::Engine, js_error(&e)));
@@ -221,6 +226,7 @@ async fn attempt(
             }
             got.bytes.clear();
             got.total = length;
+            on_bytes(0, length).map_err(Break::Fatal)?;
             if let Some(t) = length {
                 got.bytes.try_reserve_exact(t as usize).map_err(|_| {
                     fatal(
@@ -272,7 +278,7 @@ async fn attempt(
         )
     })?;
     let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
-    on_bytes(got.bytes.len() as u64, total);
+    on_bytes(got.bytes.len() as u64, total).map_err(Break::Fatal)?;
     let mut reported = got.bytes.len() as u64;
     loop {
         let step: ReadableStreamReadResult = JsFuture::from(reader.read())
@@ -307,7 +313,7 @@ async fn attempt(
         chunk.copy_to(&mut got.bytes[start..]);
         let received = got.bytes.len() as u64;
         if received - reported >= 1 << 20 {
-            on_bytes(received, total);
+            on_bytes(received, total).map_err(Break::Fatal)?;
             reported = received;
         }
     }
@@ -319,7 +325,7 @@ async fn attempt(
             )));
         }
     }
-    on_bytes(got.bytes.len() as u64, total);
+    on_bytes(got.bytes.len() as u64, total).map_err(Break::Fatal)?;
     Ok(true)
 }
 
@@ -415,7 +421,7 @@ impl Drop for Watchdog {
 /// `./models/`). `Ok(None)`: no source has the file.
 pub async fn from_sources(
     file: &FileSpec,
-    on_bytes: &dyn Fn(u64, Option<u64>),
+    on_bytes: OnBytes<'_>,
     notice: &dyn Fn(String),
 ) -> Result<Option<Vec<u8>>, Failure> {
     let urls: Vec<&String> = std::iter::once(&file.url).chain(&file.mirrors).collect();

@@ -15,6 +15,7 @@ use lens_engine::jacobian::{
     contributions, contributions_on, detached_jacobian, detached_jacobian_on, vjp_tap_on,
     PassOptions, Tap,
 };
+use lens_engine::memory::MemoryNeed;
 use lens_engine::trace::{trace, Trace};
 use lens_engine::{progress, stages, Model, Precision, PrecisionDType};
 use lens_protocol::messages::RunRequest;
@@ -64,6 +65,17 @@ pub struct Compute<'a> {
     pub gpu: Option<&'a lens_gpu::Gpu>,
     pub fallback: Option<String>,
     pub pool: Option<&'a dyn Pool>,
+    /// The worker's memory: a run estimated past its limit is refused
+    /// before its frozen forward (`None`: no limit).
+    pub room: Option<Room>,
+}
+
+/// What the worker holds before a run (its wasm memory: the model, the
+/// tokenizer) and the most it may use.
+#[derive(Debug, Clone, Copy)]
+pub struct Room {
+    pub held: u64,
+    pub limit: u64,
 }
 
 impl Compute<'_> {
@@ -71,6 +83,7 @@ impl Compute<'_> {
         gpu: None,
         fallback: None,
         pool: None,
+        room: None,
     };
 }
 
@@ -166,6 +179,38 @@ fn encode(model: &Model, prompt: &str) -> Result<Vec<u32>, Failure> {
     Ok(ids)
 }
 
+/// As [`run`]; where the GPU's device is lost in the middle (a driver reset,
+/// the browser's GPU process gone), the run is done again on the CPU and the
+/// page is told why. The parts already shown stay until the CPU's replace
+/// them.
+pub async fn run_or_cpu(
+    model: &Model,
+    req: &RunRequest,
+    emit: Emit,
+    now_ms: &dyn Fn() -> f64,
+    session: &mut Option<Session>,
+    compute: Compute<'_>,
+) -> Result<(), Failure> {
+    let (gpu, pool, room) = (compute.gpu, compute.pool, compute.room);
+    let out = run(model, req, emit.clone(), now_ms, session, compute).await;
+    let Some(why) = gpu.and_then(|g| g.lost()).filter(|_| out.is_err()) else {
+        return out;
+    };
+    emit(Reply::Notice {
+        message: format!(
+            "The graphics device stopped in the middle of the run ({why}); \
+             the run is being done again on the CPU."
+        ),
+    });
+    let cpu = Compute {
+        gpu: None,
+        fallback: Some(format!("the GPU device was {why} in the middle of the run")),
+        pool,
+        room,
+    };
+    run(model, req, emit, now_ms, session, cpu).await
+}
+
 /// Runs `req` on `model`, sending each stage's part to `emit` as soon as it
 /// is done, with progress within the long stages; `now_ms` is the clock.
 /// The stages are the engine's (`lens_engine::stages`), as in the CLI's
@@ -188,6 +233,7 @@ pub async fn run(
     // Where the run computes, decided here once.
     let device = Device::choose(gpu.is_some(), req.precision);
     let precision = device.precision();
+    room_for_run(model, ids.len(), precision, req, compute.room)?;
     emit(Reply::Backend {
         job,
         device,
@@ -354,6 +400,30 @@ pub async fn run(
     *session = Some(s);
     done(&emit);
     Ok(())
+}
+
+/// Refuses a run whose estimated memory (what is held, the prompt's frozen
+/// forward and `J`) is past the room's limit, with the numbers.
+fn room_for_run(
+    model: &Model,
+    n: usize,
+    precision: Precision,
+    req: &RunRequest,
+    room: Option<Room>,
+) -> Result<(), Failure> {
+    let Some(room) = room else {
+        return Ok(());
+    };
+    let d = model.config.hidden;
+    let full_j = req.full && matches!(svd_plan(n, d, precision, req.svd), Ok(None));
+    let need = MemoryNeed::to_run(room.held, &model.config, n, precision, full_j);
+    match need.refuse(room.limit, &format!("This prompt ({n} tokens)")) {
+        Some(m) => Err(Failure {
+            kind: ErrorKind::OutOfMemory,
+            message: format!("{m}: shorten the prompt, or choose f32"),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// How a run of `n` tokens finds `J_cat`'s spectrum: `None` by forming `J`,

@@ -3,6 +3,7 @@
 use crate::fetch::{self, js_error, scope, Failure};
 use crate::link::{post_rows, to_inbox, PageLink};
 use js_sys::{Array, Uint8Array};
+use lens_engine::memory::MemoryNeed;
 use lens_engine::Model;
 use lens_gpu::Gpu;
 use lens_protocol::catalog::ModelRequest;
@@ -24,6 +25,8 @@ thread_local! {
     static SESSION: RefCell<Option<stages::Session>> = const { RefCell::new(None) };
     /// The WebGPU device, asked for once (or why there is none).
     static GPU: RefCell<Option<Result<Rc<Gpu>, String>>> = const { RefCell::new(None) };
+    /// The most memory this worker may use, as the page said with the load.
+    static LIMIT: Cell<Option<u64>> = const { Cell::new(None) };
     /// A run is in flight (runs await the GPU; requests wait their turn).
     static BUSY: Cell<bool> = const { Cell::new(false) };
 }
@@ -92,9 +95,17 @@ async fn run(req: RunRequest) {
             gpu: gpu.as_deref(),
             fallback,
             pool: Some(&link),
+            room: LIMIT.with(|l| l.get()).map(|limit| stages::Room {
+                held: wasm_memory_bytes(),
+                limit,
+            }),
         };
-        let out = stages::run(&model, &req, emit, &now_ms, &mut session, compute).await;
+        let out = stages::run_or_cpu(&model, &req, emit, &now_ms, &mut session, compute).await;
         drop(link);
+        if gpu.as_ref().is_some_and(|g| g.lost().is_some()) {
+            // The next run asks for a new device.
+            GPU.with(|g| g.borrow_mut().take());
+        }
         SESSION.with(|s| *s.borrow_mut() = session);
         out
     }
@@ -159,12 +170,17 @@ pub fn start() {
             }
         };
         match request {
-            Request::Load { model } => spawn_local(async move {
+            Request::Load {
+                model,
+                memory_limit,
+            } => spawn_local(async move {
+                LIMIT.with(|l| l.set(memory_limit));
                 if let Err(f) = load_remote(model).await {
                     fail(None, f);
                 }
             }),
-            Request::LoadFiles { id } => spawn_local(async move {
+            Request::LoadFiles { id, memory_limit } => spawn_local(async move {
+                LIMIT.with(|l| l.set(memory_limit));
                 let files = files.map(|f| Array::from(&f)).unwrap_or_default();
                 if let Err(f) = load_files(id, files).await {
                     fail(None, f);
@@ -263,6 +279,32 @@ fn buffer_bytes(beside: Option<JsValue>) -> Option<Vec<u8>> {
         .map(|b| Uint8Array::new(&b).to_vec())
 }
 
+/// The worker's wasm memory as it stands (it only grows): what the model,
+/// its tokenizer and the allocator's free space take.
+fn wasm_memory_bytes() -> u64 {
+    wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .map(|m| {
+            m.buffer()
+                .unchecked_into::<js_sys::ArrayBuffer>()
+                .byte_length() as u64
+        })
+        .unwrap_or(0)
+}
+
+/// Refuses a model whose files (`bytes` of them, all or some) cannot be
+/// held in this worker's memory, before they are downloaded.
+fn room_for(name: &str, bytes: u64) -> Result<(), Failure> {
+    let limit = LIMIT.with(|l| l.get());
+    match limit.and_then(|l| MemoryNeed::to_load(bytes).refuse(l, name)) {
+        Some(m) => Err((
+            ErrorKind::OutOfMemory,
+            format!("{m}. Pick a smaller model, or open the page on a device with more memory."),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Every file of `req`, from the cache or the network, with one progress
 /// count across all of them.
 async fn load_remote(req: ModelRequest) -> Result<(), Failure> {
@@ -274,6 +316,8 @@ async fn load_remote(req: ModelRequest) -> Result<(), Failure> {
     let done_bytes = Rc::new(Cell::new(0u64));
     let mut all_cached = true;
     let mut got: Vec<(String, Vec<u8>)> = Vec::new();
+    // Sizes the catalog pins: a model too large is refused before any byte.
+    room_for(&req.name, files.iter().filter_map(|f| f.size).sum())?;
     let mut i = 0;
     while i < files.len() {
         let file = files[i].clone();
@@ -313,6 +357,9 @@ async fn load_remote(req: ModelRequest) -> Result<(), Failure> {
                 let name = file.name.clone();
                 let files_now = files.clone();
                 let on_bytes = |received: u64, total: Option<u64>| {
+                    // The files' bytes so far and this one's whole length:
+                    // refused before its body is read when they cannot fit.
+                    room_for(&req.name, base + total.unwrap_or(received))?;
                     let secs = ((now_ms() - started) / 1000.0).max(1e-3);
                     post(&Reply::Download {
                         received: base + received,
@@ -321,6 +368,7 @@ async fn load_remote(req: ModelRequest) -> Result<(), Failure> {
                         file: name.clone(),
                         from_cache: false,
                     });
+                    Ok(())
                 };
                 let notice = |message| post(&Reply::Notice { message });
                 let b = fetch::from_sources(&file, &on_bytes, &notice).await?;
@@ -342,7 +390,7 @@ async fn load_remote(req: ModelRequest) -> Result<(), Failure> {
                 // A sharded checkpoint: its index names the shards.
                 let base = req.repo_base.clone().unwrap_or_default();
                 let index_url = format!("{base}/model.safetensors.index.json");
-                let index = fetch::download(&index_url, None, &|_, _| {}, &|_| {})
+                let index = fetch::download(&index_url, None, &|_, _| Ok(()), &|_| {})
                     .await?
                     .ok_or((
                         ErrorKind::BadModel,
@@ -480,6 +528,12 @@ async fn load_files(id: String, files: Array) -> Result<(), Failure> {
     let t0 = now_ms();
     MODEL.with(|m| m.borrow_mut().take());
     SESSION.with(|s| s.borrow_mut().take());
+    let sizes: f64 = files
+        .iter()
+        .filter_map(|f| f.dyn_into::<web_sys::File>().ok())
+        .map(|f| f.size())
+        .sum();
+    room_for("These files", sizes as u64)?;
     let mut got = Vec::new();
     let mut total = 0u64;
     for f in files.iter() {

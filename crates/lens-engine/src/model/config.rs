@@ -123,6 +123,79 @@ pub struct ModelConfig {
     pub attn_scale: f64,
     pub context_length: usize,
     pub tie_embeddings: bool,
+    /// Where the sizes above came from, for messages that name the field.
+    #[serde(skip)]
+    pub keys: ConfigKeys,
+}
+
+/// The name each size has in the model's own files (`qwen3.attention.head_count`
+/// in a GGUF, `num_attention_heads` in a `config.json`), so that a message
+/// about an inconsistent configuration names the field a person would fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigKeys {
+    pub hidden: String,
+    pub layers: String,
+    pub heads: String,
+    pub kv_heads: String,
+    pub head_dim: String,
+    pub ffn: String,
+    pub vocab: String,
+    pub eps: String,
+    pub rope: String,
+    pub scale: String,
+}
+
+impl Default for ConfigKeys {
+    /// A `config.json`'s names.
+    fn default() -> Self {
+        Self::hf(true, false)
+    }
+}
+
+impl ConfigKeys {
+    fn hf(head_dim_given: bool, gemma: bool) -> Self {
+        let s = |x: &str| format!("`{x}`");
+        ConfigKeys {
+            hidden: s("hidden_size"),
+            layers: s("num_hidden_layers"),
+            heads: s("num_attention_heads"),
+            kv_heads: s("num_key_value_heads"),
+            head_dim: if head_dim_given {
+                s("head_dim")
+            } else {
+                "`hidden_size` / `num_attention_heads`".into()
+            },
+            ffn: s("intermediate_size"),
+            vocab: s("vocab_size"),
+            eps: s("rms_norm_eps"),
+            rope: s("rope_theta"),
+            scale: if gemma {
+                s("query_pre_attn_scalar")
+            } else {
+                s("head_dim")
+            },
+        }
+    }
+
+    fn gguf(arch: &str, head_dim_given: bool) -> Self {
+        let s = |x: &str| format!("`{arch}.{x}`");
+        ConfigKeys {
+            hidden: s("embedding_length"),
+            layers: s("block_count"),
+            heads: s("attention.head_count"),
+            kv_heads: s("attention.head_count_kv"),
+            head_dim: if head_dim_given {
+                s("attention.key_length")
+            } else {
+                format!("{} / {}", s("embedding_length"), s("attention.head_count"))
+            },
+            ffn: s("feed_forward_length"),
+            vocab: "the rows of `token_embd.weight`".into(),
+            eps: s("attention.layer_norm_rms_epsilon"),
+            rope: s("rope.freq_base"),
+            scale: s("attention.key_length"),
+        }
+    }
 }
 
 /// Gemma 3 facts a GGUF does not store (llama.cpp and transformers supply the same).
@@ -148,28 +221,69 @@ fn layer_count(layers: usize, field: &str) -> Result<usize> {
     Ok(layers)
 }
 
+/// One line naming the first inconsistent field, before anything is
+/// allocated from the sizes.
 fn check(cfg: ModelConfig) -> Result<ModelConfig> {
-    let bad = |m: &str| Err(EngineError::Config(m.to_string()));
-    if cfg.hidden == 0 || cfg.layers == 0 || cfg.heads == 0 || cfg.kv_heads == 0 {
-        return bad("hidden size, layer and head counts must be positive");
+    let k = &cfg.keys;
+    let bad = |m: String| Err(EngineError::Config(m));
+    for (v, key) in [
+        (cfg.hidden, &k.hidden),
+        (cfg.layers, &k.layers),
+        (cfg.heads, &k.heads),
+        (cfg.kv_heads, &k.kv_heads),
+        (cfg.ffn, &k.ffn),
+        (cfg.vocab, &k.vocab),
+    ] {
+        if v == 0 {
+            return bad(format!("{key} is 0; it must be positive"));
+        }
     }
     if cfg.head_dim == 0 || !cfg.head_dim.is_multiple_of(2) {
-        return bad("head_dim must be positive and even");
+        return bad(format!(
+            "{} = {} must be positive and even (RoPE turns pairs of dimensions)",
+            k.head_dim, cfg.head_dim
+        ));
     }
     if !cfg.heads.is_multiple_of(cfg.kv_heads) {
-        return bad("attention heads must be a multiple of kv heads");
+        return bad(format!(
+            "{} = {} is not a multiple of {} = {}",
+            k.heads, cfg.heads, k.kv_heads, cfg.kv_heads
+        ));
     }
     // Guard against absurd sizes before anything is allocated from them.
     let limit = 1usize << 24;
-    if [cfg.hidden, cfg.ffn, cfg.vocab, cfg.head_dim * cfg.heads]
-        .iter()
-        .any(|&d| d > limit)
-        || cfg.layers > MAX_LAYERS
-    {
-        return bad("dimensions are absurdly large");
+    for (v, key) in [
+        (cfg.hidden, k.hidden.clone()),
+        (cfg.ffn, k.ffn.clone()),
+        (cfg.vocab, k.vocab.clone()),
+        (
+            cfg.head_dim.saturating_mul(cfg.heads),
+            format!("{} × {}", k.heads, k.head_dim),
+        ),
+    ] {
+        if v > limit {
+            return bad(format!(
+                "{key} = {v} is larger than any model this tool runs (at most {limit})"
+            ));
+        }
     }
-    if !(cfg.norm_eps.is_finite() && cfg.rope_theta > 0.0 && cfg.attn_scale.is_finite()) {
-        return bad("eps, rope base and attention scale must be finite and positive");
+    if !(cfg.norm_eps.is_finite() && cfg.norm_eps >= 0.0) {
+        return bad(format!(
+            "{} = {} must be finite and not negative",
+            k.eps, cfg.norm_eps
+        ));
+    }
+    if !(cfg.rope_theta.is_finite() && cfg.rope_theta > 0.0) {
+        return bad(format!(
+            "{} = {} must be finite and positive",
+            k.rope, cfg.rope_theta
+        ));
+    }
+    if !(cfg.attn_scale.is_finite() && cfg.attn_scale > 0.0) {
+        return bad(format!(
+            "{} gives an attention scale of {}; it must be finite and positive",
+            k.scale, cfg.attn_scale
+        ));
     }
     Ok(cfg)
 }
@@ -188,10 +302,8 @@ impl ModelConfig {
         let layers = layer_count(f.usize(&k("block_count"))?, &k("block_count"))?;
         let heads = f.usize(&k("attention.head_count"))?;
         let kv_heads = f.usize_opt(&k("attention.head_count_kv"))?.unwrap_or(heads);
-        let head_dim = match f.usize_opt(&k("attention.key_length"))? {
-            Some(d) => d,
-            None => hidden.checked_div(heads).unwrap_or(0),
-        };
+        let key_length = f.usize_opt(&k("attention.key_length"))?;
+        let head_dim = key_length.unwrap_or_else(|| hidden.checked_div(heads).unwrap_or(0));
         let vocab = match f.weights.shape("token_embd.weight") {
             Ok(s) if s.len() == 2 => s[0],
             Ok(s) => {
@@ -240,6 +352,7 @@ impl ModelConfig {
             attn_scale,
             context_length: f.usize_opt(&k("context_length"))?.unwrap_or(2048),
             tie_embeddings: !f.weights.contains("output.weight"),
+            keys: ConfigKeys::gguf(arch_name, key_length.is_some()),
         })
     }
 
@@ -288,10 +401,8 @@ impl ModelConfig {
         let hidden = req("hidden_size")?;
         let heads = req("num_attention_heads")?;
         let layers = layer_count(req("num_hidden_layers")?, "num_hidden_layers")?;
-        let head_dim = match int("head_dim")? {
-            Some(d) => d,
-            None => hidden.checked_div(heads).unwrap_or(0),
-        };
+        let given_head_dim = int("head_dim")?;
+        let head_dim = given_head_dim.unwrap_or_else(|| hidden.checked_div(heads).unwrap_or(0));
         let gemma = arch == Arch::Gemma3;
         let rope_theta = num("rope_theta")?.unwrap_or(if gemma { 1e6 } else { 1e4 });
         let sliding = if gemma {
@@ -368,6 +479,7 @@ impl ModelConfig {
             attn_scale,
             context_length: int("max_position_embeddings")?.unwrap_or(2048),
             tie_embeddings: tie,
+            keys: ConfigKeys::hf(given_head_dim.is_some(), gemma),
         })
     }
 }

@@ -118,38 +118,60 @@ impl Model {
     /// Every tensor the recipe reads exists with the shape the config implies.
     fn validate(&self) -> Result<()> {
         let c = &self.config;
+        let k = &c.keys;
         let w = &self.weights;
         let (d, q, kv) = (c.hidden, c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        w.expect_shape("token_embd.weight", &[c.vocab, d])?;
+        // A tensor of another shape than the configuration gives: the
+        // message names the fields its expected shape came from.
+        let expect = |name: &str, shape: &[usize], from: &str| -> Result<()> {
+            match w.expect_shape(name, shape) {
+                Err(EngineError::ShapeMismatch {
+                    name,
+                    got,
+                    expected,
+                }) => Err(EngineError::Config(format!(
+                    "tensor `{name}` has shape {got:?}, but the configuration ({from}) says {expected:?}"
+                ))),
+                r => r,
+            }
+        };
+        let qs = format!("{} × {}", k.heads, k.head_dim);
+        let kvs = format!("{} × {}", k.kv_heads, k.head_dim);
+        let two = |a: &str, b: &str| format!("{a}, {b}");
+        expect(
+            "token_embd.weight",
+            &[c.vocab, d],
+            &two(&k.vocab, &k.hidden),
+        )?;
         if !c.tie_embeddings {
-            w.expect_shape("output.weight", &[c.vocab, d])?;
+            expect("output.weight", &[c.vocab, d], &two(&k.vocab, &k.hidden))?;
         }
-        w.expect_shape("output_norm.weight", &[d])?;
+        expect("output_norm.weight", &[d], &k.hidden)?;
         for l in 0..c.layers {
             let n = |s: &str| format!("blk.{l}.{s}.weight");
-            w.expect_shape(&n("attn_norm"), &[d])?;
-            w.expect_shape(&n("attn_q"), &[q, d])?;
-            w.expect_shape(&n("attn_k"), &[kv, d])?;
-            w.expect_shape(&n("attn_v"), &[kv, d])?;
-            w.expect_shape(&n("attn_output"), &[d, q])?;
-            w.expect_shape(&n("ffn_norm"), &[d])?;
-            w.expect_shape(&n("ffn_gate"), &[c.ffn, d])?;
-            w.expect_shape(&n("ffn_up"), &[c.ffn, d])?;
-            w.expect_shape(&n("ffn_down"), &[d, c.ffn])?;
+            expect(&n("attn_norm"), &[d], &k.hidden)?;
+            expect(&n("attn_q"), &[q, d], &two(&qs, &k.hidden))?;
+            expect(&n("attn_k"), &[kv, d], &two(&kvs, &k.hidden))?;
+            expect(&n("attn_v"), &[kv, d], &two(&kvs, &k.hidden))?;
+            expect(&n("attn_output"), &[d, q], &two(&k.hidden, &qs))?;
+            expect(&n("ffn_norm"), &[d], &k.hidden)?;
+            expect(&n("ffn_gate"), &[c.ffn, d], &two(&k.ffn, &k.hidden))?;
+            expect(&n("ffn_up"), &[c.ffn, d], &two(&k.ffn, &k.hidden))?;
+            expect(&n("ffn_down"), &[d, c.ffn], &two(&k.hidden, &k.ffn))?;
             if c.recipe.qk_norm {
-                w.expect_shape(&n("attn_q_norm"), &[c.head_dim])?;
-                w.expect_shape(&n("attn_k_norm"), &[c.head_dim])?;
+                expect(&n("attn_q_norm"), &[c.head_dim], &k.head_dim)?;
+                expect(&n("attn_k_norm"), &[c.head_dim], &k.head_dim)?;
             }
             if c.recipe.post_norms {
-                w.expect_shape(&n("post_attention_norm"), &[d])?;
-                w.expect_shape(&n("post_ffw_norm"), &[d])?;
+                expect(&n("post_attention_norm"), &[d], &k.hidden)?;
+                expect(&n("post_ffw_norm"), &[d], &k.hidden)?;
             }
         }
         let tv = self.tokenizer.vocab_size();
         if tv > c.vocab {
             return Err(EngineError::Tokenizer(format!(
-                "the tokenizer has {tv} tokens but the model's vocabulary only {}",
-                c.vocab
+                "the tokenizer has {tv} tokens but the model's vocabulary ({}) only {}",
+                k.vocab, c.vocab
             )));
         }
         Ok(())
