@@ -36,7 +36,7 @@ fn run_on_gpu(model: &Model, prompt: &str, full: bool) -> Vec<Reply> {
         gpu: Some(&g),
         fallback: None,
         pool: None,
-        room: None,
+        memory_limit: None,
     };
     let (replies, result, _) = run_collecting(model, &req, compute);
     assert!(result.is_ok(), "{:?}", result.err());
@@ -121,7 +121,7 @@ fn a_lost_device_falls_back_to_the_cpu() {
         gpu: Some(&g),
         fallback: None,
         pool: None,
-        room: None,
+        memory_limit: None,
     };
     let (replies, result, _) = run_collecting(&m, &req, compute);
     assert!(result.is_ok(), "{:?}", result.err());

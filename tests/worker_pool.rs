@@ -191,7 +191,7 @@ fn run(
         gpu: None,
         fallback: None,
         pool,
-        room: None,
+        memory_limit: None,
     };
     let (replies, result, session) = run_collecting(model, &req, compute);
     result.unwrap();

@@ -50,8 +50,14 @@ impl MemoryNeed {
         }
     }
 
+    /// What a loaded model holds: its file's bytes and the tokenizer's
+    /// tables.
+    pub fn held_by_model(file_bytes: u64) -> u64 {
+        file_bytes + PARSE_BYTES
+    }
+
     /// A run of `n` tokens at `precision`, with `held` bytes held already
-    /// (the model, its tokenizer); `full_j` when the run forms `J` whole (else
+    /// (the model, its tokenizer: [`MemoryNeed::held_by_model`]); `full_j` when the run forms `J` whole (else
     /// its spectrum is found matrix-free, a few blocks of `n·d` vectors).
     pub fn to_run(
         held: u64,
@@ -123,5 +129,30 @@ pub fn gb(bytes: u64) -> String {
         format!("{:.0} MB", bytes as f64 / 1e6)
     } else {
         format!("{g:.2} GB")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MemoryNeed;
+
+    /// The refusal names the numbers; a need that fits is not refused.
+    #[test]
+    fn a_refusal_gives_the_numbers() {
+        let m = MemoryNeed::to_load(8_200_000_000)
+            .refuse(4 << 30, "Qwen3-4B")
+            .expect("8.2 GB does not fit 4 GiB");
+        for part in [
+            "Qwen3-4B needs about 16.45 GB",
+            "8.20 GB of weights",
+            "8.20 GB more while they are read",
+            "50 MB working memory",
+            "more than the 4.29 GB",
+        ] {
+            assert!(m.contains(part), "{part} not in: {m}");
+        }
+        assert!(MemoryNeed::to_load(253_113_024)
+            .refuse(4 << 30, "Gemma")
+            .is_none());
     }
 }

@@ -65,17 +65,9 @@ pub struct Compute<'a> {
     pub gpu: Option<&'a lens_gpu::Gpu>,
     pub fallback: Option<String>,
     pub pool: Option<&'a dyn Pool>,
-    /// The worker's memory: a run estimated past its limit is refused
-    /// before its frozen forward (`None`: no limit).
-    pub room: Option<Room>,
-}
-
-/// What the worker holds before a run (its wasm memory: the model, the
-/// tokenizer) and the most it may use.
-#[derive(Debug, Clone, Copy)]
-pub struct Room {
-    pub held: u64,
-    pub limit: u64,
+    /// The most memory the worker may use: a run estimated past it is
+    /// refused before its frozen forward (`None`: no limit).
+    pub memory_limit: Option<u64>,
 }
 
 impl Compute<'_> {
@@ -83,7 +75,7 @@ impl Compute<'_> {
         gpu: None,
         fallback: None,
         pool: None,
-        room: None,
+        memory_limit: None,
     };
 }
 
@@ -191,7 +183,7 @@ pub async fn run_or_cpu(
     session: &mut Option<Session>,
     compute: Compute<'_>,
 ) -> Result<(), Failure> {
-    let (gpu, pool, room) = (compute.gpu, compute.pool, compute.room);
+    let (gpu, pool, memory_limit) = (compute.gpu, compute.pool, compute.memory_limit);
     let out = run(model, req, emit.clone(), now_ms, session, compute).await;
     let Some(why) = gpu.and_then(|g| g.lost()).filter(|_| out.is_err()) else {
         return out;
@@ -206,7 +198,7 @@ pub async fn run_or_cpu(
         gpu: None,
         fallback: Some(format!("the GPU device was {why} in the middle of the run")),
         pool,
-        room,
+        memory_limit,
     };
     run(model, req, emit, now_ms, session, cpu).await
 }
@@ -233,7 +225,7 @@ pub async fn run(
     // Where the run computes, decided here once.
     let device = Device::choose(gpu.is_some(), req.precision);
     let precision = device.precision();
-    room_for_run(model, ids.len(), precision, req, compute.room)?;
+    room_for_run(model, ids.len(), precision, req, compute.memory_limit)?;
     emit(Reply::Backend {
         job,
         device,
@@ -402,22 +394,23 @@ pub async fn run(
     Ok(())
 }
 
-/// Refuses a run whose estimated memory (what is held, the prompt's frozen
-/// forward and `J`) is past the room's limit, with the numbers.
+/// Refuses a run whose estimated memory (the model, the prompt's frozen
+/// forward and `J`) is past `limit`, with the numbers.
 fn room_for_run(
     model: &Model,
     n: usize,
     precision: Precision,
     req: &RunRequest,
-    room: Option<Room>,
+    limit: Option<u64>,
 ) -> Result<(), Failure> {
-    let Some(room) = room else {
+    let Some(limit) = limit else {
         return Ok(());
     };
     let d = model.config.hidden;
     let full_j = req.full && matches!(svd_plan(n, d, precision, req.svd), Ok(None));
-    let need = MemoryNeed::to_run(room.held, &model.config, n, precision, full_j);
-    match need.refuse(room.limit, &format!("This prompt ({n} tokens)")) {
+    let held = MemoryNeed::held_by_model(model.weights.stored_bytes() as u64);
+    let need = MemoryNeed::to_run(held, &model.config, n, precision, full_j);
+    match need.refuse(limit, &format!("This prompt ({n} tokens)")) {
         Some(m) => Err(Failure {
             kind: ErrorKind::OutOfMemory,
             message: format!("{m}: shorten the prompt, or choose f32"),

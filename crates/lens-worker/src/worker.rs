@@ -95,10 +95,7 @@ async fn run(req: RunRequest) {
             gpu: gpu.as_deref(),
             fallback,
             pool: Some(&link),
-            room: LIMIT.with(|l| l.get()).map(|limit| stages::Room {
-                held: wasm_memory_bytes(),
-                limit,
-            }),
+            memory_limit: LIMIT.with(|l| l.get()),
         };
         let out = stages::run_or_cpu(&model, &req, emit, &now_ms, &mut session, compute).await;
         drop(link);
@@ -277,19 +274,6 @@ fn buffer_bytes(beside: Option<JsValue>) -> Option<Vec<u8>> {
     beside
         .filter(|b| b.is_instance_of::<js_sys::ArrayBuffer>())
         .map(|b| Uint8Array::new(&b).to_vec())
-}
-
-/// The worker's wasm memory as it stands (it only grows): what the model,
-/// its tokenizer and the allocator's free space take.
-fn wasm_memory_bytes() -> u64 {
-    wasm_bindgen::memory()
-        .dyn_into::<js_sys::WebAssembly::Memory>()
-        .map(|m| {
-            m.buffer()
-                .unchecked_into::<js_sys::ArrayBuffer>()
-                .byte_length() as u64
-        })
-        .unwrap_or(0)
 }
 
 /// Refuses a model whose files (`bytes` of them, all or some) cannot be
