@@ -52,10 +52,10 @@ fn run_on_gpu(model: &Model, prompt: &str, full: bool) -> Vec<Reply> {
     replies
 }
 
-#[test]
-fn tiny_qwen3_full_run_on_the_gpu() {
+/// A tiny random Qwen 3 written to a fresh `dir` and loaded.
+fn tiny_qwen3(dir: &str) -> (Spec, Model) {
     let spec = Spec::new(Family::Qwen3);
-    let dir = temp_dir("worker-gpu");
+    let dir = temp_dir(dir);
     let tok = word_level_tokenizer_json(&word_vocab(spec.vocab));
     write_hf_dir(
         &dir,
@@ -64,7 +64,12 @@ fn tiny_qwen3_full_run_on_the_gpu() {
         &tok,
         None,
     );
-    let m = Model::load_path(&dir).expect("tiny model");
+    (spec, Model::load_path(&dir).expect("tiny model"))
+}
+
+#[test]
+fn tiny_qwen3_full_run_on_the_gpu() {
+    let (spec, m) = tiny_qwen3("worker-gpu");
     let replies = run_on_gpu(&m, &prompt(9, 6, spec.vocab), true);
     let (detached, cert) = replies
         .iter()
@@ -94,17 +99,7 @@ fn tiny_qwen3_full_run_on_the_gpu() {
 /// why, and the numbers are the f64 CPU's.
 #[test]
 fn a_lost_device_falls_back_to_the_cpu() {
-    let spec = Spec::new(Family::Qwen3);
-    let dir = temp_dir("worker-gpu-lost");
-    let tok = word_level_tokenizer_json(&word_vocab(spec.vocab));
-    write_hf_dir(
-        &dir,
-        &hf_config(&spec, json!({})),
-        &random_hf_tensors(&spec),
-        &tok,
-        None,
-    );
-    let m = Model::load_path(&dir).expect("tiny model");
+    let (spec, m) = tiny_qwen3("worker-gpu-lost");
     let g = gpu();
     g.destroy();
     let req = RunRequest {
