@@ -81,34 +81,62 @@ pub const STEPS: [Step; 9] = [
     },
 ];
 
-/// The step bar: step names, previous / next, the current step's text.
+/// The classroom's controls on one line: the model, the prompt preset,
+/// Run, the model's status, and the way back to the full page.
 #[component]
-pub fn ClassroomNav(
-    step: Signal<usize>,
-    on_step: Callback<usize>,
+#[allow(clippy::too_many_arguments)] // one line of controls, each with its own input
+pub fn ClassroomBar(
+    /// The catalog's models: id and name.
+    models: Vec<(String, String)>,
+    current: Signal<String>,
+    on_pick: Callback<String>,
     prompt: Signal<String>,
     on_preset: Callback<String>,
+    on_run: Callback<()>,
+    can_run: Signal<bool>,
+    status: Signal<String>,
     on_exit: Callback<()>,
 ) -> impl IntoView {
+    let known: Vec<String> = models.iter().map(|(id, _)| id.clone()).collect();
+    view! {
+        <header class="classroom-bar" data-testid="classroom-bar">
+            <span class="classroom-title">"Linear Lens"</span>
+            <select data-testid="model-select" aria-label="model"
+                prop:value=move || current.get()
+                on:change=move |ev| on_pick.run(event_target_value(&ev))>
+                {models.into_iter().map(|(id, name)| {
+                    let is = id.clone();
+                    view! { <option value=id selected=move || current.get() == is>{name}</option> }
+                }).collect_view()}
+                {move || (!known.contains(&current.get())).then(|| view! {
+                    <option value=current.get() selected=true>{current.get()}</option>
+                })}
+            </select>
+            <select data-testid="classroom-preset" aria-label="prompt"
+                prop:value=move || prompt.get()
+                on:change=move |ev| on_preset.run(event_target_value(&ev))>
+                {PRESETS.iter().map(|p| view! {
+                    <option value=*p selected=move || prompt.get() == *p>{*p}</option>
+                }).collect_view()}
+                {move || (!PRESETS.contains(&prompt.get().as_str())).then(|| view! {
+                    <option value=prompt.get() selected=true>{prompt.get()}</option>
+                })}
+            </select>
+            <button type="button" class="primary" data-testid="run-button"
+                disabled=move || !can_run.get() on:click=move |_| on_run.run(())>"Run"</button>
+            <span class="classroom-status" data-testid="model-status">{move || status.get()}</span>
+            <button type="button" class="secondary classroom-toggle" data-testid="classroom-toggle"
+                aria-pressed="true" on:click=move |_| on_exit.run(())>"Full page"</button>
+        </header>
+    }
+}
+
+/// The step bar: step names, the current step's text, previous / next.
+#[component]
+pub fn ClassroomNav(step: Signal<usize>, on_step: Callback<usize>) -> impl IntoView {
     let last = STEPS.len() - 1;
     view! {
         <section class="card classroom-nav" data-testid="classroom" aria-label="classroom walkthrough">
-            <div class="classroom-head">
-                <label>"Preset "
-                    <select data-testid="classroom-preset"
-                        prop:value=move || prompt.get()
-                        on:change=move |ev| on_preset.run(event_target_value(&ev))>
-                        {PRESETS.iter().map(|p| view! {
-                            <option value=*p selected=move || prompt.get() == *p>{*p}</option>
-                        }).collect_view()}
-                        {move || (!PRESETS.contains(&prompt.get().as_str())).then(|| view! {
-                            <option value=prompt.get() selected=true>{prompt.get()}</option>
-                        })}
-                    </select>
-                </label>
-                <button type="button" class="secondary" data-testid="classroom-exit"
-                    on:click=move |_| on_exit.run(())>"Leave classroom mode"</button>
-            </div>
             <ol class="steps" role="list">
                 {STEPS.iter().enumerate().map(|(i, s)| view! {
                     <li>

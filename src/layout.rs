@@ -4,8 +4,9 @@
 //! from context ([`Page::get`]); the views in `views/` only draw.
 
 use crate::browser;
-use crate::classroom::{ClassroomNav, EmbeddingBars, STEPS};
+use crate::classroom::{ClassroomBar, ClassroomNav, EmbeddingBars, STEPS};
 use crate::export::ExportBar;
+use crate::messages::{self, Message};
 use crate::page::Page;
 use crate::run_state::{run_precision, Results, APP_VERSION};
 use crate::url_sync::LinkKind;
@@ -17,6 +18,7 @@ use crate::views::decode::DecodeView;
 use crate::views::exactness::ExactnessView;
 use crate::views::heatmap::HeatmapView;
 use crate::views::layers::LayersView;
+use crate::views::message::{MessageBox, Tone};
 use crate::views::model_picker::ModelPicker;
 use crate::views::path::PathView;
 use crate::views::prediction::PredictionView;
@@ -125,14 +127,7 @@ fn render(page: Page, v: View) -> AnyView {
                 let max = page.num_layers.get_untracked();
                 let bad: Vec<usize> = wanted.iter().copied().filter(|&l| l > max).collect();
                 if wanted.is_empty() || !bad.is_empty() {
-                    page.error.set(Some(format!(
-                        "Layers must be numbers from 1 to {max}, separated by commas{}.",
-                        if bad.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({bad:?} is out of range)")
-                        }
-                    )));
+                    page.error.set(Some(messages::bad_layers(max, &bad)));
                     return;
                 }
                 page.error.set(None);
@@ -220,21 +215,21 @@ fn ProgressAndErrors() -> impl IntoView {
     let snapshot = Signal::derive(move || page.snapshot.get());
     view! {
         <ProgressView info=progress on_cancel=cancel />
-        {move || page.error.get().map(|e| view! {
-            <p class="error" role="alert" data-testid="error-message">{e}</p>
+        {move || page.error.get().map(|m| view! {
+            <MessageBox message=m tone=Tone::Error testid="error-message" />
         })}
         {move || long_prompt.get().map(|m| view! {
             <p class="notice" role="status" data-testid="long-prompt-notice">{m}</p>
         })}
         <BackendFallback info=backend />
         {move || page.pool_note.get().map(|m| view! {
-            <p class="notice" role="status" data-testid="pool-note">{m}</p>
+            <MessageBox message=m tone=Tone::Notice testid="pool-note" />
         })}
         {move || page.load_note.get().map(|m| view! {
-            <p class="notice" role="status" data-testid="load-note">{m}</p>
+            <MessageBox message=m tone=Tone::Notice testid="load-note" />
         })}
         {move || page.link_note.get().map(|m| view! {
-            <p class="notice" role="status" data-testid="link-note">{m}</p>
+            <MessageBox message=Message::from_text(&m) tone=Tone::Notice testid="link-note" />
         })}
         <SnapshotView data=snapshot />
     }
@@ -283,7 +278,10 @@ fn PromptBar() -> impl IntoView {
     }
 }
 
-/// The classroom walkthrough: the step's text beside its picture.
+/// The classroom's first screen, all of it the lesson: one line of
+/// controls (model, preset, run), a slim progress bar and any message, the
+/// step bar, and the step's text beside its picture, sized to the screen
+/// (a projector's 1280×720 shows it all without scrolling).
 #[component]
 fn Classroom(step: Memo<usize>) -> impl IntoView {
     let page = Page::get();
@@ -298,6 +296,36 @@ fn Classroom(step: Memo<usize>) -> impl IntoView {
         spec.update(|s| s.classroom = None);
         page.sync_url();
     });
+    let on_pick = Callback::new(move |id: String| page.pick(id));
+    let on_run = Callback::new(move |()| page.start_run());
+    let can_run = Signal::derive(move || page.ready() && page.running.get().is_none());
+    let status = Signal::derive(move || page.model_state.get().status());
+    let current_model = Signal::derive(move || spec.get().model);
+    let models = page.catalog.with_value(|c| {
+        c.models
+            .iter()
+            .map(|m| (m.id.clone(), m.name.clone()))
+            .collect::<Vec<_>>()
+    });
+    // The layer curves are computed on demand; the Layers step asks for
+    // them (the default layers) so that its picture is there when shown.
+    Effect::new(move |_| {
+        let at_layers = STEPS[step.get()].view == Some(View::Layers);
+        let missing = page
+            .results
+            .with(|r| r.report.as_ref().is_some_and(|x| x.layers.is_empty()));
+        if at_layers
+            && missing
+            && page.analysed().get_untracked()
+            && page.running.get_untracked().is_none()
+        {
+            if spec.with_untracked(|s| s.layers.is_empty()) {
+                let wanted = parse_layers(&page.layers_input.get_untracked());
+                spec.update(|s| s.layers = wanted);
+            }
+            page.compute_layers();
+        }
+    });
     let prompt = Signal::derive(move || spec.get().prompt);
     let embed_rows = Signal::derive(move || {
         page.results.with(|r| {
@@ -308,13 +336,18 @@ fn Classroom(step: Memo<usize>) -> impl IntoView {
         })
     });
     view! {
-        <div class="classroom-layout">
-            <ClassroomNav step=step_sig on_step=on_step prompt=prompt on_preset=on_preset on_exit=on_exit />
-            <div class="classroom-picture">
+        <div class="classroom-screen">
+            <ClassroomBar models=models current=current_model on_pick=on_pick prompt=prompt
+                on_preset=on_preset on_run=on_run can_run=can_run status=status on_exit=on_exit />
+            <ProgressAndErrors />
+            <div class="classroom-layout">
+            <ClassroomNav step=step_sig on_step=on_step />
+            <div class="classroom-picture" data-testid="classroom-picture">
                 {move || match STEPS[step.get()].view {
                     Some(v) => slot(page, v).into_any(),
                     None => view! { <div id="view-embed" class="view-slot"><EmbeddingBars rows=embed_rows /></div> }.into_any(),
                 }}
+            </div>
             </div>
         </div>
     }
@@ -360,7 +393,8 @@ fn AllViews() -> impl IntoView {
 #[component]
 fn ShareBar() -> impl IntoView {
     let page = Page::get();
-    let on_export_error = Callback::new(move |e: String| page.error.set(Some(e)));
+    let on_export_error =
+        Callback::new(move |e: String| page.error.set(Some(messages::export_failed(&e))));
     let view_in_focus = Signal::derive(move || page.spec.get().view);
     let (copied, set_copied) = signal(false);
     view! {
@@ -434,22 +468,18 @@ pub fn Layout() -> impl IntoView {
     view! {
         <div class="page" class:classroom=move || classroom_on.get()
             on:dragover=move |ev: web_sys::DragEvent| ev.prevent_default() on:drop=on_drop>
+        {move || if classroom_on.get() {
+            view! { <main class="classroom-main"><Classroom step=classroom_at /><ShareBar /></main> }.into_any()
+        } else {
+            view! {
         <header class="masthead">
             <h1>"Linear Lens"</h1>
             <p class="tagline">
                 "The exact linear map a language model applies to your prompt — computed in your browser."
             </p>
             <button type="button" class="secondary classroom-toggle" data-testid="classroom-toggle"
-                aria-pressed=move || spec.get().classroom.is_some().to_string()
-                on:click=move |_| {
-                    if spec.get_untracked().classroom.is_some() {
-                        spec.update(|s| s.classroom = None);
-                        page.sync_url();
-                    } else {
-                        page.classroom_step(0);
-                    }
-                }>
-                {move || if spec.get().classroom.is_some() { "Full page" } else { "Classroom mode" }}
+                aria-pressed="false" on:click=move |_| page.classroom_step(0)>
+                "Classroom mode"
             </button>
         </header>
         <main>
@@ -457,13 +487,11 @@ pub fn Layout() -> impl IntoView {
                 on_files=on_files storage=page.storage.into() on_clear=on_clear />
             <PromptBar />
             <ProgressAndErrors />
-            {move || if classroom_on.get() {
-                view! { <Classroom step=classroom_at /> }.into_any()
-            } else {
-                view! { <AllViews /> }.into_any()
-            }}
+            <AllViews />
             <ShareBar />
         </main>
+            }.into_any()
+        }}
         <footer>
             <EngineLabel info=backend />
             {move || page.pool_size.get().map(|p| view! {

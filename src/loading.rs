@@ -3,6 +3,7 @@
 //! on the page, the model's arrival, the stored models cleared.
 
 use crate::browser;
+use crate::messages;
 use crate::numbers::mb;
 use crate::page::Page;
 use crate::run_state::{default_layers, link_notes, ModelState, Results, APP_VERSION};
@@ -41,7 +42,7 @@ impl Page {
             from_cache: false,
         });
         if let Err(msg) = self.load_into(&e) {
-            self.error.set(Some(msg));
+            self.error.set(Some(messages::bad_model_reference(&msg)));
             self.model_state.set(ModelState::Failed);
         }
     }
@@ -96,7 +97,7 @@ impl Page {
                 self.switch_model(r.id.clone(), Loadable::Remote(r.id));
                 self.sync_url();
             }
-            Err(msg) => self.error.set(Some(msg)),
+            Err(msg) => self.error.set(Some(messages::bad_model_reference(&msg))),
         }
     }
 
@@ -123,7 +124,7 @@ impl Page {
         let (error, storage) = (self.error, self.storage);
         spawn_local(async move {
             if let Err(e) = browser::clear_model_cache(MODEL_CACHE).await {
-                error.set(Some(format!("could not clear the stored models: {e}")));
+                error.set(Some(messages::clear_failed(&e)));
             }
             storage.set(browser::storage_estimate().await);
         });

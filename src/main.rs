@@ -3,7 +3,7 @@
 //!
 //! The rendering lives behind `cfg(target_arch = "wasm32")` so that native
 //! `cargo build/clippy` of the workspace stays light; the plain logic
-//! (`numbers`, `replies`, `run_state`, `view_data`) builds natively too and
+//! (`messages`, `numbers`, `replies`, `run_state`, `view_data`) builds natively too and
 //! its unit tests run there.
 
 #[cfg(target_arch = "wasm32")]
@@ -18,6 +18,8 @@ mod export;
 mod layout;
 #[cfg(target_arch = "wasm32")]
 mod loading;
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod messages;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod numbers;
 #[cfg(target_arch = "wasm32")]

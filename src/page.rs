@@ -3,6 +3,7 @@
 //! (`session`, `loading`, `url_sync`, `layout`) with [`Page::get`].
 
 use crate::loading::Loadable;
+use crate::messages::Message;
 use crate::pool::{Helper, Pooled, Shares};
 use crate::run_state::{BackendInfo, ModelState, Results, Running, Task};
 use crate::views::snapshot::SnapshotCheck;
@@ -23,7 +24,7 @@ pub(crate) struct Page {
     /// The job the worker is on, and how far it is.
     pub running: RwSignal<Option<Running>>,
     pub results: RwSignal<Results>,
-    pub error: RwSignal<Option<String>>,
+    pub error: RwSignal<Option<Message>>,
     /// Where the latest run's passes run (the worker's Backend reply).
     pub backend: RwSignal<BackendInfo>,
     /// The browser's storage use and quota.
@@ -48,9 +49,9 @@ pub(crate) struct Page {
     /// Chunks the pool computed since the model loaded, and by whom.
     pub shares: RwSignal<Shares>,
     /// What happened to the pool during the run (a worker replaced).
-    pub pool_note: RwSignal<Option<String>>,
+    pub pool_note: RwSignal<Option<Message>>,
     /// What happened while the model loaded (a source dropped for another).
-    pub load_note: RwSignal<Option<String>>,
+    pub load_note: RwSignal<Option<Message>>,
     /// The loaded model's SHA-256 (links record it).
     pub model_sha256: RwSignal<Option<String>>,
     /// A link made by another version of the app or with another model

@@ -10,6 +10,7 @@
 //! transferred buffers, so the page needs no cross-origin isolation.
 
 use crate::browser;
+use crate::messages;
 use crate::page::Page;
 use crate::run_state::Running;
 use crate::worker_client::Engine;
@@ -206,9 +207,7 @@ impl Page {
         if let Some(e) = self.helper(w) {
             e.spawn();
             if self.pooled_job().is_some() {
-                self.pool_note.set(Some(format!(
-                    "Engine worker {w} stopped ({msg}); it was replaced and its share of the work is being redone."
-                )));
+                self.pool_note.set(Some(messages::helper_replaced(w, &msg)));
             }
         }
     }

@@ -3,6 +3,7 @@
 //! to the model state, a job's into Results), a crash or a cancel.
 
 use crate::browser;
+use crate::messages::{self, Message};
 use crate::page::Page;
 use crate::run_state::{run_precision, BackendInfo, ModelState, Results, Running, Task};
 use crate::views::snapshot::SnapshotCheck;
@@ -216,7 +217,7 @@ impl Page {
                 }
             }),
             ready @ Reply::ModelReady { .. } => self.on_model_ready(ready),
-            Reply::Notice { message } => self.load_note.set(Some(message)),
+            Reply::Notice { message } => self.load_note.set(Some(Message::from_text(&message))),
             Reply::Failed {
                 job: j,
                 kind,
@@ -227,12 +228,14 @@ impl Page {
                     Some(_) => return,
                     None if kind == ErrorKind::Quota => {
                         // The model still loads, only not kept: a note, not an error.
-                        self.load_note.set(Some(message));
+                        self.load_note
+                            .set(Some(messages::worker_failed(kind, &message, false)));
                         return;
                     }
                     None => self.model_state.set(ModelState::Failed),
                 }
-                self.error.set(Some(message));
+                self.error
+                    .set(Some(messages::worker_failed(kind, &message, j.is_some())));
             }
             r => self.on_job_reply(r),
         }
@@ -279,22 +282,12 @@ impl Page {
             // loads until the next choice.
             self.loaded.set_value(None);
             self.run_when_ready.set_value(false);
-            self.error.set(Some(format!(
-                "The engine stopped while loading the model ({msg}): most likely this browser \
-                 cannot give it enough memory. Pick a smaller model, or close other tabs and \
-                 pick it again."
-            )));
+            self.error.set(Some(messages::crash(&msg, true, false)));
             self.restart_engine();
             return;
         }
-        self.error.set(Some(format!(
-            "The engine stopped{}: {msg}. It has been restarted and the model is loading again.",
-            if was_running {
-                " while computing (most likely out of memory: try a shorter prompt or f32)"
-            } else {
-                ""
-            }
-        )));
+        self.error
+            .set(Some(messages::crash(&msg, false, was_running)));
         self.restart_engine();
     }
 
@@ -308,13 +301,7 @@ impl Page {
             // Said at once: the fresh worker only confirms it.
             self.model_state.set(ModelState::Idle);
         }
-        self.error.set(Some(if was_running {
-            "Cancelled. The engine was stopped; the model is reloading from this device's cache. \
-             Results already shown are kept."
-                .into()
-        } else {
-            "Download cancelled. Pick a model to load it again.".into()
-        }));
+        self.error.set(Some(messages::cancelled(was_running)));
         self.restart_engine();
     }
 }

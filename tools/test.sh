@@ -67,8 +67,13 @@ url=$(grep -m1 '^serving ' "$log" | cut -d' ' -f2)
 # (two suites side by side: 1.5 s; alone: 0.1 s). Then two lanes side by
 # side. Each suite's log is printed whole once all are done.
 logs=$(mktemp -d)
+# The layout suite's screenshots (every size and mode) are kept as the
+# run's artefacts: $SCREENSHOT_DIR when set, else target/artefacts/screenshots.
+artefacts="${SCREENSHOT_DIR:-$PWD/target/artefacts/screenshots}"
 suite() {
-  if LINEAR_LENS_BIN="$bin" TINY_QWEN3_DIR="$tiny" node "tests/e2e/$1.mjs" "$url" "${SCREENSHOT_DIR:-}" \
+  local shots="${SCREENSHOT_DIR:-}"
+  [ "$1" = layout ] && shots="$artefacts"
+  if LINEAR_LENS_BIN="$bin" TINY_QWEN3_DIR="$tiny" node "tests/e2e/$1.mjs" "$url" "$shots" \
     >"$logs/$1.log" 2>&1; then
     touch "$logs/$1.ok"
   fi
@@ -81,11 +86,12 @@ SITE_PREBUILT=1 bash tools/site.sh "$site" >/dev/null
 export SITE_DIR="$site"
 { suite webgpu; suite site; } &
 lane=$!
-suite analysis
+{ suite analysis; suite layout; }
 wait "$lane"
 failed=0
-for s in explorer analysis webgpu site; do
+for s in explorer analysis webgpu site layout; do
   echo; echo "== browser suite: $s"; cat "$logs/$s.log"
   [ -f "$logs/$s.ok" ] || failed=1
 done
+echo; echo "screenshots of every size and mode: $artefacts"
 [ "$failed" = 0 ] || { echo "error: a browser suite failed"; exit 1; }

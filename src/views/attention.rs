@@ -2,6 +2,7 @@
 //! the coefficients the detached Jacobian holds fixed, as a heatmap of
 //! query × key positions.
 
+use super::numbers_table::NumbersTable;
 use super::plot::{clip, colour_bar, px, sequential, shown_text};
 use leptos::prelude::*;
 
@@ -79,6 +80,17 @@ fn matrix_svg(m: &[Vec<f64>], tokens: &[String], layer: usize, head: usize) -> i
         })
         .collect_view();
     let json = serde_json::to_string(m).unwrap_or_else(|_| "[]".into());
+    let mut head_row = vec!["query \\ key".to_string()];
+    head_row.extend((0..m.len()).map(|i| token_label(tokens, i)));
+    let table_rows: Vec<Vec<String>> = m
+        .iter()
+        .enumerate()
+        .map(|(q, row)| {
+            let mut r = vec![token_label(tokens, q)];
+            r.extend(row.iter().map(|p| format!("{p:.3}")));
+            r
+        })
+        .collect();
     let legend_w = 170.0;
     let legend = colour_bar(
         PAD_L + GRID - legend_w,
@@ -106,6 +118,8 @@ fn matrix_svg(m: &[Vec<f64>], tokens: &[String], layer: usize, head: usize) -> i
                 text-anchor="end">"p"</text>
             {legend}
         </svg>
+        <NumbersTable caption=format!("Attention probabilities of layer {layer}, head {head}: a row per query, a column per key")
+            head=head_row rows=table_rows />
     }
 }
 

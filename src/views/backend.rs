@@ -3,6 +3,8 @@
 //! label from the worker's latest `Backend` reply, and the note when auto
 //! fell back to the CPU.
 
+use super::message::{MessageBox, Tone};
+use crate::messages;
 use crate::run_state::BackendInfo;
 use lens_protocol::{BackendChoice, Precision};
 use leptos::prelude::*;
@@ -77,11 +79,8 @@ pub fn GpuPrecisionNote(gpu: Signal<bool>) -> impl IntoView {
 pub fn BackendFallback(info: Signal<BackendInfo>) -> impl IntoView {
     move || {
         info.get().fallback.map(|reason| {
-            view! {
-                <p class="notice" role="status" data-testid="backend-fallback">
-                    {format!("WebGPU unavailable: {reason}; running on the CPU")}
-                </p>
-            }
+            let m = messages::backend_fallback(&reason);
+            view! { <MessageBox message=m tone=Tone::Notice testid="backend-fallback" /> }
         })
     }
 }

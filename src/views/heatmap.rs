@@ -4,6 +4,7 @@
 //! nearest input embeddings).
 
 use super::format::{sci, shown};
+use super::numbers_table::NumbersTable;
 use super::plot::{
     colour_bar, diverging, nice_step, nice_ticks, px, tick_label, token_chips, tokens_json,
 };
@@ -53,6 +54,19 @@ fn matrix_svg(h: &Heatmap) -> impl IntoView {
             }
         })
         .collect_view();
+    let mut head_row = vec!["outputs \\ inputs".to_string()];
+    head_row.extend((0..h.cols).map(|c| format!("{}–{}", c * cb, (c + 1) * cb - 1)));
+    let table_rows: Vec<Vec<String>> = h
+        .values
+        .chunks(h.cols.max(1))
+        .take(h.rows)
+        .enumerate()
+        .map(|(r, row)| {
+            let mut out = vec![format!("{}–{}", r * rb, (r + 1) * rb - 1)];
+            out.extend(row.iter().map(|v| format!("{v:.3e}")));
+            out
+        })
+        .collect();
     let d_in = (cols * cb) as f64;
     let d_out = (rows * rb) as f64;
     let x_step = nice_step(0.0, d_in, 5);
@@ -105,6 +119,8 @@ fn matrix_svg(h: &Heatmap) -> impl IntoView {
                 text-anchor="middle">"output coordinate (y)"</text>
             {legend}
         </svg>
+        <NumbersTable caption=format!("J_{}: each cell the largest entry of its block of {} outputs by {} inputs", h.position, rb, cb)
+            head=head_row rows=table_rows />
     }
 }
 

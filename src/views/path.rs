@@ -2,6 +2,7 @@
 //! chosen layer's `u₁`, `u₂` (cumulative, residual stream) point, as
 //! coordinates on the output's own `u₁(L)`, `u₂(L)`.
 
+use super::numbers_table::NumbersTable;
 use super::plot::{clip, nice_ticks, place_labels, px, sequential, shown_text, tick_label, Linear};
 use lens_protocol::report::PathPoint;
 use leptos::prelude::*;
@@ -119,6 +120,17 @@ pub fn PathView(points: Signal<Vec<PathPoint>>) -> impl IntoView {
             })
             .collect_view();
         let skipped = pts.len() - n;
+        let table_rows: Vec<Vec<String>> = pts
+            .iter()
+            .map(|p| {
+                vec![
+                    p.layer.to_string(),
+                    format!("{:.4}", p.x),
+                    format!("{:.4}", p.y),
+                    shown_text(&p.label),
+                ]
+            })
+            .collect();
         view! {
             <section class="card" data-testid="view-path" data-state="ready">
                 <h2>"Path of the top singular vectors across layers"</h2>
@@ -148,6 +160,9 @@ pub fn PathView(points: Signal<Vec<PathPoint>>) -> impl IntoView {
                     "(1, 1) is the output itself (ringed). Arrows follow the layers in order, dark to light."
                     {(skipped > 0).then(|| format!(" {skipped} point(s) with non-finite coordinates are not drawn."))}
                 </p>
+                <NumbersTable caption="Each layer's top two output directions against the output's".to_string()
+                    head=vec!["layer".into(), "u₁(ℓ)·u₁(L)".into(), "u₂(ℓ)·u₂(L)".into(), "u₁ reads".into()]
+                    rows=table_rows />
             </section>
         }
         .into_any()

@@ -10,6 +10,7 @@ fn tick(e: i32) -> String {
     }
 }
 use super::format::{sci, shown};
+use super::numbers_table::NumbersTable;
 use crate::view_data::SpectrumData;
 use leptos::prelude::*;
 
@@ -51,6 +52,17 @@ pub fn SpectrumView(data: Signal<Option<SpectrumData>>, pending: Signal<bool>) -
             .as_ref()
             .map(|t| t.2.singular_values.clone())
             .unwrap_or_default();
+        let table_rows: Vec<Vec<String>> = (0..sv.len().max(tv.len()))
+            .map(|k| {
+                let cell = |v: Option<&f64>| v.map(|v| format!("{v:.6e}")).unwrap_or_default();
+                vec![(k + 1).to_string(), cell(sv.get(k)), cell(tv.get(k))]
+            })
+            .collect();
+        let mut head = vec!["k".to_string(), "σₖ of J_cat".to_string()];
+        if let Some(t) = &tok {
+            head.push(format!("σₖ of J_{} ({})", t.0, t.1.trim()));
+        }
+        let caption_text = "Singular values, largest first".to_string();
         let top = sv.first().copied().unwrap_or(1.0).max(1e-300);
         let smallest = sv
             .iter()
@@ -177,6 +189,7 @@ pub fn SpectrumView(data: Signal<Option<SpectrumData>>, pending: Signal<bool>) -
                     <text class="axis-title" x=W - 4.0 y=H - 8.0 text-anchor="end">"k"</text>
                 </svg>
                 <p class="caption">{caption}</p>
+                <NumbersTable caption=caption_text head=head rows=table_rows />
             </section>
         }
         .into_any()

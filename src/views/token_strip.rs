@@ -3,6 +3,7 @@
 //! clicking a token selects it.
 
 use super::format::shown;
+use super::numbers_table::NumbersTable;
 use crate::view_data::StripData;
 use leptos::prelude::*;
 
@@ -87,6 +88,25 @@ pub fn TokenStrip(
                 </p>
             })
         };
+        let table = d.rows.as_ref().map(|rows| {
+            let table_rows: Vec<Vec<String>> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    vec![
+                        i.to_string(),
+                        format!("{:?}", r.token),
+                        format!("{:+.4}", r.attribution),
+                        format!("{:.4}", r.contribution_norm),
+                    ]
+                })
+                .collect();
+            view! {
+                <NumbersTable caption=format!("Each token's share of the logit of {:?} ({:.4})", d.target_token, d.logit)
+                    head=vec!["position".into(), "token".into(), "share of the logit".into(), "‖cᵢ‖".into()]
+                    rows=table_rows />
+            }
+        });
         let caption = if d.rows.is_some() {
             format!(
                 "Each token's exact share of the logit of {:?} ({:.3}): blue raises it, orange lowers it.",
@@ -101,6 +121,7 @@ pub fn TokenStrip(
                 <div class="strip" data-testid="tokens">{chips}</div>
                 <p class="caption">{caption}</p>
                 {detail}
+                {table}
             </section>
         }
         .into_any()

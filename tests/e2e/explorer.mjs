@@ -304,7 +304,7 @@ await scenario("a worker out of memory while loading", async () => {
   const page = await open(ctx, url);
   await page.waitForSelector('[data-testid="error-message"]', { timeout: MODEL_TIMEOUT });
   const msg = await page.textContent('[data-testid="error-message"]');
-  check(msg.includes("stopped while loading the model") && msg.includes("Pick a smaller model"), `the page says what happened: ${JSON.stringify(msg.slice(0, 200))}`);
+  check(msg.includes("stopped while loading the model") && msg.includes("pick a smaller model"), `the page says what happened: ${JSON.stringify(msg.slice(0, 200))}`);
   await page.waitForTimeout(5000);
   const status = await page.textContent('[data-testid="model-status"]');
   check(status === "no model loaded" && (await page.textContent('[data-testid="error-message"]')) === msg,

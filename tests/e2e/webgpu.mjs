@@ -219,9 +219,10 @@ await scenario("no WebGPU in the browser", async () => {
   let page = await open(ctxP, tinyLink("&precision=f64"));
   const r = await runResults(page);
   const note = await page.$('[data-testid="backend-fallback"]');
-  const noteText = note ? await note.textContent() : "";
-  check(r.backend === "CPU" && noteText.startsWith("WebGPU unavailable") && noteText.includes("running on the CPU"),
-    `no WebGPU, auto: on the CPU, and the page says why (${JSON.stringify(noteText)})`);
+  const noteText = note ? await note.$eval(".message-text", (e) => e.textContent) : "";
+  const noteDetails = note ? await note.$eval("details", (e) => e.textContent).catch(() => "") : "";
+  check(r.backend === "CPU" && noteText.includes("computes on the processor") && noteDetails.includes("WebGPU unavailable"),
+    `no WebGPU, auto: on the CPU, and the page says so, the reason in its details (${JSON.stringify(noteText)})`);
   check(!!(await attr(page, "backend-label", "title")), "no WebGPU, auto: the label's title gives the reason");
   await page.close();
   page = await open(ctxP, tinyLink("&backend=webgpu"));
