@@ -216,6 +216,18 @@ await scenario("messages: the fallback, a prompt too long, a cancel", async () =
   await page.close();
 });
 
+await scenario("messages: a model too large for the device", async () => {
+  // A browser that reports 0.25 GB of memory: Gemma is refused before its
+  // bytes are fetched.
+  const small = await browser.newContext();
+  await small.addInitScript(() => Object.defineProperty(Navigator.prototype, "deviceMemory", { get: () => 0.25 }));
+  const p = await open(small, link(SHORT), SIZES[0]);
+  await p.waitForSelector('[data-testid="error-message"]', { timeout: 60_000 });
+  const m = await plainMessage(p, "error-message", "a model too large");
+  check(m.text.includes("smaller model") && /needs about 0\.\d\d GB/.test(m.details ?? ""), "it says to pick a smaller model; the numbers are in the details");
+  await small.close();
+});
+
 await scenario("every embedded view at three sizes", async () => {
   for (const v of VIEWS) {
     const p = await open(ctx, link(SHORT, `&embed=${v}${v === "layers" || v === "path" ? "&layers=9,18" : ""}`), SIZES[0]);
