@@ -106,6 +106,11 @@ pub fn worker_failed(kind: ErrorKind, message: &str, in_run: bool) -> Message {
         ErrorKind::BadPrompt => {
             "The model could not read this prompt: change it, then press Run again."
         }
+        // "WebGPU (f32)" chosen in a browser without it: the worker says so.
+        ErrorKind::Engine if in_run && message.contains("WebGPU is not available") => {
+            "This browser offers no graphics card the page can use through WebGPU: choose the \
+             CPU backend, then press Run again."
+        }
         ErrorKind::Engine if in_run => {
             "The analysis stopped on an error: press Run to try again, and reload the page if it \
              happens again."
@@ -235,6 +240,18 @@ mod tests {
                 assert_eq!(m.details.as_deref(), Some("http://127.0.0.1/x.gguf: 404"));
             }
         }
+    }
+
+    #[test]
+    fn webgpu_asked_for_where_there_is_none_points_to_the_cpu() {
+        let why = "WebGPU is not available in this browser (no GPU adapter: …); choose the CPU \
+                   backend";
+        let m = worker_failed(ErrorKind::Engine, why, true);
+        one_sentence(&m);
+        assert!(m.plain.contains("choose the CPU backend"));
+        assert_eq!(m.details.as_deref(), Some(why));
+        let other = worker_failed(ErrorKind::Engine, "a stage failed", true);
+        assert!(other.plain.starts_with("The analysis stopped"));
     }
 
     #[test]
