@@ -100,6 +100,7 @@ pub(crate) mod tests {
                 detached_rel_error: 3e-16,
                 fro_norms: vec![1.5, 2.5],
                 certificate: None,
+                gpu_work: None,
                 ms: 30.0,
             }),
         }

@@ -1,16 +1,17 @@
 //! The GPU backend's kernels against the CPU backend in f64: strided,
 //! transposed and batched products (summed batches, accumulation, tiles
 //! that do not divide the shapes), broadcasting elementwise ops, fills,
-//! and typed errors for views past a buffer or buffers past the binding
-//! limit. The GPU computes in f32: agreement to 1e-5 relative.
+//! products with a fused epilogue (a frozen diagonal, an addend), each in
+//! every kernel variant, and typed errors for views past a buffer or
+//! buffers past the binding limit. The GPU computes in f32: agreement to 1e-5 relative.
 
 mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::gpu::gpu;
 use common::{rel_err, Rng};
-use lens_engine::backend::{Backend, Batch, CpuBackend, MatView, Store, Strided};
-use lens_gpu::{Gpu, GpuError};
+use lens_engine::backend::{Backend, Batch, CpuBackend, Epilogue, MatView, Store, Strided};
+use lens_gpu::{GemmTuning, Gpu, GpuError, Variant};
 
 const TOL: f64 = 1e-5;
 
@@ -25,7 +26,21 @@ fn values(t: &Tensor) -> Vec<f64> {
         .expect("values")
 }
 
-/// One product on both backends from the same random buffers.
+/// What a case runs inside its product: a scale (`len` values, offset,
+/// batch stride) and an addend (`len` values, its view, batch stride).
+#[derive(Clone, Copy)]
+struct Fuse {
+    scale: Option<(usize, usize, usize)>,
+    addend: Option<(usize, MatView, usize)>,
+}
+
+const PLAIN: Fuse = Fuse {
+    scale: None,
+    addend: None,
+};
+
+/// One product on both backends from the same random buffers (with a
+/// fused epilogue: `gemm_fused`, the CPU's being the trait's default).
 #[allow(clippy::too_many_arguments)]
 fn product(
     g: &Gpu,
@@ -36,29 +51,84 @@ fn product(
     bv: MatView,
     batch: Batch,
     accumulate: bool,
+    fuse: Fuse,
 ) -> f64 {
     let cpu = CpuBackend::<f64>::new();
-    let bufs: Vec<Vec<f64>> = lens
-        .iter()
-        .map(|&n| (0..n).map(|_| rng.uniform() as f64 - 0.5).collect())
-        .collect();
+    let mut random =
+        |n: usize| -> Vec<f64> { (0..n).map(|_| rng.uniform() as f64 - 0.5).collect() };
+    let bufs: Vec<Vec<f64>> = lens.iter().map(|&n| random(n)).collect();
+    let s = fuse.scale.map(|(len, ..)| random(len));
+    let c = fuse.addend.map(|(len, ..)| random(len));
+    let fused = fuse.scale.is_some() || fuse.addend.is_some();
     let mut cd = bufs[0].clone();
-    cpu.gemm(&mut cd, dv, &bufs[1], av, &bufs[2], bv, batch, accumulate)
+    if fused {
+        let ep = Epilogue {
+            scale: fuse.scale.map(|(_, o, st)| (s.as_ref().expect("s"), o, st)),
+            addend: fuse
+                .addend
+                .map(|(_, v, st)| (c.as_ref().expect("c"), v, st)),
+        };
+        let mut scratch = None;
+        cpu.gemm_fused(
+            &mut cd,
+            dv,
+            &bufs[1],
+            av,
+            &bufs[2],
+            bv,
+            batch,
+            ep,
+            &mut scratch,
+        )
         .expect("cpu gemm");
+    } else {
+        cpu.gemm(&mut cd, dv, &bufs[1], av, &bufs[2], bv, batch, accumulate)
+            .expect("cpu gemm");
+    }
     let mut gd = g.upload(&tensor(&bufs[0])).expect("upload");
     let ga = g.upload(&tensor(&bufs[1])).expect("upload");
     let gb = g.upload(&tensor(&bufs[2])).expect("upload");
-    g.gemm(&mut gd, dv, &ga, av, &gb, bv, batch, accumulate)
-        .expect("gpu gemm");
+    let gs = s.map(|v| g.upload(&tensor(&v)).expect("upload"));
+    let gc = c.map(|v| g.upload(&tensor(&v)).expect("upload"));
+    if fused {
+        let ep = Epilogue {
+            scale: fuse
+                .scale
+                .map(|(_, o, st)| (gs.as_ref().expect("s"), o, st)),
+            addend: fuse
+                .addend
+                .map(|(_, v, st)| (gc.as_ref().expect("c"), v, st)),
+        };
+        g.gemm_fused(&mut gd, dv, &ga, av, &gb, bv, batch, ep, &mut None)
+            .expect("gpu gemm");
+    } else {
+        g.gemm(&mut gd, dv, &ga, av, &gb, bv, batch, accumulate)
+            .expect("gpu gemm");
+    }
     let out = values(&g.download(&gd, 0, &[lens[0]]).expect("download"));
     rel_err(&out, &cd)
+}
+
+/// Every product kernel variant in use on this adapter, in turn.
+fn each_variant(g: &Gpu, mut f: impl FnMut(Variant)) {
+    for v in Variant::ALL {
+        g.set_tuning(GemmTuning {
+            adapter: g.adapter().key(),
+            wide: v,
+            thin: v,
+            rates: Vec::new(),
+        })
+        .expect("a tuning for this adapter");
+        f(v);
+    }
 }
 
 #[test]
 fn products_match_the_cpu_backend() {
     let g = gpu();
     let mut rng = Rng::new(7);
-    // Shapes that do not divide the 64×64 tiles or the depth of 16.
+    // Shapes that do not divide any variant's tiles or the depth of 16;
+    // 5 rows: a thin product.
     let (m, k, n) = (70, 37, 130);
     type Case = (
         &'static str,
@@ -68,6 +138,7 @@ fn products_match_the_cpu_backend() {
         MatView,
         Batch,
         bool,
+        Fuse,
     );
     let cases: Vec<Case> = vec![
         (
@@ -78,6 +149,17 @@ fn products_match_the_cpu_backend() {
             MatView::dense(0, k, n),
             Batch::ONE,
             false,
+            PLAIN,
+        ),
+        (
+            "thin",
+            [5 * n, 5 * k, k * n],
+            MatView::dense(0, 5, n),
+            MatView::dense(0, 5, k),
+            MatView::dense(0, k, n),
+            Batch::ONE,
+            false,
+            PLAIN,
         ),
         (
             "transposed operands, accumulate",
@@ -87,6 +169,7 @@ fn products_match_the_cpu_backend() {
             MatView::dense(0, n, k).t(),
             Batch::ONE,
             true,
+            PLAIN,
         ),
         (
             "column slices with offsets",
@@ -96,6 +179,7 @@ fn products_match_the_cpu_backend() {
             MatView::dense(11, k, 150).cols(7, n),
             Batch::ONE,
             false,
+            PLAIN,
         ),
         (
             "batched",
@@ -110,6 +194,7 @@ fn products_match_the_cpu_backend() {
                 b: 0,
             },
             false,
+            PLAIN,
         ),
         (
             "batch summed into one destination",
@@ -124,6 +209,7 @@ fn products_match_the_cpu_backend() {
                 b: k * n,
             },
             true,
+            PLAIN,
         ),
         (
             "column-major destination",
@@ -133,13 +219,70 @@ fn products_match_the_cpu_backend() {
             MatView::dense(0, k, n),
             Batch::ONE,
             false,
+            PLAIN,
+        ),
+        (
+            "fused: a frozen diagonal per product and a shared addend (I + C_p)",
+            [3 * m * n, m * k, k * n],
+            MatView::dense(0, m, n),
+            MatView::dense(0, m, k),
+            MatView::dense(0, k, n),
+            Batch {
+                count: 3,
+                dst: m * n,
+                a: 0,
+                b: 0,
+            },
+            false,
+            Fuse {
+                scale: Some((2 + 3 * k, 2, k)),
+                addend: Some((m * n, MatView::dense(0, m, n), 0)),
+            },
+        ),
+        (
+            "fused: thin, transposed operand, an addend per product",
+            [4 * 5 * n, 4 * 5 * k, k * n],
+            MatView::dense(0, 5, n),
+            MatView::dense(0, 5, k),
+            MatView::dense(0, n, k).t(),
+            Batch {
+                count: 4,
+                dst: 5 * n,
+                a: 5 * k,
+                b: 0,
+            },
+            false,
+            Fuse {
+                scale: Some((4 * k, 0, k)),
+                addend: Some((7 + 4 * 5 * n, MatView::dense(7, 5, n), 5 * n)),
+            },
+        ),
+        (
+            "fused: summed batch with an addend",
+            [m * n, 2 * m * k, 2 * k * n],
+            MatView::dense(0, m, n),
+            MatView::dense(0, m, k),
+            MatView::dense(0, k, n),
+            Batch {
+                count: 2,
+                dst: 0,
+                a: m * k,
+                b: k * n,
+            },
+            false,
+            Fuse {
+                scale: None,
+                addend: Some((m * n, MatView::dense(0, m, n), 0)),
+            },
         ),
     ];
-    for (name, lens, dv, av, bv, batch, acc) in cases {
-        let e = product(&g, &mut rng, lens, dv, av, bv, batch, acc);
-        eprintln!("{name}: {e:.2e}");
-        assert!(e <= TOL, "{name}: relative error {e:.3e}");
-    }
+    each_variant(&g, |v| {
+        for &(name, lens, dv, av, bv, batch, acc, fuse) in &cases {
+            let e = product(&g, &mut rng, lens, dv, av, bv, batch, acc, fuse);
+            eprintln!("{v:?} {name}: {e:.2e}");
+            assert!(e <= TOL, "{v:?} {name}: relative error {e:.3e}");
+        }
+    });
 }
 
 #[test]

@@ -37,6 +37,17 @@ pub struct BenchReport {
     pub gemm_gflops: f64,
     pub efficiency: f64,
     pub peak_rss_mib: f64,
+    /// `--backend gpu`: what the (best) full J asked of the device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_work: Option<lens_gpu::GpuWork>,
+    /// `--backend gpu`: each product kernel variant timed on the pass's own
+    /// products (the fastest of each class is used, and remembered for the
+    /// adapter in the cache directory's `gpu-tuning.json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gemm_variants: Option<Vec<lens_gpu::VariantRate>>,
+    /// `--backend gpu`: each variant's rate on the square GEMM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gemm_sweep: Option<Vec<lens_gpu::bench::GemmRate>>,
 }
 
 /// Flops per position, layer and cotangent row of the factor form: `up` and
@@ -137,6 +148,9 @@ pub fn run(
         gemm_gflops: gemm,
         efficiency: naive / 1e9 / secs / gemm,
         peak_rss_mib: peak_rss_mib(),
+        gpu_work: None,
+        gemm_variants: None,
+        gemm_sweep: None,
     })
 }
 
@@ -157,6 +171,18 @@ pub fn run_gpu(
     let ids = model.encode(prompt).map_err(e)?;
     let n = ids.len();
     let precision = Precision::F32;
+    // The adapter's remembered tuning, or the variants timed now (and
+    // remembered) on this prompt's products.
+    let tuning = match crate::models::remembered_tuning(&gpu.adapter().key()) {
+        Some(t) if gpu.set_tuning(t.clone()).is_ok() => t,
+        _ => {
+            let shapes = lens_engine::jacobian::jacobian_products(model, n);
+            let t = lens_gpu::block_on(gpu.tune(&shapes)).map_err(g)?;
+            crate::models::remember_tuning(&t);
+            t
+        }
+    };
+    let mut gpu_work = None;
     let (mut forward_ms, mut jacobian_ms) = (f64::INFINITY, f64::INFINITY);
     let mut flops = 0.0;
     for _ in 0..repeat.max(1) {
@@ -164,6 +190,7 @@ pub fn run_gpu(
         let tr = lens_gpu::block_on(lens_gpu::trace::trace(&gpu, model, &ids)).map_err(g)?;
         forward_ms = forward_ms.min(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
+        let before = gpu.work();
         let (_, stats) = lens_gpu::block_on(detached_jacobian_on(
             &gpu,
             model,
@@ -171,7 +198,11 @@ pub fn run_gpu(
             PassOptions::default(),
         ))
         .map_err(e)?;
-        jacobian_ms = jacobian_ms.min(t.elapsed().as_secs_f64() * 1e3);
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if ms < jacobian_ms {
+            gpu_work = Some(gpu.work().since(&before));
+        }
+        jacobian_ms = jacobian_ms.min(ms);
         flops = stats.flops;
     }
     let c = &model.config;
@@ -182,6 +213,7 @@ pub fn run_gpu(
     } else {
         (2048, 20)
     };
+    let sweep = lens_gpu::bench::gemm_sweep(&gpu, size, reps).map_err(g)?;
     let rate = lens_gpu::bench::gemm_rate(&gpu, size, reps).map_err(g)?;
     let secs = jacobian_ms / 1e3;
     Ok(BenchReport {
@@ -205,5 +237,8 @@ pub fn run_gpu(
         gemm_gflops: rate.gflops,
         efficiency: naive / 1e9 / secs / rate.gflops,
         peak_rss_mib: peak_rss_mib(),
+        gpu_work,
+        gemm_variants: Some(tuning.rates),
+        gemm_sweep: Some(sweep),
     })
 }

@@ -65,3 +65,31 @@ pub fn resolve(spec: &str) -> Result<PathBuf, String> {
     }
     Ok(target)
 }
+
+type Tunings = std::collections::BTreeMap<String, lens_gpu::GemmTuning>;
+
+/// The GPU product-kernel tunings kept in the cache directory's
+/// `gpu-tuning.json`, one per adapter (delete the file to time them again).
+fn tunings() -> Tunings {
+    std::fs::read(cache_dir().join("gpu-tuning.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// The tuning remembered for the adapter `key`.
+pub fn remembered_tuning(key: &str) -> Option<lens_gpu::GemmTuning> {
+    tunings().remove(key)
+}
+
+/// Keeps a tuning for its adapter. Not kept is not an error: the next
+/// run times the kernels again.
+pub fn remember_tuning(t: &lens_gpu::GemmTuning) {
+    let path = cache_dir().join("gpu-tuning.json");
+    let mut all = tunings();
+    all.insert(t.adapter.clone(), t.clone());
+    if let Ok(json) = serde_json::to_vec_pretty(&all) {
+        let _ = std::fs::create_dir_all(cache_dir());
+        let _ = std::fs::write(&path, json);
+    }
+}

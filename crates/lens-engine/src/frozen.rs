@@ -14,7 +14,7 @@
 //! Layouts: tangents `[b, n, d]`; cotangent blocks `[m, k, d]` (the last `m`
 //! positions, `k` rows each), so a row of `J_i` is contiguous.
 
-use crate::backend::{Backend, Batch, MatView, Store, Strided};
+use crate::backend::{Backend, Batch, Epilogue, GemmShape, MatView, Store, Strided};
 use crate::error::Result;
 use crate::forward::{norm_weight, LayerRecord};
 use crate::model::Model;
@@ -27,24 +27,65 @@ pub struct FrozenLayer<B: Backend> {
     pub heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
-    /// `[kv·hd, d]`
-    wv: B::Buf,
+    // In the reverse of the order `new` makes them: they drop in this
+    // order, and a GPU's pool gives the last dropped first, so each comes
+    // back to the next block in its own role (and its bind groups with it).
+    /// `[d, ffn]`
+    w_down: B::Buf,
     /// `[d, heads·hd]`
     wo: B::Buf,
     /// `[ffn, d]`
     w_up: B::Buf,
-    /// `[d, ffn]`
-    w_down: B::Buf,
+    /// `[kv·hd, d]`
+    wv: B::Buf,
+    /// `[n, ffn]`
+    g_tilde: B::Buf,
     /// `[heads, n, n]`, rows are queries.
     p_hat: B::Buf,
     /// `P̂ᵀ` grouped by kv head: `[kv, n (key), group·n (head, query)]`.
     p_t: B::Buf,
-    /// `[n, ffn]`
-    g_tilde: B::Buf,
 }
 
-/// Positions whose MLP maps are formed and applied together.
-const MAP_GROUP: usize = 4;
+/// Bytes of MLP maps (and of their scaled factor, on a backend that cannot
+/// scale inside a product) formed at a time: the positions of a group run
+/// side by side, in one dispatch on a GPU.
+const MAP_BYTES: usize = 64 << 20;
+
+/// The positions whose MLP maps are formed together (a group).
+fn map_group(d: usize, ffn: usize, bytes: usize, m: usize) -> usize {
+    (MAP_BYTES / (d * d.max(ffn) * bytes).max(1)).clamp(4, m.max(4))
+}
+
+/// The products of [`FrozenLayer::mlp_transpose`] and
+/// [`FrozenLayer::attn_transpose`] on `k` cotangent rows covering all `n`
+/// positions, in f32 (what a GPU runs).
+pub fn transpose_products(
+    c: &crate::model::ModelConfig,
+    n: usize,
+    k: usize,
+    compose: bool,
+) -> Vec<GemmShape> {
+    let (d, ffn, hd) = (c.hidden, c.ffn, c.head_dim);
+    let g = c.heads / c.kv_heads.max(1);
+    let shape = |rows, cols, inner, count| GemmShape {
+        rows,
+        cols,
+        inner,
+        count,
+    };
+    let mut out = if compose {
+        let q = map_group(d, ffn, 4, n).min(n);
+        vec![shape(d, d, ffn, q), shape(k, d, d, q)]
+    } else {
+        vec![shape(n * k, ffn, d, 1), shape(k, d, ffn, n)]
+    };
+    out.extend([
+        shape(n * k, hd, d, c.heads),
+        shape(n, k * hd, g * n, c.kv_heads),
+        shape(n * k, d, hd, c.kv_heads),
+    ]);
+    out
+}
 
 /// Scratch the transpose pass reuses from layer to layer.
 pub struct Workspace<B: Backend> {
@@ -52,8 +93,11 @@ pub struct Workspace<B: Backend> {
     gm: Option<B::Buf>,
     /// Per-kv-head cotangents after `Pᵀ`, `[kv, n, k, hd]`.
     gv: Option<B::Buf>,
-    /// `diag(g̃_p) W̃up` of a group of positions, `[group, ffn, d]`.
+    /// A product's operand scaled by a frozen diagonal, on a backend that
+    /// does not scale inside the product ([`Backend::gemm_fused`]).
     scaled: Option<B::Buf>,
+    /// The factor form's `G·W̃down`, `[m, k, ffn]`.
+    through: Option<B::Buf>,
     /// The group's MLP maps, `[group, d, d]`.
     map: Option<B::Buf>,
     /// `I`, `[d, d]`.
@@ -78,6 +122,37 @@ impl<B: Backend> Workspace<B> {
     fn give(&mut self, buf: B::Buf) {
         self.spare.push(buf);
     }
+
+    /// Makes, at the size the blocks over every position need, what the
+    /// transpose pass would otherwise grow block by block: per chunk of
+    /// `k` rows two cotangent blocks, and the per-head, per-kv-head, MLP
+    /// map (or factor) scratch. A GPU then makes no buffer after the
+    /// pass's first block.
+    pub fn reserve(
+        &mut self,
+        be: &B,
+        c: &crate::model::ModelConfig,
+        n: usize,
+        chunks: &[usize],
+        compose: bool,
+    ) -> Result<()> {
+        let (d, hd, ffn) = (c.hidden, c.head_dim, c.ffn);
+        let k = chunks.iter().copied().max().unwrap_or(0);
+        for &kc in chunks {
+            for _ in 0..2 {
+                self.spare.push(be.zeros(n * kc * d)?);
+            }
+        }
+        scratch(be, &mut self.gm, c.heads * n * k * hd)?;
+        scratch(be, &mut self.gv, c.kv_heads * n * k * hd)?;
+        if compose {
+            let q = map_group(d, ffn, be.dtype().size_in_bytes(), n).min(n);
+            scratch(be, &mut self.map, q * d * d)?;
+        } else {
+            scratch(be, &mut self.through, n * k * ffn)?;
+        }
+        Ok(())
+    }
 }
 
 impl<B: Backend> Default for Workspace<B> {
@@ -86,6 +161,7 @@ impl<B: Backend> Default for Workspace<B> {
             gm: None,
             gv: None,
             scaled: None,
+            through: None,
             map: None,
             eye: None,
             spare: Vec::new(),
@@ -124,35 +200,6 @@ impl<B: Backend> FrozenLayer<B> {
         let post_norms = c.recipe.post_norms;
         let d = c.hidden;
         let (kvd, hh) = (c.kv_heads * c.head_dim, c.heads * c.head_dim);
-        // The norm weights fold into the matrices on the backend, so that a
-        // GPU decodes its resident weights without a round trip.
-        let fold = |w: &str, norm: &str, dims: [usize; 3], strides: [usize; 3]| {
-            let mut m = be.weight(model, &name(w))?;
-            let g = be.upload(&norm_weight(model, &name(norm), dtype)?)?;
-            be.elementwise(
-                Store::Mul,
-                &mut m,
-                0,
-                dims,
-                (&g, Strided { offset: 0, strides }),
-                None,
-            )?;
-            Ok::<_, crate::EngineError>(m)
-        };
-        // Columns scaled by the pre-norm weight; rows by Gemma's post-norm.
-        let wv = fold("attn_v", "attn_norm", [1, kvd, d], [0, 0, 1])?;
-        let w_up = fold("ffn_up", "ffn_norm", [1, c.ffn, d], [0, 0, 1])?;
-        let (wo, w_down) = if post_norms {
-            (
-                fold("attn_output", "post_attention_norm", [1, d, hh], [0, 1, 0])?,
-                fold("ffn_down", "post_ffw_norm", [1, d, c.ffn], [0, 1, 0])?,
-            )
-        } else {
-            (
-                be.weight(model, &name("attn_output"))?,
-                be.weight(model, &name("ffn_down"))?,
-            )
-        };
         let n = rec.h_in.dim(0)?;
         // P̂ = r_post_i · P · r_attn_j
         let mut p_hat = rec.p.broadcast_mul(&rec.r_attn.reshape((1, 1, n))?)?;
@@ -163,6 +210,51 @@ impl<B: Backend> FrozenLayer<B> {
         if let Some(r) = &rec.r_post_ffn {
             g_tilde = g_tilde.broadcast_mul(r)?;
         }
+        // Every upload before the first kernel: a GPU then sends the
+        // block's work in one submit.
+        let p_t = be.upload(
+            &p_hat
+                .reshape((c.kv_heads, c.heads / c.kv_heads, n, n))?
+                .permute((0, 3, 1, 2))?
+                .contiguous()?,
+        )?;
+        let p_hat = be.upload(&p_hat)?;
+        let g_tilde = be.upload(&g_tilde)?;
+        let norm = |norm: &str| be.upload(&norm_weight(model, &name(norm), dtype)?);
+        let attn_norm = norm("attn_norm")?;
+        let ffn_norm = norm("ffn_norm")?;
+        let post = if post_norms {
+            Some((norm("post_attention_norm")?, norm("post_ffw_norm")?))
+        } else {
+            None
+        };
+        // The norm weights fold into the matrices on the backend, so that a
+        // GPU decodes its resident weights without a round trip.
+        let fold = |w: &str, g: &B::Buf, dims: [usize; 3], strides: [usize; 3]| {
+            let mut m = be.weight(model, &name(w))?;
+            be.elementwise(
+                Store::Mul,
+                &mut m,
+                0,
+                dims,
+                (g, Strided { offset: 0, strides }),
+                None,
+            )?;
+            Ok::<_, crate::EngineError>(m)
+        };
+        // Columns scaled by the pre-norm weight; rows by Gemma's post-norm.
+        let wv = fold("attn_v", &attn_norm, [1, kvd, d], [0, 0, 1])?;
+        let w_up = fold("ffn_up", &ffn_norm, [1, c.ffn, d], [0, 0, 1])?;
+        let (wo, w_down) = match &post {
+            Some((pa, pf)) => (
+                fold("attn_output", pa, [1, d, hh], [0, 1, 0])?,
+                fold("ffn_down", pf, [1, d, c.ffn], [0, 1, 0])?,
+            ),
+            None => (
+                be.weight(model, &name("attn_output"))?,
+                be.weight(model, &name("ffn_down"))?,
+            ),
+        };
         Ok(Self {
             n,
             d,
@@ -170,18 +262,13 @@ impl<B: Backend> FrozenLayer<B> {
             heads: c.heads,
             kv_heads: c.kv_heads,
             head_dim: c.head_dim,
-            wv,
+            w_down,
             wo,
             w_up,
-            w_down,
-            p_t: be.upload(
-                &p_hat
-                    .reshape((c.kv_heads, c.heads / c.kv_heads, n, n))?
-                    .permute((0, 3, 1, 2))?
-                    .contiguous()?,
-            )?,
-            p_hat: be.upload(&p_hat)?,
-            g_tilde: be.upload(&g_tilde)?,
+            wv,
+            g_tilde,
+            p_hat,
+            p_t,
         })
     }
 
@@ -320,75 +407,54 @@ impl<B: Backend> FrozenLayer<B> {
         let Some(m) = chunks.first().map(|c| c.m) else {
             return Ok(());
         };
-        // The composed form writes whole blocks (its maps carry the residual
-        // as `I + C_p`); the factor form adds onto the residual path.
+        // Both forms write whole blocks: the residual path is an addend of
+        // their last product (or, composed, the identity of `I + C_p`).
         let mut outs = Vec::with_capacity(chunks.len());
         for c in chunks.iter() {
-            let mut out = ws.take(be, m * c.k * d)?;
-            if compose {
-                // written whole below
-            } else if residual {
-                let dims = [1, m * c.k, d];
-                be.elementwise(
-                    Store::Set,
-                    &mut out,
-                    0,
-                    dims,
-                    (&c.buf, Strided::dense(0, dims)),
-                    None,
-                )?;
-            } else {
-                be.fill(&mut out, 0, m * c.k * d, 0.0)?;
-            }
-            outs.push(out);
+            outs.push(ws.take(be, m * c.k * d)?);
         }
         let up = MatView::dense(0, ffn, d);
         let down = MatView::dense(0, d, ffn);
+        let bytes = be.dtype().size_in_bytes();
+        let group = map_group(d, ffn, bytes, m);
         if compose {
-            // A few positions at a time, so that their products can run side by side.
-            for p0 in (0..m).step_by(MAP_GROUP) {
-                let q = MAP_GROUP.min(m - p0);
-                let scaled = scratch(be, &mut ws.scaled, q * ffn * d)?;
-                let g = Strided {
-                    offset: (n - m + p0) * ffn,
-                    strides: [ffn, 1, 0],
-                };
-                let w = Strided {
-                    offset: 0,
-                    strides: [0, d, 1],
-                };
-                let dims = [q, ffn, d];
-                be.elementwise(
-                    Store::Set,
-                    scaled,
-                    0,
-                    dims,
-                    (&self.w_up, w),
-                    Some((&self.g_tilde, g)),
-                )?;
+            for p0 in (0..m).step_by(group) {
+                let q = group.min(m - p0);
                 let maps = scratch(be, &mut ws.map, q * d * d)?;
-                if residual {
-                    let eye = match &ws.eye {
+                let dd = MatView::dense(0, d, d);
+                // C_p = I + W̃down diag(g̃_p) W̃up for each position of the group.
+                let eye = if residual {
+                    Some(match &ws.eye {
                         Some(e) => e,
                         None => {
                             ws.eye
                                 .insert(be.upload(&Tensor::eye(d, be.dtype(), &Device::Cpu)?)?)
                         }
-                    };
-                    let e = Strided {
-                        offset: 0,
-                        strides: [0, d, 1],
-                    };
-                    be.elementwise(Store::Set, maps, 0, [q, d, d], (eye, e), None)?;
-                }
+                    })
+                } else {
+                    None
+                };
+                let ep = Epilogue {
+                    scale: Some((&self.g_tilde, (n - m + p0) * ffn, ffn)),
+                    addend: eye.map(|e| (e, dd, 0)),
+                };
                 let batch = Batch {
                     count: q,
                     dst: d * d,
                     a: 0,
-                    b: ffn * d,
+                    b: 0,
                 };
-                let dd = MatView::dense(0, d, d);
-                be.gemm(maps, dd, &self.w_down, down, scaled, up, batch, residual)?;
+                be.gemm_fused(
+                    maps,
+                    dd,
+                    &self.w_down,
+                    down,
+                    &self.w_up,
+                    up,
+                    batch,
+                    ep,
+                    &mut ws.scaled,
+                )?;
                 let maps = &*maps;
                 for (c, out) in chunks.iter().zip(outs.iter_mut()) {
                     let block = MatView::dense(p0 * c.k * d, c.k, d);
@@ -403,10 +469,10 @@ impl<B: Backend> FrozenLayer<B> {
             }
         } else {
             for (c, out) in chunks.iter().zip(outs.iter_mut()) {
-                let rows = m * c.k;
-                let mut u = be.zeros(rows * ffn)?;
+                let (rows, k) = (m * c.k, c.k);
+                let u = scratch(be, &mut ws.through, rows * ffn)?;
                 be.gemm(
-                    &mut u,
+                    u,
                     MatView::dense(0, rows, ffn),
                     &c.buf,
                     MatView::dense(0, rows, d),
@@ -415,27 +481,29 @@ impl<B: Backend> FrozenLayer<B> {
                     Batch::ONE,
                     false,
                 )?;
-                let g = Strided {
-                    offset: (n - m) * ffn,
-                    strides: [ffn, 0, 1],
+                // Position by position: (G W̃down)_p diag(g̃_p) W̃up (+ G_p).
+                let block = MatView::dense(0, k, d);
+                let ep = Epilogue {
+                    scale: Some((&self.g_tilde, (n - m) * ffn, ffn)),
+                    addend: residual.then_some((&c.buf, block, k * d)),
                 };
-                be.elementwise(
-                    Store::Mul,
-                    &mut u,
-                    0,
-                    [m, c.k, ffn],
-                    (&self.g_tilde, g),
-                    None,
-                )?;
-                be.gemm(
+                let batch = Batch {
+                    count: m,
+                    dst: k * d,
+                    a: k * ffn,
+                    b: 0,
+                };
+                let u = &*u;
+                be.gemm_fused(
                     out,
-                    MatView::dense(0, rows, d),
-                    &u,
-                    MatView::dense(0, rows, ffn),
+                    block,
+                    u,
+                    MatView::dense(0, k, ffn),
                     &self.w_up,
                     up,
-                    Batch::ONE,
-                    true,
+                    batch,
+                    ep,
+                    &mut ws.scaled,
                 )?;
             }
         }
@@ -480,16 +548,24 @@ impl<B: Backend> FrozenLayer<B> {
         // Pᵀ over the query rows n-m.., summed over the heads sharing a kv
         // head: [kv, n, k·hd].
         let gv = scratch(be, &mut ws.gv, self.kv_heads * n * k * hd)?;
-        for kv in 0..self.kv_heads {
-            let h0 = kv * g;
-            let dst = MatView::dense(kv * n * k * hd, n, k * hd);
-            if m == n {
-                // One product over (head, query) pairs: each output element
-                // is written once instead of once per head.
-                let pt = MatView::dense(kv * n * g * n, n, g * n);
-                let heads = MatView::dense(h0 * n * k * hd, g * n, k * hd);
-                be.gemm(gv, dst, &self.p_t, pt, gm, heads, Batch::ONE, false)?;
-            } else {
+        if m == n {
+            // One product per kv head over (head, query) pairs, every kv
+            // head in one batch: each output element is written once
+            // instead of once per head.
+            let batch = Batch {
+                count: self.kv_heads,
+                dst: n * k * hd,
+                a: n * g * n,
+                b: g * n * k * hd,
+            };
+            let pt = MatView::dense(0, n, g * n);
+            let heads = MatView::dense(0, g * n, k * hd);
+            let dst = MatView::dense(0, n, k * hd);
+            be.gemm(gv, dst, &self.p_t, pt, gm, heads, batch, false)?;
+        } else {
+            for kv in 0..self.kv_heads {
+                let h0 = kv * g;
+                let dst = MatView::dense(kv * n * k * hd, n, k * hd);
                 let pt = MatView {
                     offset: h0 * n * n + (n - m) * n,
                     rows: n,
@@ -507,36 +583,43 @@ impl<B: Backend> FrozenLayer<B> {
                 be.gemm(gv, dst, &self.p_hat, pt, gm, heads, batch, false)?;
             }
         }
-        // Back to the residual: Σ_kv Gv_kv W̃v_kv, on top of the residual path.
-        let zeros = if residual { (n - m) * k * d } else { n * k * d };
-        be.fill(&mut out, 0, zeros, 0.0)?;
-        if residual {
-            let dims = [1, m * k, d];
-            be.elementwise(
-                Store::Set,
-                &mut out,
-                (n - m) * k * d,
-                dims,
-                (&c.buf, Strided::dense(0, dims)),
-                None,
-            )?;
-        }
+        // Back to the residual: Σ_kv Gv_kv W̃v_kv, the residual path (on the
+        // last m positions) added inside the product.
         let batch = Batch {
             count: self.kv_heads,
             dst: 0,
             a: n * k * hd,
             b: hd * d,
         };
-        be.gemm(
-            &mut out,
-            MatView::dense(0, n * k, d),
-            gv,
-            MatView::dense(0, n * k, hd),
-            &self.wv,
-            MatView::dense(0, hd, d),
-            batch,
-            true,
-        )?;
+        let gv = &*gv;
+        let rows = MatView::dense(0, n * k, d);
+        let from = MatView::dense(0, n * k, hd);
+        let wv = MatView::dense(0, hd, d);
+        let split = if residual { (n - m) * k } else { n * k };
+        let mut none = None;
+        if split > 0 {
+            let (dv, gvv) = (rows.rows(0, split), from.rows(0, split));
+            be.gemm_fused(
+                &mut out,
+                dv,
+                gv,
+                gvv,
+                &self.wv,
+                wv,
+                batch,
+                Epilogue::NONE,
+                &mut none,
+            )?;
+        }
+        if split < n * k {
+            let rest = n * k - split;
+            let ep = Epilogue {
+                scale: None,
+                addend: Some((&c.buf, MatView::dense(0, rest, d), 0)),
+            };
+            let (dv, gvv) = (rows.rows(split, rest), from.rows(split, rest));
+            be.gemm_fused(&mut out, dv, gv, gvv, &self.wv, wv, batch, ep, &mut none)?;
+        }
         ws.give(std::mem::replace(&mut c.buf, out));
         c.m = n;
         Ok(())

@@ -234,6 +234,27 @@ async fn transpose_pass<B: Backend>(
     Ok((assemble(out, n, d, be.dtype())?, pass.stats))
 }
 
+/// Whether the MLP's transpose composes each position's map for `k`
+/// cotangent rows, and the flops per position of either form: composing
+/// W̃down diag(g̃) W̃up (2·d²·ffn per position, once for all rows) and
+/// applying it (2·k·d²) beats applying the factors (4·k·d·ffn) once k is
+/// large.
+fn mlp_form(c: &crate::model::ModelConfig, k: usize) -> (bool, f64, f64) {
+    let (df, kf, ffn) = (c.hidden as f64, k as f64, c.ffn as f64);
+    let compose_cost = 2.0 * df * df * ffn + 2.0 * kf * df * df;
+    let factor_cost = 4.0 * kf * df * ffn;
+    (compose_cost < factor_cost, compose_cost, factor_cost)
+}
+
+/// The products one block of the full J's transpose pass runs on an
+/// `n`-token prompt, once the cotangents cover every position (what a GPU
+/// tunes its product kernels on).
+pub fn jacobian_products(model: &Model, n: usize) -> Vec<crate::backend::GemmShape> {
+    let c = &model.config;
+    let (compose, _, _) = mlp_form(c, c.hidden);
+    crate::frozen::transpose_products(c, n, c.hidden, compose)
+}
+
 /// The transpose pass one block at a time, so that the driver can wait on
 /// the backend between blocks.
 struct TransposePass<'a, B: Backend> {
@@ -265,13 +286,7 @@ impl<'a, B: Backend> TransposePass<'a, B> {
         let (k, d) = start.dims2()?;
         let n = trace.n();
         let bytes = be.dtype().size_in_bytes();
-        let (df, kf, ffn) = (d as f64, k as f64, c.ffn as f64);
-        // Composing W̃down diag(g̃) W̃up (2·d²·ffn per position, once for all
-        // rows) and applying it (2·k·d²) beats applying the factors (4·k·d·ffn)
-        // once k is large.
-        let compose_cost = 2.0 * df * df * ffn + 2.0 * kf * df * df;
-        let factor_cost = 4.0 * kf * df * ffn;
-        let compose = compose_cost < factor_cost;
+        let (compose, compose_cost, factor_cost) = mlp_form(c, k);
         // Working values per cotangent row, all positions: the cotangents, the
         // attention's output, the MLP's output, the per-head and per-kv-head
         // blocks, and the factor form's ffn-wide product.
@@ -294,13 +309,16 @@ impl<'a, B: Backend> TransposePass<'a, B> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let mut ws = Workspace::default();
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.k).collect();
+        ws.reserve(be, c, n, &sizes, compose)?;
         Ok(Self {
             be,
             model,
             trace,
             tap,
             chunks,
-            ws: Workspace::default(),
+            ws,
             stats: PassStats::default(),
             compose,
             compose_cost,

@@ -3,9 +3,11 @@
 use crate::device::{Gpu, GpuBuf};
 #[cfg(target_arch = "wasm32")]
 use crate::error::GpuError;
+use crate::gemm::Variant;
 use candle_core::{DType, Tensor};
 use lens_engine::backend::{
-    check_elementwise, check_gemm, Backend, Batch, MatView, Store, Strided,
+    check_elementwise, check_epilogue, check_gemm, Backend, Batch, Epilogue, MatView, Store,
+    Strided,
 };
 use lens_engine::model::Model;
 use lens_engine::{EngineError, Result};
@@ -17,6 +19,114 @@ fn bad(what: String) -> EngineError {
 /// Element offsets and strides go to the kernels as u32.
 fn u32_of(v: usize, what: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| bad(format!("{what} {v} is past the GPU's 32-bit indices")))
+}
+
+impl Gpu {
+    /// One product (checked), in the variant tuned for its shape: the
+    /// independent products of a batch go along z, at most the adapter's
+    /// limit per dispatch.
+    #[allow(clippy::too_many_arguments)]
+    fn product(
+        &self,
+        dst: &GpuBuf,
+        dv: MatView,
+        (a, av): (&GpuBuf, MatView),
+        (b, bv): (&GpuBuf, MatView),
+        batch: Batch,
+        accumulate: bool,
+        ep: Epilogue<'_, GpuBuf>,
+    ) -> Result<()> {
+        self.product_with(
+            self.variant_for(dv.rows),
+            dst,
+            dv,
+            (a, av),
+            (b, bv),
+            batch,
+            accumulate,
+            ep,
+        )
+    }
+
+    /// As [`Gpu::product`] in variant `v` (the tuning times each).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn product_with(
+        &self,
+        v: Variant,
+        dst: &GpuBuf,
+        dv: MatView,
+        (a, av): (&GpuBuf, MatView),
+        (b, bv): (&GpuBuf, MatView),
+        batch: Batch,
+        accumulate: bool,
+        ep: Epilogue<'_, GpuBuf>,
+    ) -> Result<()> {
+        if dv.rows == 0 || dv.cols == 0 || batch.count == 0 {
+            return Ok(());
+        }
+        let sum = batch.dst == 0 && batch.count > 1;
+        let u = |v: usize| u32_of(v, "gemm index");
+        let (tile_m, tile_n) = v.tile();
+        let tiles = (u(dv.cols.div_ceil(tile_n))?, u(dv.rows.div_ceil(tile_m))?);
+        let max = self.max_groups as usize;
+        if tiles.0 as usize > max || tiles.1 as usize > max {
+            return Err(bad(format!(
+                "gemm of {}×{} has too many tiles",
+                dv.rows, dv.cols
+            )));
+        }
+        let (per, dispatches) = if sum {
+            (1, 1)
+        } else {
+            (max, batch.count.div_ceil(max))
+        };
+        // Unused epilogue bindings see `a` (read-only, as they are).
+        let (s, (s_off, s_bs)) = ep.scale.map_or((a, (0, 0)), |(s, o, st)| (s, (o, st)));
+        let (c, cv, c_bs) = ep
+            .addend
+            .map_or((a, MatView::dense(0, 0, 0), 0), |(c, v, st)| (c, v, st));
+        for q in 0..dispatches {
+            let z0 = q * per;
+            let zn = if sum { 1 } else { per.min(batch.count - z0) };
+            let params = [
+                u(dv.rows)?,
+                u(dv.cols)?,
+                u(av.cols)?,
+                u(batch.count)?,
+                u(dv.offset)?,
+                u(dv.rs)?,
+                u(dv.cs)?,
+                u(batch.dst)?,
+                u(av.offset)?,
+                u(av.rs)?,
+                u(av.cs)?,
+                u(batch.a)?,
+                u(bv.offset)?,
+                u(bv.rs)?,
+                u(bv.cs)?,
+                u(batch.b)?,
+                accumulate as u32,
+                sum as u32,
+                u(z0)?,
+                ep.scale.is_some() as u32,
+                u(s_off)?,
+                u(s_bs)?,
+                ep.addend.is_some() as u32,
+                u(cv.offset)?,
+                u(cv.rs)?,
+                u(cv.cs)?,
+                u(c_bs)?,
+                0,
+            ];
+            self.dispatch(
+                self.gemm.get(v),
+                &[dst, a, b, s, c],
+                &params,
+                (tiles.0, tiles.1, zn as u32),
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Backend for Gpu {
@@ -81,58 +191,30 @@ impl Backend for Gpu {
         accumulate: bool,
     ) -> Result<()> {
         check_gemm(&dv, &av, &bv, &batch, [dst.len, a.len, b.len])?;
-        if dv.rows == 0 || dv.cols == 0 || batch.count == 0 {
-            return Ok(());
-        }
-        let sum = batch.dst == 0 && batch.count > 1;
-        let u = |v: usize| u32_of(v, "gemm index");
-        let tiles = (u(dv.cols.div_ceil(64))?, u(dv.rows.div_ceil(64))?);
-        let max = self.max_groups as usize;
-        if tiles.0 as usize > max || tiles.1 as usize > max {
-            return Err(bad(format!(
-                "gemm of {}×{} has too many tiles",
-                dv.rows, dv.cols
-            )));
-        }
-        // Independent products go along z, at most `max` per dispatch.
-        let (per, dispatches) = if sum {
-            (1, 1)
-        } else {
-            (max, batch.count.div_ceil(max))
-        };
-        for q in 0..dispatches {
-            let z0 = q * per;
-            let zn = if sum { 1 } else { per.min(batch.count - z0) };
-            let params = [
-                u(dv.rows)?,
-                u(dv.cols)?,
-                u(av.cols)?,
-                u(batch.count)?,
-                u(dv.offset)?,
-                u(dv.rs)?,
-                u(dv.cs)?,
-                u(batch.dst)?,
-                u(av.offset)?,
-                u(av.rs)?,
-                u(av.cs)?,
-                u(batch.a)?,
-                u(bv.offset)?,
-                u(bv.rs)?,
-                u(bv.cs)?,
-                u(batch.b)?,
-                accumulate as u32,
-                sum as u32,
-                u(z0)?,
-                0,
-            ];
-            self.dispatch(
-                &self.gemm,
-                &[&dst.buf, &a.buf, &b.buf],
-                &params,
-                (tiles.0, tiles.1, zn as u32),
-            );
-        }
-        Ok(())
+        self.product(dst, dv, (a, av), (b, bv), batch, accumulate, Epilogue::NONE)
+    }
+
+    /// The scale and the addend run inside the product: no dispatch and no
+    /// buffer of their own (`scratch` is never used).
+    fn gemm_fused(
+        &self,
+        dst: &mut GpuBuf,
+        dv: MatView,
+        a: &GpuBuf,
+        av: MatView,
+        b: &GpuBuf,
+        bv: MatView,
+        batch: Batch,
+        ep: Epilogue<'_, GpuBuf>,
+        _scratch: &mut Option<GpuBuf>,
+    ) -> Result<()> {
+        check_gemm(&dv, &av, &bv, &batch, [dst.len, a.len, b.len])?;
+        let lens = [
+            ep.scale.map_or(0, |s| s.0.len),
+            ep.addend.map_or(0, |c| c.0.len),
+        ];
+        check_epilogue(&dv, &av, &batch, &ep, lens)?;
+        self.product(dst, dv, (a, av), (b, bv), batch, false, ep)
     }
 
     fn elementwise(
@@ -179,7 +261,7 @@ impl Backend for Gpu {
         ];
         self.dispatch(
             &self.elementwise,
-            &[&dst.buf, &a.0.buf, &bb.buf],
+            &[dst, a.0, bb],
             &params,
             self.grid(total),
         );
@@ -197,19 +279,7 @@ impl Backend for Gpu {
         if len == 0 {
             return Ok(());
         }
-        if value == 0.0 {
-            self.record(|enc| {
-                enc.clear_buffer(&dst.buf, (offset * 4) as u64, Some((len * 4) as u64))
-            });
-            return Ok(());
-        }
-        let params = [
-            u32_of(len, "fill length")?,
-            u32_of(offset, "fill offset")?,
-            (value as f32).to_bits(),
-            0,
-        ];
-        self.dispatch(&self.fill, &[&dst.buf], &params, self.grid(len));
-        Ok(())
+        // A kernel, not a clear command: the compute pass stays open.
+        Ok(self.fill_value(dst, offset, len, value as f32)?)
     }
 }

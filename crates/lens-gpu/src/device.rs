@@ -1,7 +1,11 @@
 //! The GPU device, its kernels and its buffers.
 
+use crate::clock;
 use crate::error::{GpuError, Result};
-use std::cell::{Cell, RefCell};
+use crate::gemm::{self, GemmTuning, ShapeClass, Variant};
+use crate::record::{Bind, Kernel, Recorder, Use};
+use lens_report::GpuWork;
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
 /// What the page and the bench say about the adapter.
@@ -33,6 +37,11 @@ impl AdapterSummary {
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
         .collect()
+    }
+
+    /// What a tuning is remembered by: the adapter, its backend and driver.
+    pub fn key(&self) -> String {
+        format!("{} | {} | {}", self.name, self.backend, self.driver)
     }
 
     /// The adapter's name and the optional features the kernels use, for
@@ -112,34 +121,37 @@ fn subgroup_source(src: &str) -> String {
     }
 }
 
-/// A buffer of f32 on the GPU.
-pub struct GpuBuf {
-    pub(crate) buf: wgpu::Buffer,
-    pub(crate) len: usize,
-}
+pub use crate::record::GpuBuf;
 
-/// Commands are recorded into one encoder and submitted in batches of this
-/// many dispatches (or at a readback), not one submit per operation.
-const BATCH: usize = 64;
+/// Pooled buffers kept beyond this many bytes are let go (a pass's
+/// working set is sized under 256 MiB; its output comes on top).
+const POOL_CAP: u64 = 1 << 30;
+
+/// The product kernel's variants, in [`Variant::ALL`]'s order.
+pub(crate) struct GemmKernels([Kernel; 3]);
+
+impl GemmKernels {
+    pub(crate) fn get(&self, v: Variant) -> &Kernel {
+        &self.0[Variant::ALL.iter().position(|&w| w == v).unwrap_or(0)]
+    }
+}
 
 /// A GPU device with the kernels of the frozen-linear passes.
 pub struct Gpu {
-    pub(crate) device: wgpu::Device,
-    pub(crate) queue: wgpu::Queue,
+    rec: Recorder,
     summary: AdapterSummary,
     pub(crate) max_binding: u64,
     pub(crate) max_groups: u32,
-    pub(crate) gemm: wgpu::ComputePipeline,
-    pub(crate) elementwise: wgpu::ComputePipeline,
-    pub(crate) fill: wgpu::ComputePipeline,
-    pub(crate) dequant: wgpu::ComputePipeline,
-    pub(crate) rms: wgpu::ComputePipeline,
-    pub(crate) rope: wgpu::ComputePipeline,
-    pub(crate) softmax: wgpu::ComputePipeline,
-    pub(crate) gate: wgpu::ComputePipeline,
+    pub(crate) gemm: GemmKernels,
+    pub(crate) elementwise: Kernel,
+    pub(crate) fill: Kernel,
+    pub(crate) dequant: Kernel,
+    pub(crate) rms: Kernel,
+    pub(crate) rope: Kernel,
+    pub(crate) softmax: Kernel,
+    pub(crate) gate: Kernel,
     pub(crate) resident: RefCell<crate::weights::ResidentSet>,
-    encoder: RefCell<Option<wgpu::CommandEncoder>>,
-    queued: Cell<usize>,
+    tuning: RefCell<GemmTuning>,
     errors: Arc<Mutex<Vec<String>>>,
     /// Why the device was lost, once it is (a driver reset, the browser's
     /// GPU process gone, `destroy`): every later call fails with it.
@@ -222,41 +234,64 @@ impl Gpu {
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
         };
-        let pipeline = |label: &str, src: &str| {
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(label),
-                source: wgpu::ShaderSource::Wgsl(src.into()),
-            });
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(label),
-                layout: None,
-                module: &module,
-                entry_point: Some("main"),
-                compilation_options: Default::default(),
-                cache: None,
-            })
+        use crate::record::Bind::{Ro, Rw, Uniform};
+        let kernel = |id: u32, label: &str, src: &str, binds: &'static [Bind]| {
+            Kernel::new(&device, id, label, src, binds)
         };
-        let gemm = pipeline("gemm", include_str!("shaders/gemm.wgsl"));
-        let elementwise = pipeline("elementwise", include_str!("shaders/elementwise.wgsl"));
-        let fill = pipeline("fill", include_str!("shaders/fill.wgsl"));
-        let dequant = pipeline(
-            "dequant",
-            &crate::weights::dequant_source(summary.shader_f16),
+        let gemm = GemmKernels(Variant::ALL.map(|v| {
+            kernel(
+                100 + v as u32,
+                v.name(),
+                &gemm::source(v),
+                &[Rw, Ro, Ro, Uniform, Ro, Ro],
+            )
+        }));
+        let elementwise = kernel(
+            1,
+            "elementwise",
+            include_str!("shaders/elementwise.wgsl"),
+            &[Rw, Ro, Ro, Uniform],
         );
+        let fill = kernel(2, "fill", include_str!("shaders/fill.wgsl"), &[Rw, Uniform]);
+        let dequant_src = crate::weights::dequant_source(summary.shader_f16);
+        let dequant = if summary.shader_f16 {
+            // The blocks as u32 words and as f16, after the uniform.
+            kernel(3, "dequant", &dequant_src, &[Rw, Ro, Uniform, Ro])
+        } else {
+            kernel(3, "dequant", &dequant_src, &[Rw, Ro, Uniform])
+        };
+        let rms_binds: &'static [Bind] = &[Rw, Rw, Ro, Ro, Uniform];
         let rms = if summary.subgroups {
-            pipeline(
+            kernel(
+                4,
                 "rms",
                 &subgroup_source(include_str!("shaders/rms_subgroups.wgsl")),
+                rms_binds,
             )
         } else {
-            pipeline("rms", include_str!("shaders/rms.wgsl"))
+            kernel(4, "rms", include_str!("shaders/rms.wgsl"), rms_binds)
         };
-        let rope = pipeline("rope", include_str!("shaders/rope.wgsl"));
-        let softmax = pipeline("softmax", include_str!("shaders/softmax.wgsl"));
-        let gate = pipeline("gate", include_str!("shaders/gate.wgsl"));
+        let rope = kernel(
+            5,
+            "rope",
+            include_str!("shaders/rope.wgsl"),
+            &[Rw, Ro, Ro, Uniform],
+        );
+        let softmax = kernel(
+            6,
+            "softmax",
+            include_str!("shaders/softmax.wgsl"),
+            &[Rw, Uniform],
+        );
+        let gate = kernel(
+            7,
+            "gate",
+            include_str!("shaders/gate.wgsl"),
+            &[Rw, Ro, Uniform],
+        );
+        let tuning = RefCell::new(GemmTuning::untuned(&summary.key()));
         let gpu = Self {
-            device,
-            queue,
+            rec: Recorder::new(device, queue, POOL_CAP),
             summary,
             max_binding,
             max_groups: limits.max_compute_workgroups_per_dimension.max(1),
@@ -269,8 +304,7 @@ impl Gpu {
             softmax,
             gate,
             resident: RefCell::default(),
-            encoder: RefCell::new(None),
-            queued: Cell::new(0),
+            tuning,
             errors,
             lost,
         };
@@ -282,10 +316,40 @@ impl Gpu {
         &self.summary
     }
 
+    /// What the GPU was asked to do since it was made (running totals:
+    /// [`GpuWork::since`] gives one piece of work's share).
+    pub fn work(&self) -> GpuWork {
+        self.rec.work()
+    }
+
+    /// The product variants in use.
+    pub fn tuning(&self) -> GemmTuning {
+        self.tuning.borrow().clone()
+    }
+
+    /// Uses `t` (remembered for this adapter, or just timed); one timed on
+    /// another adapter is refused.
+    pub fn set_tuning(&self, t: GemmTuning) -> Result<()> {
+        if t.adapter != self.summary.key() {
+            return Err(GpuError::Options(format!(
+                "a tuning for '{}' does not apply to '{}'",
+                t.adapter,
+                self.summary.key()
+            )));
+        }
+        *self.tuning.borrow_mut() = t;
+        Ok(())
+    }
+
+    /// The variant a product with `rows` output rows uses.
+    pub(crate) fn variant_for(&self, rows: usize) -> Variant {
+        self.tuning.borrow().variant(ShapeClass::of(rows))
+    }
+
     /// Gives the device up, as a driver reset or a lost GPU process would
     /// take it: every later call fails with [`GpuError::Lost`].
     pub fn destroy(&self) {
-        self.device.destroy();
+        self.rec.device().destroy();
         if let Ok(mut l) = self.lost.lock() {
             l.get_or_insert_with(|| "destroyed".into());
         }
@@ -326,38 +390,70 @@ impl Gpu {
         Ok(bytes)
     }
 
-    const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-        .union(wgpu::BufferUsages::COPY_SRC)
-        .union(wgpu::BufferUsages::COPY_DST);
+    /// `len` values, unspecified: for a buffer the next kernel writes whole.
+    pub(crate) fn uninit(&self, len: usize) -> Result<GpuBuf> {
+        let bytes = self.fits(len)?;
+        let (id, buf, _) = self.rec.buffer(bytes, Use::Storage);
+        Ok(self.rec.wrap(id, buf, len, Some(Use::Storage)))
+    }
 
-    /// `len` zeros (wgpu zero-fills new buffers).
+    /// `len` zeros: a new buffer is zero-filled; a pooled one is cleared by
+    /// a kernel, inside the open compute pass.
     pub fn zeros(&self, len: usize) -> Result<GpuBuf> {
-        let size = self.fits(len)?;
-        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size,
-            usage: Self::USAGE,
-            mapped_at_creation: false,
-        });
-        Ok(GpuBuf { buf, len })
+        let bytes = self.fits(len)?;
+        let (id, buf, reused) = self.rec.buffer(bytes, Use::Storage);
+        let out = self.rec.wrap(id, buf, len, Some(Use::Storage));
+        if reused {
+            self.fill_value(&out, 0, (bytes / 4) as usize, 0.0)?;
+        }
+        Ok(out)
+    }
+
+    /// `dst[offset..offset + len] = value` by a kernel.
+    pub(crate) fn fill_value(
+        &self,
+        dst: &GpuBuf,
+        offset: usize,
+        len: usize,
+        value: f32,
+    ) -> Result<()> {
+        let u = |v: usize| {
+            u32::try_from(v).map_err(|_| GpuError::TooLarge {
+                bytes: v as u64 * 4,
+                limit: u32::MAX as u64,
+            })
+        };
+        let params = [u(len)?, u(offset)?, value.to_bits(), 0];
+        self.dispatch(&self.fill, &[dst], &params, self.grid(len));
+        Ok(())
     }
 
     pub fn upload_f32(&self, data: &[f32]) -> Result<GpuBuf> {
-        self.fits(data.len())?;
+        let bytes = self.fits(data.len())?;
         let contents: &[u8] = if data.is_empty() {
             &[0; 4]
         } else {
             bytemuck::cast_slice(data)
         };
-        let buf = self.buffer_with(None, contents, Self::USAGE);
-        Ok(GpuBuf {
-            buf,
-            len: data.len(),
-        })
+        let (id, buf, reused) = self.rec.buffer(bytes, Use::Storage);
+        // The queue writes before the commands of the next submit: a pooled
+        // buffer that recorded commands still read must see them run first.
+        if reused && self.rec.pending() {
+            self.rec.flush();
+        }
+        self.write(&buf, contents);
+        Ok(self.rec.wrap(id, buf, data.len(), Some(Use::Storage)))
     }
 
-    /// Raw bytes (a multiple of 4) in a storage buffer.
-    pub(crate) fn upload_bytes(&self, bytes: &[u8]) -> Result<wgpu::Buffer> {
+    fn write(&self, buf: &wgpu::Buffer, contents: &[u8]) {
+        self.rec.queue().write_buffer(buf, 0, contents);
+        let n = contents.len() as u64;
+        self.rec.count(|w| w.bytes_uploaded += n);
+    }
+
+    /// Raw bytes (a multiple of 4) in a storage buffer of its own (a model's
+    /// weights: never pooled).
+    pub(crate) fn upload_bytes(&self, bytes: &[u8]) -> Result<GpuBuf> {
         if bytes.len() as u64 > self.max_binding {
             return Err(GpuError::TooLarge {
                 bytes: bytes.len() as u64,
@@ -365,102 +461,45 @@ impl Gpu {
             });
         }
         self.check()?;
-        Ok(self.buffer_with(Some("weights"), bytes, wgpu::BufferUsages::STORAGE))
-    }
-
-    /// A buffer holding `contents` (a multiple of 4 bytes), written through
-    /// the queue: a buffer mapped at creation panics natively once the
-    /// device is lost, where a queued write only reports an error.
-    fn buffer_with(
-        &self,
-        label: Option<&str>,
-        contents: &[u8],
-        usage: wgpu::BufferUsages,
-    ) -> wgpu::Buffer {
-        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label,
-            size: contents.len().max(4) as u64,
-            usage: usage | wgpu::BufferUsages::COPY_DST,
+        // Written through the queue: a buffer mapped at creation panics
+        // natively once the device is lost, where a queued write only
+        // reports an error.
+        let buf = self.rec.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("weights"),
+            size: bytes.len().max(4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.queue.write_buffer(&buf, 0, contents);
-        buf
+        self.write(&buf, bytes);
+        Ok(self.rec.created(buf, bytes.len() / 4))
     }
 
-    /// Records work into the current encoder, submitting every [`BATCH`].
+    /// Records a command outside the compute pass (a copy, a clear).
     pub(crate) fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
-        {
-            let mut slot = self.encoder.borrow_mut();
-            let enc = slot.get_or_insert_with(|| {
-                self.device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-            });
-            f(enc);
-        }
-        self.queued.set(self.queued.get() + 1);
-        if self.queued.get() >= BATCH {
-            self.flush();
-        }
+        self.rec.encode(f)
     }
 
     /// Submits what was recorded.
     pub fn flush(&self) {
-        if let Some(enc) = self.encoder.borrow_mut().take() {
-            self.queue.submit([enc.finish()]);
-        }
-        self.queued.set(0);
+        self.rec.flush()
     }
 
-    /// One dispatch of `pipeline` with `storage` at bindings 0.. and the
-    /// uniform `params` after them.
+    /// Gives back the buffers pooled for reuse (after a run: the next
+    /// prompt sizes its own).
+    pub fn trim(&self) {
+        self.rec.trim()
+    }
+
+    /// One dispatch of `kernel` with `storage` at its storage bindings in
+    /// order and the uniform `params`.
     pub(crate) fn dispatch(
         &self,
-        pipeline: &wgpu::ComputePipeline,
-        storage: &[&wgpu::Buffer],
+        kernel: &Kernel,
+        storage: &[&GpuBuf],
         params: &[u32],
         groups: (u32, u32, u32),
     ) {
-        self.dispatch_with_uniform_at(pipeline, storage, storage.len(), params, groups)
-    }
-
-    /// As [`Gpu::dispatch`], with the uniform at binding `at` and the
-    /// storage buffers at the other bindings in order.
-    pub(crate) fn dispatch_with_uniform_at(
-        &self,
-        pipeline: &wgpu::ComputePipeline,
-        storage: &[&wgpu::Buffer],
-        at: usize,
-        params: &[u32],
-        groups: (u32, u32, u32),
-    ) {
-        let uniform = self.buffer_with(
-            None,
-            bytemuck::cast_slice(params),
-            wgpu::BufferUsages::UNIFORM,
-        );
-        let mut entries: Vec<wgpu::BindGroupEntry> = storage
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: (i + usize::from(i >= at)) as u32,
-                resource: b.as_entire_binding(),
-            })
-            .collect();
-        entries.push(wgpu::BindGroupEntry {
-            binding: at as u32,
-            resource: uniform.as_entire_binding(),
-        });
-        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
-        self.record(|enc| {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &group, &[]);
-            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
-        });
+        self.rec.dispatch(kernel, storage, params, groups)
     }
 
     /// A 2-d grid of 256-wide workgroups covering `total` invocations.
@@ -491,12 +530,7 @@ impl Gpu {
         if total == 0 {
             return Ok(parts.iter().map(|_| Vec::new()).collect());
         }
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: (total * 4) as u64,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let (staging_id, staging, _) = self.rec.buffer((total * 4) as u64, Use::Staging);
         let mut at = 0;
         for &(buf, offset, len) in parts {
             if len > 0 {
@@ -513,17 +547,24 @@ impl Gpu {
             at += len;
         }
         self.flush();
+        let started = clock::now_ms();
         let (tx, rx) = futures_channel::oneshot::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
         #[cfg(not(target_arch = "wasm32"))]
-        self.device
+        self.rec
+            .device()
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| GpuError::Readback(e.to_string()))?;
         let mapped = rx
             .await
             .map_err(|_| GpuError::Readback("the device went away".into()))?;
+        let waited = clock::now_ms() - started;
+        self.rec.count(|w| {
+            w.wait_ms += waited;
+            w.bytes_read_back += (total * 4) as u64;
+        });
         self.check()?;
         mapped.map_err(|e| GpuError::Readback(e.to_string()))?;
         let data = {
@@ -534,6 +575,7 @@ impl Gpu {
             bytemuck::pod_collect_to_vec::<u8, f32>(&view)
         };
         staging.unmap();
+        self.rec.give_staging(staging_id, staging);
         let mut out = Vec::with_capacity(parts.len());
         let mut at = 0;
         for &(_, _, len) in parts {
@@ -549,16 +591,20 @@ impl Gpu {
     /// a cancelled run leaves little behind in a shared GPU process.
     pub async fn settle(&self) -> Result<()> {
         self.flush();
+        let started = clock::now_ms();
         let (tx, rx) = futures_channel::oneshot::channel();
-        self.queue.on_submitted_work_done(move || {
+        self.rec.queue().on_submitted_work_done(move || {
             let _ = tx.send(());
         });
         #[cfg(not(target_arch = "wasm32"))]
-        self.device
+        self.rec
+            .device()
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| GpuError::Readback(e.to_string()))?;
         rx.await
             .map_err(|_| GpuError::Readback("the device went away".into()))?;
+        let waited = clock::now_ms() - started;
+        self.rec.count(|w| w.wait_ms += waited);
         self.check()
     }
 
@@ -566,7 +612,8 @@ impl Gpu {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn wait(&self) -> Result<()> {
         self.flush();
-        self.device
+        self.rec
+            .device()
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| GpuError::Readback(e.to_string()))?;
         self.check()

@@ -17,13 +17,19 @@
 mod backend;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
+mod clock;
 mod device;
 mod error;
+pub mod gemm;
+mod record;
 pub mod trace;
+mod tune;
 mod weights;
 
 pub use device::{AdapterSummary, Gpu, GpuBuf, GpuOptions};
 pub use error::GpuError;
+pub use gemm::{GemmShape, GemmTuning, ShapeClass, Variant, VariantRate};
+pub use lens_report::GpuWork;
 
 /// Runs a future to completion on this thread (native only: a browser
 /// awaits the passes instead).

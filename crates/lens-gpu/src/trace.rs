@@ -51,7 +51,7 @@ impl Gpu {
         ];
         self.dispatch(
             &self.rms,
-            &[&dst.buf, &scale.buf, &x.buf, &w.buf],
+            &[dst, scale, x, w],
             &params,
             (gx as u32, u32_of(rows.div_ceil(gx))?, 1),
         );
@@ -138,12 +138,7 @@ fn layer(gpu: &Gpu, model: &Model, l: usize, h: &GpuBuf, ropes: &RopeTables) -> 
     for (x, heads) in [(&q, nh), (&k, nkv)] {
         let total = n * heads * (hd / 2);
         let params = [u32_of(n)?, u32_of(heads)?, u32_of(hd)?, u32_of(total)?];
-        gpu.dispatch(
-            &gpu.rope,
-            &[&x.buf, &cos.buf, &sin.buf],
-            &params,
-            gpu.grid(total),
-        );
+        gpu.dispatch(&gpu.rope, &[x, &cos, &sin], &params, gpu.grid(total));
     }
     // Scores per kv head for the `group` query heads that share it.
     let group = nh / nkv;
@@ -183,7 +178,7 @@ fn layer(gpu: &Gpu, model: &Model, l: usize, h: &GpuBuf, ropes: &RopeTables) -> 
         window,
         (c.attn_scale as f32).to_bits(),
     ];
-    gpu.dispatch(&gpu.softmax, &[&p.buf], &params, gpu.grid(nh * n));
+    gpu.dispatch(&gpu.softmax, &[&p], &params, gpu.grid(nh * n));
     let mut mixed = gpu.zeros(n * nh * hd)?;
     for g in 0..nkv {
         Backend::gemm(
@@ -234,7 +229,7 @@ fn layer(gpu: &Gpu, model: &Model, l: usize, h: &GpuBuf, ropes: &RopeTables) -> 
         0,
         0,
     ];
-    gpu.dispatch(&gpu.gate, &[&g.buf, &gate.buf], &params, gpu.grid(n * ffn));
+    gpu.dispatch(&gpu.gate, &[&g, &gate], &params, gpu.grid(n * ffn));
     let mut gu = gpu.zeros(n * ffn)?;
     let dense = Strided::dense(0, [1, 1, n * ffn]);
     Backend::elementwise(

@@ -36,7 +36,7 @@ fn kernel_kind(dtype: GgmlDType) -> Option<(u32, usize, usize)> {
 
 /// One matrix kept on the GPU as stored.
 pub(crate) struct Resident {
-    raw: wgpu::Buffer,
+    raw: GpuBuf,
     kind: u32,
     rows: usize,
     cols: usize,
@@ -90,7 +90,8 @@ impl Gpu {
     /// Decodes a resident matrix into a fresh f32 buffer `[rows, cols]`.
     fn decode(&self, r: &Resident) -> Result<GpuBuf> {
         let total = r.rows * r.cols;
-        let out = self.zeros(total)?;
+        // Every element is written by the decoder.
+        let out = self.uninit(total)?;
         let u = |v: usize| {
             u32::try_from(v).map_err(|_| GpuError::TooLarge {
                 bytes: v as u64,
@@ -98,24 +99,14 @@ impl Gpu {
             })
         };
         let params = [u(total)?, u(r.cols)?, u(r.row_bytes)?, r.kind];
-        if self.adapter().shader_f16 {
-            // The blocks as u32 words and as f16 (the uniform is binding 2
-            // either way).
-            self.dispatch_with_uniform_at(
-                &self.dequant,
-                &[&out.buf, &r.raw, &r.raw],
-                2,
-                &params,
-                self.grid(total),
-            );
+        // With shader-f16 the blocks are bound twice, as u32 words and as
+        // f16 (the uniform is binding 2 either way).
+        let storage: &[&GpuBuf] = if self.adapter().shader_f16 {
+            &[&out, &r.raw, &r.raw]
         } else {
-            self.dispatch(
-                &self.dequant,
-                &[&out.buf, &r.raw],
-                &params,
-                self.grid(total),
-            );
-        }
+            &[&out, &r.raw]
+        };
+        self.dispatch(&self.dequant, storage, &params, self.grid(total));
         Ok(out)
     }
 
@@ -223,7 +214,7 @@ impl Gpu {
         let r = self.resident(model, name)?;
         let out = self.decode(&r)?;
         let mut set = self.resident.borrow_mut();
-        set.bytes += r.raw.size();
+        set.bytes += r.raw.buf.size();
         set.matrices.insert(name.to_string(), r);
         Ok(out)
     }

@@ -277,6 +277,45 @@ pub struct PathPoint {
     pub label: String,
 }
 
+/// What the GPU was asked to do for one piece of work (a full J): the
+/// counters that show whether the work reached the device in few, large
+/// steps. Counted by the GPU backend as it records; plain data here.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq)]
+pub struct GpuWork {
+    /// Kernel launches.
+    pub dispatches: u64,
+    /// Command buffers handed to the queue.
+    pub submits: u64,
+    /// Compute passes opened (one holds a run of dispatches).
+    pub compute_passes: u64,
+    /// GPU buffers created (a pooled buffer reused is not one).
+    pub buffers_created: u64,
+    /// Bind groups created (a cached one reused is not one).
+    pub bind_groups_created: u64,
+    /// Bytes written into GPU buffers from the host.
+    pub bytes_uploaded: u64,
+    /// Bytes copied back to the host.
+    pub bytes_read_back: u64,
+    /// Time spent waiting for readbacks and for the queue to drain, ms.
+    pub wait_ms: f64,
+}
+
+impl GpuWork {
+    /// The work done between `earlier` and `self` (both running totals).
+    pub fn since(&self, earlier: &GpuWork) -> GpuWork {
+        GpuWork {
+            dispatches: self.dispatches - earlier.dispatches,
+            submits: self.submits - earlier.submits,
+            compute_passes: self.compute_passes - earlier.compute_passes,
+            buffers_created: self.buffers_created - earlier.buffers_created,
+            bind_groups_created: self.bind_groups_created - earlier.bind_groups_created,
+            bytes_uploaded: self.bytes_uploaded - earlier.bytes_uploaded,
+            bytes_read_back: self.bytes_read_back - earlier.bytes_read_back,
+            wait_ms: self.wait_ms - earlier.wait_ms,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct Timings {
     pub forward: f64,
@@ -316,4 +355,7 @@ pub struct Report {
     /// The prompt continued with and without another prompt's operator.
     pub steering: Option<Steering>,
     pub timings_ms: Timings,
+    /// On the GPU: what the full J asked of the device.
+    #[serde(default)]
+    pub gpu_work: Option<GpuWork>,
 }

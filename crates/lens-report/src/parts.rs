@@ -93,6 +93,9 @@ pub struct JacobianPart {
     /// On the GPU: the probes against the GPU's `J` itself.
     #[serde(default)]
     pub certificate: Option<Certificate>,
+    /// On the GPU: what forming J asked of the device.
+    #[serde(default)]
+    pub gpu_work: Option<crate::GpuWork>,
     pub ms: f64,
 }
 
@@ -163,6 +166,7 @@ impl Report {
             path: Vec::new(),
             attention: None,
             steering: None,
+            gpu_work: None,
             timings_ms: Timings {
                 forward: p.ms,
                 ..Timings::default()
@@ -193,6 +197,9 @@ impl Report {
                 r.detached_rel_error = Some(j.detached_rel_error);
                 if j.certificate.is_some() {
                     r.certificate = j.certificate;
+                }
+                if j.gpu_work.is_some() {
+                    self.gpu_work = j.gpu_work;
                 }
                 for (t, f) in self.per_token.iter_mut().zip(j.fro_norms) {
                     t.jacobian_fro_norm = Some(f);
@@ -284,6 +291,7 @@ mod tests {
             detached_rel_error: 3e-16,
             fro_norms: vec![4.0, 5.0],
             certificate: None,
+            gpu_work: None,
             ms: 3.0,
         });
         let mut a = Report::new(prediction());
@@ -334,6 +342,7 @@ mod tests {
                 detached_rel_error: 1e-7,
                 fro_norms: vec![1.0, 1.0],
                 certificate: c,
+                gpu_work: None,
                 ms: 1.0,
             })
         };

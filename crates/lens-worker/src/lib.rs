@@ -4,3 +4,4 @@
 
 pub mod pool;
 pub mod stages;
+pub mod tuning;

@@ -338,10 +338,14 @@ pub async fn run(
         None
     } else {
         let t = now_ms();
+        let work_before = gpu.map(|g| g.work());
         let j = {
             let _hook = progress::install(hook(&emit, job, Stage::Jacobian));
             match (gpu, pool) {
-                (Some(g), _) => detached_jacobian_on(g, model, &tr, pass).await?.0,
+                (Some(g), _) => {
+                    crate::tuning::ensure(g, model, tr.n()).await;
+                    detached_jacobian_on(g, model, &tr, pass).await?.0
+                }
                 (None, Some(p)) => pool::from_pool(model, &tr, job, p, &emit, now_ms).await?,
                 (None, None) => detached_jacobian(model, &tr, pass)?.0,
             }
@@ -359,6 +363,9 @@ pub async fn run(
             });
         }
         jp.ms = now_ms() - t;
+        if let (Some(g), Some(before)) = (gpu, work_before) {
+            jp.gpu_work = Some(g.work().since(&before));
+        }
         part(Part::Jacobian(jp));
         let jv = JacobianValues::of(&j)?;
         drop(j);

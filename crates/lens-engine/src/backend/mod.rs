@@ -129,6 +129,79 @@ impl Strided {
     }
 }
 
+/// What runs inside a product besides it ([`Backend::gemm_fused`]): the
+/// elementwise steps that follow a product in the passes, so that a GPU
+/// spends no dispatch (and no buffer) on them.
+pub struct Epilogue<'a, Buf> {
+    /// `a·diag(s)·b`: product `z`'s inner-dimension diagonal is the
+    /// `av.cols` values of `buf` from `offset + z·stride`.
+    pub scale: Option<(&'a Buf, usize, usize)>,
+    /// `+ c`: product `z`'s addend is the view `view` (of the destination's
+    /// shape) moved by `z·stride` (the batch's destination stride is 0:
+    /// one addend for the sum).
+    pub addend: Option<(&'a Buf, MatView, usize)>,
+}
+
+impl<Buf> Epilogue<'_, Buf> {
+    pub const NONE: Self = Self {
+        scale: None,
+        addend: None,
+    };
+}
+
+/// The contract of [`Backend::gemm_fused`]'s epilogue, beyond
+/// [`check_gemm`]'s (`lens`: the scale's and the addend's buffers).
+pub fn check_epilogue<Buf>(
+    dv: &MatView,
+    av: &MatView,
+    batch: &Batch,
+    ep: &Epilogue<'_, Buf>,
+    lens: [usize; 2],
+) -> Result<()> {
+    let products = if batch.dst == 0 { 1 } else { batch.count };
+    if let Some((_, offset, stride)) = ep.scale {
+        if av.cols > 0 && batch.count > 0 {
+            let last = offset + (batch.count - 1) * stride + av.cols - 1;
+            if last >= lens[0] {
+                return Err(bad(format!(
+                    "scale of {} at {offset} (batch {}×{stride}) past buffer of {}",
+                    av.cols, batch.count, lens[0]
+                )));
+            }
+        }
+    }
+    if let Some((_, cv, stride)) = ep.addend {
+        if cv.rows != dv.rows || cv.cols != dv.cols {
+            return Err(bad(format!("addend {cv:?} is not the shape of {dv:?}")));
+        }
+        if let Some(last) = cv.last() {
+            if last + products.saturating_sub(1) * stride >= lens[1] {
+                return Err(bad(format!(
+                    "addend {cv:?} (batch {products}×{stride}) past buffer of {}",
+                    lens[1]
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One product's shape: `count` products of `rows × inner` by
+/// `inner × cols` (what a GPU times its kernel variants on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GemmShape {
+    pub rows: usize,
+    pub cols: usize,
+    pub inner: usize,
+    pub count: usize,
+}
+
+impl GemmShape {
+    pub fn flops(&self) -> f64 {
+        2.0 * self.rows as f64 * self.cols as f64 * self.inner as f64 * self.count as f64
+    }
+}
+
 /// How an elementwise result lands in the destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Store {
@@ -270,6 +343,93 @@ pub trait Backend {
         batch: Batch,
         accumulate: bool,
     ) -> Result<()>;
+
+    /// `dst ← a·diag(s)·b + c` (either part of the epilogue optional; with
+    /// neither, `gemm` without accumulating), batched as [`Backend::gemm`].
+    /// The default scales `a` into `scratch` (kept by the caller between
+    /// calls) and adds `c` first; a backend that runs both inside the
+    /// product overrides it and leaves `scratch` alone. The addend of the
+    /// default needs a dense destination.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_fused(
+        &self,
+        dst: &mut Self::Buf,
+        dv: MatView,
+        a: &Self::Buf,
+        av: MatView,
+        b: &Self::Buf,
+        bv: MatView,
+        batch: Batch,
+        ep: Epilogue<'_, Self::Buf>,
+        scratch: &mut Option<Self::Buf>,
+    ) -> Result<()> {
+        let lens = [
+            ep.scale.map_or(0, |s| self.len(s.0)),
+            ep.addend.map_or(0, |c| self.len(c.0)),
+        ];
+        check_gemm(
+            &dv,
+            &av,
+            &bv,
+            &batch,
+            [self.len(dst), self.len(a), self.len(b)],
+        )?;
+        check_epilogue(&dv, &av, &batch, &ep, lens)?;
+        if let Some((c, cv, stride)) = ep.addend {
+            let products = if batch.dst == 0 { 1 } else { batch.count };
+            let dense =
+                dv.cs == 1 && dv.rs == dv.cols && (products == 1 || batch.dst == dv.rows * dv.cols);
+            if !dense {
+                return Err(bad(format!(
+                    "an addend needs a dense destination here, not {dv:?}"
+                )));
+            }
+            let read = Strided {
+                offset: cv.offset,
+                strides: [stride, cv.rs, cv.cs],
+            };
+            let dims = [products, dv.rows, dv.cols];
+            self.elementwise(Store::Set, dst, dv.offset, dims, (c, read), None)?;
+        }
+        let accumulate = ep.addend.is_some();
+        let Some((s, offset, stride)) = ep.scale else {
+            return self.gemm(dst, dv, a, av, b, bv, batch, accumulate);
+        };
+        let (rows, inner, count) = (av.rows, av.cols, batch.count);
+        let len = count * rows * inner;
+        if scratch.as_ref().is_none_or(|b| self.len(b) < len) {
+            *scratch = None; // free before allocating the larger one
+            *scratch = Some(self.zeros(len)?);
+        }
+        let Some(scaled) = scratch.as_mut() else {
+            return Err(bad("no scratch for the scaled operand".into()));
+        };
+        let from_a = Strided {
+            offset: av.offset,
+            strides: [batch.a, av.rs, av.cs],
+        };
+        let from_s = Strided {
+            offset,
+            strides: [stride, 0, 1],
+        };
+        let dims = [count, rows, inner];
+        self.elementwise(Store::Set, scaled, 0, dims, (a, from_a), Some((s, from_s)))?;
+        let batch = Batch {
+            a: rows * inner,
+            ..batch
+        };
+        let scaled = &*scaled;
+        self.gemm(
+            dst,
+            dv,
+            scaled,
+            MatView::dense(0, rows, inner),
+            b,
+            bv,
+            batch,
+            accumulate,
+        )
+    }
 
     /// On the dense `dims` block of `dst` at `dst_offset`:
     /// `dst (store) a` or `dst (store) a ⊙ b`. An implementation starts
