@@ -12,7 +12,7 @@ use crate::run_state::{run_precision, Results, APP_VERSION};
 use crate::url_sync::LinkKind;
 use crate::views::attention::AttentionView;
 use crate::views::backend::{
-    BackendFallback, BackendSelect, EngineLabel, GpuPrecisionNote, PrecisionSelect,
+    BackendFallback, BackendSelect, EngineLabel, GpuPrecisionNote, GpuWorkDetails, PrecisionSelect,
 };
 use crate::views::decode::DecodeView;
 use crate::views::exactness::ExactnessView;
@@ -494,6 +494,7 @@ pub fn Layout() -> impl IntoView {
         }}
         <footer>
             <EngineLabel info=backend />
+            <GpuWorkDetails rows=Signal::derive(move || page.results.with(|r| r.gpu_work())) />
             {move || page.pool_size.get().map(|p| view! {
                 " · " <span
                     data-testid="engine-pool"

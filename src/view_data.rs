@@ -118,6 +118,23 @@ impl Results {
         }
     }
 
+    /// What the GPU was asked to do for the run's J, as (what, how many)
+    /// rows for the engine details; `None` off the GPU or before J.
+    pub(crate) fn gpu_work(&self) -> Option<Vec<(&'static str, String)>> {
+        let w = self.report.as_ref()?.gpu_work?;
+        let count = |v: u64| v.to_string();
+        Some(vec![
+            ("dispatches", count(w.dispatches)),
+            ("submits", count(w.submits)),
+            ("compute passes", count(w.compute_passes)),
+            ("buffers created", count(w.buffers_created)),
+            ("bind groups created", count(w.bind_groups_created)),
+            ("uploaded", crate::numbers::mb(w.bytes_uploaded as f64)),
+            ("read back", crate::numbers::mb(w.bytes_read_back as f64)),
+            ("waiting on the GPU", format!("{:.0} ms", w.wait_ms)),
+        ])
+    }
+
     pub(crate) fn strip(&self) -> Option<StripData> {
         let rep = self.report.as_ref()?;
         let rows = has_contributions(rep).then(|| {
@@ -226,6 +243,37 @@ mod tests {
             (e.contributions, e.other_precision, e.detached),
             (Some(1e-16), Some(2e-7), Some(3e-16))
         );
+    }
+
+    #[test]
+    fn the_gpu_work_of_j_is_shown_as_counted() {
+        let r = results(vec![prediction(), contributions(), jacobian()]);
+        assert_eq!(r.gpu_work(), None, "a CPU run has no GPU work");
+        let mut on_gpu = jacobian();
+        if let Reply::Part {
+            part: lens_protocol::report::Part::Jacobian(j),
+            ..
+        } = &mut on_gpu
+        {
+            j.gpu_work = Some(lens_protocol::report::GpuWork {
+                dispatches: 270,
+                submits: 18,
+                compute_passes: 18,
+                buffers_created: 0,
+                bind_groups_created: 3,
+                bytes_uploaded: 2_500_000,
+                bytes_read_back: 26_214_400,
+                wait_ms: 812.4,
+            });
+        }
+        let rows = results(vec![prediction(), contributions(), on_gpu])
+            .gpu_work()
+            .expect("rows");
+        let get = |k: &str| rows.iter().find(|r| r.0 == k).map(|r| r.1.as_str());
+        assert_eq!(get("dispatches"), Some("270"));
+        assert_eq!(get("buffers created"), Some("0"));
+        assert_eq!(get("read back"), Some("26.2 MB"));
+        assert_eq!(get("waiting on the GPU"), Some("812 ms"));
     }
 
     #[test]

@@ -105,3 +105,27 @@ pub fn EngineLabel(info: Signal<BackendInfo>) -> impl IntoView {
         }}
     }
 }
+
+/// The engine details of a run on the GPU: what forming J asked of the
+/// device (dispatches, submits, passes, what was created, moved and waited
+/// for), folded under the footer's engine label.
+#[component]
+pub fn GpuWorkDetails(rows: Signal<Option<Vec<(&'static str, String)>>>) -> impl IntoView {
+    move || {
+        rows.get().map(|rows| {
+            view! {
+                <details class="gpu-work" data-testid="gpu-work">
+                    <summary>"GPU work for J"</summary>
+                    <table>
+                        <caption>"What forming J asked of the GPU"</caption>
+                        <tbody>
+                            {rows.into_iter().map(|(what, n)| view! {
+                                <tr data-what=what><th scope="row">{what}</th><td>{n}</td></tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                </details>
+            }
+        })
+    }
+}

@@ -10,7 +10,8 @@
 //    GPU's contributions ≤ 1e-5, and the GPU-vs-f64 certificate ≤ 1e-4.
 // 2. A tiny Qwen 3 (through the Hugging Face URL layout, from a local
 //    server) on WebGPU: the full J arrives (σ of J_cat), reconstruction
-//    ≤ 1e-5, σ1 = the CLI's (f64), the certificate in the Report export.
+//    ≤ 1e-5, σ1 = the CLI's (f64), the certificate in the Report export;
+//    the J's GPU work (dispatches, passes, …) in the export and the footer.
 // 3. `backend=cpu`: the footer says CPU, f64 exact, no certificate.
 // 4. A browser without WebGPU (no flag): auto falls back to the CPU and says
 //    why; `backend=webgpu` fails with a clear message.
@@ -153,6 +154,17 @@ await scenario("a tiny Qwen 3 on WebGPU, then on the CPU", async () => {
   const rc = rep.reconstruction?.certificate;
   check(rep.precision === "f32" && !!rc && rc.max_rel_error === r.cert?.maxRel && rc.probes === r.cert?.probes,
     `export: the Report (${rep.precision}) carries the certificate (${JSON.stringify(rc)})`);
+  // The engine details: what forming J asked of the GPU, as the Report has it.
+  const work = rep.gpu_work;
+  const shown = await page.$$eval('[data-testid="gpu-work"] tr', (rows) =>
+    Object.fromEntries(rows.map((tr) => [tr.dataset.what, tr.querySelector("td").textContent])));
+  check(!!work && work.dispatches > 0 && work.submits > 0 && work.compute_passes > 0 && work.bytes_read_back > 0,
+    `export: the J's GPU work ${JSON.stringify(work)}`);
+  check(shown.dispatches === String(work?.dispatches) && shown["buffers created"] === String(work?.buffers_created) &&
+    shown["bind groups created"] === String(work?.bind_groups_created),
+    `footer: the GPU work for J as exported (${JSON.stringify(shown)})`);
+  check(work.compute_passes <= work.submits + 1 && work.dispatches >= 4 * work.compute_passes,
+    `one compute pass holds a run of dispatches (${work.dispatches} dispatches in ${work.compute_passes} passes)`);
   if (shots) await page.screenshot({ path: join(shots, "webgpu-tiny-qwen3.png"), fullPage: true });
   await page.close();
 

@@ -338,12 +338,14 @@ pub async fn run(
         None
     } else {
         let t = now_ms();
-        let work_before = gpu.map(|g| g.work());
+        let mut work_before = None;
         let j = {
             let _hook = progress::install(hook(&emit, job, Stage::Jacobian));
             match (gpu, pool) {
                 (Some(g), _) => {
                     crate::tuning::ensure(g, model, tr.n()).await;
+                    // The J's own work, not the tuning's.
+                    work_before = Some(g.work());
                     detached_jacobian_on(g, model, &tr, pass).await?.0
                 }
                 (None, Some(p)) => pool::from_pool(model, &tr, job, p, &emit, now_ms).await?,
