@@ -14,7 +14,7 @@
 //! Layouts: tangents `[b, n, d]`; cotangent blocks `[m, k, d]` (the last `m`
 //! positions, `k` rows each), so a row of `J_i` is contiguous.
 
-use crate::backend::{Backend, Batch, Epilogue, GemmShape, MatView, Store, Strided};
+use crate::backend::{scratch, Backend, Batch, Epilogue, GemmShape, MatView, Store, Strided};
 use crate::error::Result;
 use crate::forward::{norm_weight, LayerRecord};
 use crate::model::Model;
@@ -166,22 +166,6 @@ impl<B: Backend> Default for Workspace<B> {
             eye: None,
             spare: Vec::new(),
         }
-    }
-}
-
-/// A buffer of at least `len` elements, kept for the next call.
-fn scratch<'a, B: Backend>(
-    be: &B,
-    slot: &'a mut Option<B::Buf>,
-    len: usize,
-) -> Result<&'a mut B::Buf> {
-    if slot.as_ref().is_none_or(|b| be.len(b) < len) {
-        *slot = None; // free before allocating the larger one
-        *slot = Some(be.zeros(len)?);
-    }
-    match slot {
-        Some(b) => Ok(b),
-        None => unreachable!("slot filled above"),
     }
 }
 

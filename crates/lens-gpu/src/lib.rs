@@ -21,6 +21,7 @@ mod clock;
 mod device;
 mod error;
 pub mod gemm;
+mod readback;
 mod record;
 pub mod trace;
 mod tune;

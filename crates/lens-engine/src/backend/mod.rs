@@ -278,6 +278,23 @@ pub fn check_elementwise(
     Ok(())
 }
 
+/// A buffer of at least `len` elements in `slot`, kept there for the next
+/// call (a larger one replaces it).
+pub fn scratch<'a, B: Backend + ?Sized>(
+    be: &B,
+    slot: &'a mut Option<B::Buf>,
+    len: usize,
+) -> Result<&'a mut B::Buf> {
+    if slot.as_ref().is_none_or(|b| be.len(b) < len) {
+        *slot = None; // free before allocating the larger one
+        *slot = Some(be.zeros(len)?);
+    }
+    match slot {
+        Some(b) => Ok(b),
+        None => unreachable!("slot filled above"),
+    }
+}
+
 fn bad(what: String) -> crate::EngineError {
     crate::EngineError::Backend(what)
 }
@@ -396,14 +413,7 @@ pub trait Backend {
             return self.gemm(dst, dv, a, av, b, bv, batch, accumulate);
         };
         let (rows, inner, count) = (av.rows, av.cols, batch.count);
-        let len = count * rows * inner;
-        if scratch.as_ref().is_none_or(|b| self.len(b) < len) {
-            *scratch = None; // free before allocating the larger one
-            *scratch = Some(self.zeros(len)?);
-        }
-        let Some(scaled) = scratch.as_mut() else {
-            return Err(bad("no scratch for the scaled operand".into()));
-        };
+        let scaled = crate::backend::scratch(self, scratch, count * rows * inner)?;
         let from_a = Strided {
             offset: av.offset,
             strides: [batch.a, av.rs, av.cs],
