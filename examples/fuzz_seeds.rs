@@ -6,18 +6,15 @@
 //!
 //!   cargo run --example fuzz_seeds -- DIR
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use candle_core::quantized::gguf_file::Value;
-use common::gguf::Gguf;
-use common::{
-    hf_config, random_hf_tensors, safetensors_bytes, word_level_tokenizer_json, word_vocab, Family,
-    Spec,
-};
 use lens_protocol::catalog::resolve_reference;
 use lens_protocol::spec::AnalysisSpec;
 use lens_protocol::{Request, Snapshot};
+use lens_testkit::gguf::Gguf;
+use lens_testkit::{
+    hf_config, random_hf_tensors, safetensors_bytes, word_level_tokenizer_json, word_vocab, Family,
+    Spec,
+};
 use std::path::{Path, PathBuf};
 
 fn main() {

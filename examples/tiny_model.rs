@@ -6,10 +6,7 @@
 //!
 //! Deterministic (fixed seed); its tokenizer is word-level over `w3 w4 …`.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
-use common::{
+use lens_testkit::{
     hf_config, random_hf_tensors, word_level_tokenizer_json, word_vocab, write_hf_dir, Family, Spec,
 };
 use std::path::PathBuf;

@@ -1,13 +1,18 @@
-//! The App: the page state built from the link (or the defaults) and
-//! provided as context, the engine worker started, the window listened to,
-//! the layout drawn. The rooms: `page` (the shared state), `session` (job
-//! queue, replies), `loading` (models), `url_sync` (links, classroom keys),
-//! `layout` (what is on screen).
+//! The App: the page's state built from the link (or the defaults), one
+//! context per room, the engine worker started, the window listened to,
+//! the layout drawn. The rooms: `url_sync` ([`Link`]: the link state),
+//! `loading` ([`Model`]: models), `jobs` ([`Jobs`]: the job queue and
+//! Results), `pool` ([`Pool`]: the other workers), `session` ([`Session`]:
+//! what the page asks of the workers, their replies routed), `layout`
+//! (what is on screen).
 
 use crate::browser;
+use crate::jobs::Jobs;
 use crate::layout::Layout;
-use crate::loading::Loadable;
-use crate::page::Page;
+use crate::loading::{Loadable, Model};
+use crate::pool::Pool;
+use crate::session::Session;
+use crate::url_sync::Link;
 use crate::worker_client::Engine;
 use lens_protocol::catalog::HF_BASE;
 use lens_protocol::{AnalysisSpec, Catalog, Reply};
@@ -27,15 +32,25 @@ pub fn App() -> impl IntoView {
     let defaults = AnalysisSpec::new(&catalog.default, DEFAULT_PROMPT);
     let from_link = AnalysisSpec::from_fragment(&browser::fragment(), &defaults);
     let linked = from_link.is_some();
-    let page = Page::new(catalog, hf_base, from_link.unwrap_or(defaults), linked);
-    provide_context(page);
+    let link = Link::new(from_link.unwrap_or(defaults), linked);
+    let model = Model::new(catalog, hf_base);
+    let (jobs, pool) = (Jobs::new(), Pool::new());
+    let session = Session::new(link, model, jobs, pool);
+    provide_context(link);
+    provide_context(model);
+    provide_context(jobs);
+    provide_context(pool);
+    provide_context(session);
 
-    page.loaded
-        .set_value(Some(Loadable::Remote(page.spec.get_untracked().model)));
-    let on_reply = Rc::new(move |r: Reply, buffer| page.on_lead_reply(r, buffer));
-    let on_crash = Rc::new(move |msg: String| page.on_crash(msg));
-    page.engine.set_value(Some(Engine::new(on_reply, on_crash)));
-    page.listen_to_window();
+    model
+        .loaded
+        .set_value(Some(Loadable::Remote(link.spec.get_untracked().model)));
+    let on_reply = Rc::new(move |r: Reply, buffer| session.on_reply(r, buffer));
+    let on_crash = Rc::new(move |msg: String| session.on_crash(msg));
+    model
+        .engine
+        .set_value(Some(Engine::new(on_reply, on_crash)));
+    session.listen_to_window();
 
     view! { <Layout /> }.into_any()
 }

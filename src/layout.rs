@@ -1,15 +1,20 @@
 //! The page's layout: masthead, model picker, prompt bar, progress and
 //! messages, the views (full page, classroom walkthrough, or one embedded
-//! view), exports, share links, footer. Every part reads the page state
-//! from context ([`Page::get`]); the views in `views/` only draw.
+//! view), exports, share links, footer. Every part reads the rooms' state
+//! it shows from their contexts (`Link`, `Model`, `Jobs`, `Pool`) and asks
+//! the `Session` for what it does; the views in `views/` only draw.
 
 use crate::browser;
 use crate::classroom::{ClassroomBar, ClassroomNav, EmbeddingBars, STEPS};
 use crate::export::ExportBar;
+use crate::jobs::Jobs;
+use crate::loading::Model;
 use crate::messages::{self, Message};
-use crate::page::Page;
+use crate::pool::Pool;
 use crate::run_state::{run_precision, Results, APP_VERSION};
-use crate::url_sync::LinkKind;
+use crate::session::Session;
+use crate::url_sync::{Link, LinkKind};
+use crate::view_data::view_title;
 use crate::views::attention::AttentionView;
 use crate::views::backend::{
     BackendFallback, BackendSelect, EngineLabel, GpuPrecisionNote, GpuWorkDetails, PrecisionSelect,
@@ -28,63 +33,36 @@ use crate::views::spectrum::SpectrumView;
 use crate::views::steering::SteeringView;
 use crate::views::token_strip::TokenStrip;
 use lens_protocol::spec::parse_layers;
-use lens_protocol::{BackendChoice, Precision, SteerSpec, SvdMode, View};
+use lens_protocol::{BackendChoice, Precision, Snapshot, SteerSpec, SvdMode, View};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-pub(crate) fn view_title(v: View) -> &'static str {
-    match v {
-        View::Prediction => "Next token",
-        View::Exactness => "Exactness",
-        View::Tokens => "Tokens",
-        View::Spectrum => "Spectrum",
-        View::Decode => "Decode",
-        View::Layers => "Layers",
-        View::Path => "Path",
-        View::Attention => "Attention",
-        View::Heatmap => "Heatmap",
-        View::Steering => "Steering",
-    }
+/// A run has a Report and the model is ready: on-demand stages may go.
+fn analysed(jobs: Jobs, model: Model) -> Signal<bool> {
+    Signal::derive(move || jobs.results.with(|r| r.report.is_some()) && model.is_ready())
 }
 
-impl Page {
-    fn ready(&self) -> bool {
-        matches!(
-            self.model_state.get(),
-            crate::run_state::ModelState::Ready { .. }
-        )
-    }
-
-    /// A run or an on-demand job is in progress.
-    fn busy(&self) -> Signal<bool> {
-        let running = self.running;
-        Signal::derive(move || running.get().is_some())
-    }
-
-    /// A run has a Report and the model is ready: on-demand stages may go.
-    fn analysed(&self) -> Signal<bool> {
-        let page = *self;
-        Signal::derive(move || page.results.with(|r| r.report.is_some()) && page.ready())
-    }
-
-    /// A part of the Report, derived for a view's signal: `None` until a
-    /// run has a Report and, where the part is optional, it has arrived.
-    fn report_signal<T: Send + Sync + 'static>(
-        &self,
-        f: impl Fn(&lens_protocol::report::Report) -> Option<T> + Send + Sync + 'static,
-    ) -> Signal<Option<T>> {
-        let results = self.results;
-        Signal::derive(move || results.with(|r| r.report.as_ref().and_then(&f)))
-    }
+/// A link of `kind` to the page's analysis (with its results' snapshot
+/// and the loaded model's SHA-256).
+fn link_to(kind: LinkKind, link: Link, jobs: Jobs, model: Model) -> String {
+    let snapshot = || {
+        jobs.results
+            .with(|r| r.report.as_ref().map(|r| Snapshot::of(r).to_json()))
+    };
+    link.link(kind, snapshot, model.model_sha256.get())
 }
 
 /// One view by name: the page's slots, the embed mode and the classroom
 /// steps all draw through this.
-fn render(page: Page, v: View) -> AnyView {
-    let results = page.results;
-    let spec = page.spec;
+fn render(v: View) -> AnyView {
+    let link = Link::get();
+    let model = Model::get();
+    let jobs = Jobs::get();
+    let session = Session::get();
+    let results = jobs.results;
+    let spec = link.spec;
     let tokens = Signal::derive(move || results.with(Results::tokens));
-    let num_layers = Signal::derive(move || page.num_layers.get());
+    let num_layers = Signal::derive(move || model.num_layers.get());
     match v {
         View::Prediction => {
             let data = Signal::derive(move || results.with(Results::prediction));
@@ -99,8 +77,8 @@ fn render(page: Page, v: View) -> AnyView {
             let selected = Signal::derive(move || spec.get().token);
             let select = Callback::new(move |i: usize| {
                 spec.update(|s| s.token = Some(i));
-                page.sync_url();
-                page.inspect(i);
+                link.sync_url();
+                session.inspect(i);
             });
             view! { <TokenStrip data=data selected=selected on_select=select /> }.into_any()
         }
@@ -109,45 +87,45 @@ fn render(page: Page, v: View) -> AnyView {
                 let selected = spec.get().token;
                 results.with(|r| r.spectrum(selected))
             });
-            view! { <SpectrumView data=data pending=page.busy() /> }.into_any()
+            view! { <SpectrumView data=data pending=jobs.busy() /> }.into_any()
         }
         View::Decode => {
-            let decode = page.report_signal(|r| r.decode.clone());
-            let matrix_free = page.report_signal(|r| r.matrix_free.as_ref().map(|_| true));
+            let decode = jobs.report_signal(|r| r.decode.clone());
+            let matrix_free = jobs.report_signal(|r| r.matrix_free.as_ref().map(|_| true));
             let matrix_free = Signal::derive(move || matrix_free.get().unwrap_or(false));
             view! { <DecodeView decode=decode tokens=tokens matrix_free=matrix_free /> }.into_any()
         }
         View::Layers => {
-            let rows = page.report_signal(|r| Some(r.layers.clone()));
+            let rows = jobs.report_signal(|r| Some(r.layers.clone()));
             let rows = Signal::derive(move || rows.get().unwrap_or_default());
-            let input = Signal::derive(move || page.layers_input.get());
-            let on_input = Callback::new(move |text: String| page.layers_input.set(text));
+            let input = Signal::derive(move || link.layers_input.get());
+            let on_input = Callback::new(move |text: String| link.layers_input.set(text));
             let on_compute = Callback::new(move |()| {
-                let wanted = parse_layers(&page.layers_input.get_untracked());
-                let max = page.num_layers.get_untracked();
+                let wanted = parse_layers(&link.layers_input.get_untracked());
+                let max = model.num_layers.get_untracked();
                 let bad: Vec<usize> = wanted.iter().copied().filter(|&l| l > max).collect();
                 if wanted.is_empty() || !bad.is_empty() {
-                    page.error.set(Some(messages::bad_layers(max, &bad)));
+                    jobs.error.set(Some(messages::bad_layers(max, &bad)));
                     return;
                 }
-                page.error.set(None);
+                jobs.error.set(None);
                 spec.update(|s| s.layers = wanted);
-                page.sync_url();
-                page.compute_layers();
+                link.sync_url();
+                session.compute_layers();
             });
             view! {
                 <LayersView rows=rows num_layers=num_layers layers_input=input
-                    on_layers_input=on_input on_compute=on_compute busy=page.busy() available=page.analysed() />
+                    on_layers_input=on_input on_compute=on_compute busy=jobs.busy() available=analysed(jobs, model) />
             }
             .into_any()
         }
         View::Path => {
-            let points = page.report_signal(|r| Some(r.path.clone()));
+            let points = jobs.report_signal(|r| Some(r.path.clone()));
             let points = Signal::derive(move || points.get().unwrap_or_default());
             view! { <PathView points=points /> }.into_any()
         }
         View::Attention => {
-            let attention = page.report_signal(|r| r.attention.clone());
+            let attention = jobs.report_signal(|r| r.attention.clone());
             let layer = Signal::derive(move || spec.get().attn_layer);
             let head = Signal::derive(move || spec.get().attn_head);
             let on_select = Callback::new(move |(l, h): (usize, usize)| {
@@ -155,7 +133,7 @@ fn render(page: Page, v: View) -> AnyView {
                     s.attn_layer = l;
                     s.attn_head = h;
                 });
-                page.sync_url();
+                link.sync_url();
             });
             view! {
                 <AttentionView attention=attention tokens=tokens layer=layer head=head on_select=on_select />
@@ -165,7 +143,7 @@ fn render(page: Page, v: View) -> AnyView {
         View::Heatmap => {
             let data = Signal::derive(move || results.with(|r| r.inspect.clone()));
             let pending = Signal::derive(move || {
-                results.with(|r| r.inspect.is_none()) && page.running.get().is_some()
+                results.with(|r| r.inspect.is_none()) && jobs.running.get().is_some()
             });
             view! { <HeatmapView data=data tokens=tokens pending=pending /> }.into_any()
         }
@@ -173,29 +151,30 @@ fn render(page: Page, v: View) -> AnyView {
             let steer = Signal::derive(move || spec.get().steer);
             let on_change = Callback::new(move |st: SteerSpec| {
                 spec.update(|s| s.steer = st);
-                page.sync_url();
+                link.sync_url();
             });
             let on_run = Callback::new(move |()| {
                 spec.update(|s| s.steer_run = true);
-                page.sync_url();
-                page.run_steering();
+                link.sync_url();
+                session.run_steering();
             });
-            let result = page.report_signal(|r| r.steering.clone());
+            let result = jobs.report_signal(|r| r.steering.clone());
             // Steering folds into the run's Report: it follows a run.
             view! {
                 <SteeringView spec=steer on_change=on_change on_run=on_run result=result
-                    busy=page.busy() available=page.analysed() num_layers=num_layers />
+                    busy=jobs.busy() available=analysed(jobs, model) num_layers=num_layers />
             }
             .into_any()
         }
     }
 }
 
-fn slot(page: Page, v: View) -> impl IntoView {
+fn slot(v: View) -> impl IntoView {
+    let link = Link::get();
     view! {
         <div id=format!("view-{}", v.as_str()) class="view-slot"
-            class:focused=move || page.spec.get().view == v>
-            {render(page, v)}
+            class:focused=move || link.spec.get().view == v>
+            {render(v)}
         </div>
     }
 }
@@ -204,31 +183,35 @@ fn slot(page: Page, v: View) -> impl IntoView {
 /// link's snapshot check.
 #[component]
 fn ProgressAndErrors() -> impl IntoView {
-    let page = Page::get();
-    let progress = Signal::derive(move || match page.running.get() {
+    let link = Link::get();
+    let model = Model::get();
+    let jobs = Jobs::get();
+    let pool = Pool::get();
+    let session = Session::get();
+    let progress = Signal::derive(move || match jobs.running.get() {
         Some(r) => Some(r.progress(browser::now_ms())),
-        None => page.model_state.get().progress(),
+        None => model.model_state.get().progress(),
     });
-    let cancel = Callback::new(move |()| page.cancel());
-    let long_prompt = Signal::derive(move || page.results.with(|r| r.long_prompt.clone()));
-    let backend = Signal::derive(move || page.backend.get());
-    let snapshot = Signal::derive(move || page.snapshot.get());
+    let cancel = Callback::new(move |()| session.cancel());
+    let long_prompt = Signal::derive(move || jobs.results.with(|r| r.long_prompt.clone()));
+    let backend = Signal::derive(move || jobs.backend.get());
+    let snapshot = Signal::derive(move || link.snapshot.get());
     view! {
         <ProgressView info=progress on_cancel=cancel />
-        {move || page.error.get().map(|m| view! {
+        {move || jobs.error.get().map(|m| view! {
             <MessageBox message=m tone=Tone::Error testid="error-message" />
         })}
         {move || long_prompt.get().map(|m| view! {
             <p class="notice" role="status" data-testid="long-prompt-notice">{m}</p>
         })}
         <BackendFallback info=backend />
-        {move || page.pool_note.get().map(|m| view! {
+        {move || pool.pool_note.get().map(|m| view! {
             <MessageBox message=m tone=Tone::Notice testid="pool-note" />
         })}
-        {move || page.load_note.get().map(|m| view! {
+        {move || model.load_note.get().map(|m| view! {
             <MessageBox message=m tone=Tone::Notice testid="load-note" />
         })}
-        {move || page.link_note.get().map(|m| view! {
+        {move || link.link_note.get().map(|m| view! {
             <MessageBox message=Message::from_text(&m) tone=Tone::Notice testid="link-note" />
         })}
         <SnapshotView data=snapshot />
@@ -237,18 +220,21 @@ fn ProgressAndErrors() -> impl IntoView {
 
 #[component]
 fn PromptBar() -> impl IntoView {
-    let page = Page::get();
-    let spec = page.spec;
+    let link = Link::get();
+    let model = Model::get();
+    let jobs = Jobs::get();
+    let session = Session::get();
+    let spec = link.spec;
     let on_webgpu = Signal::derive(move || spec.get().backend == BackendChoice::Webgpu);
     let precision = Signal::derive(move || run_precision(&spec.get()));
     let on_precision = Callback::new(move |p: Precision| spec.update(|s| s.precision = p));
     let choice = Signal::derive(move || spec.get().backend);
     let on_backend = Callback::new(move |b: BackendChoice| {
         spec.update(|s| s.backend = b);
-        page.sync_url();
+        link.sync_url();
     });
     view! {
-        <form class="prompt-bar" on:submit=move |ev| { ev.prevent_default(); page.start_run(); }>
+        <form class="prompt-bar" on:submit=move |ev| { ev.prevent_default(); session.start_run(); }>
             <label for="prompt">"Prompt"</label>
             <div class="prompt-row">
                 <input id="prompt" type="text" data-testid="prompt-input" autocomplete="off"
@@ -269,8 +255,8 @@ fn PromptBar() -> impl IntoView {
                 </select>
                 <BackendSelect choice=choice on_change=on_backend />
                 <button type="submit" data-testid="run-button"
-                    disabled=move || !page.ready() || page.running.get().is_some()>
-                    {move || if page.running.get().is_some() { "Computing…" } else { "Run" }}
+                    disabled=move || !model.is_ready() || jobs.running.get().is_some()>
+                    {move || if jobs.running.get().is_some() { "Computing…" } else { "Run" }}
                 </button>
             </div>
             <GpuPrecisionNote gpu=on_webgpu />
@@ -284,24 +270,27 @@ fn PromptBar() -> impl IntoView {
 /// (a projector's 1280×720 shows it all without scrolling).
 #[component]
 fn Classroom(step: Memo<usize>) -> impl IntoView {
-    let page = Page::get();
-    let spec = page.spec;
+    let link = Link::get();
+    let model = Model::get();
+    let jobs = Jobs::get();
+    let session = Session::get();
+    let spec = link.spec;
     let step_sig = Signal::derive(move || step.get());
-    let on_step = Callback::new(move |s: usize| page.classroom_step(s));
+    let on_step = Callback::new(move |s: usize| link.classroom_step(s));
     let on_preset = Callback::new(move |p: String| {
         spec.update(|s| s.prompt = p);
-        page.start_run();
+        session.start_run();
     });
     let on_exit = Callback::new(move |()| {
         spec.update(|s| s.classroom = None);
-        page.sync_url();
+        link.sync_url();
     });
-    let on_pick = Callback::new(move |id: String| page.pick(id));
-    let on_run = Callback::new(move |()| page.start_run());
-    let can_run = Signal::derive(move || page.ready() && page.running.get().is_none());
-    let status = Signal::derive(move || page.model_state.get().status());
+    let on_pick = Callback::new(move |id: String| session.pick(id));
+    let on_run = Callback::new(move |()| session.start_run());
+    let can_run = Signal::derive(move || model.is_ready() && jobs.running.get().is_none());
+    let status = Signal::derive(move || model.model_state.get().status());
     let current_model = Signal::derive(move || spec.get().model);
-    let models = page.catalog.with_value(|c| {
+    let models = model.catalog.with_value(|c| {
         c.models
             .iter()
             .map(|m| (m.id.clone(), m.name.clone()))
@@ -311,24 +300,24 @@ fn Classroom(step: Memo<usize>) -> impl IntoView {
     // them (the default layers) so that its picture is there when shown.
     Effect::new(move |_| {
         let at_layers = STEPS[step.get()].view == Some(View::Layers);
-        let missing = page
+        let missing = jobs
             .results
             .with(|r| r.report.as_ref().is_some_and(|x| x.layers.is_empty()));
         if at_layers
             && missing
-            && page.analysed().get_untracked()
-            && page.running.get_untracked().is_none()
+            && analysed(jobs, model).get_untracked()
+            && jobs.running.get_untracked().is_none()
         {
             if spec.with_untracked(|s| s.layers.is_empty()) {
-                let wanted = parse_layers(&page.layers_input.get_untracked());
+                let wanted = parse_layers(&link.layers_input.get_untracked());
                 spec.update(|s| s.layers = wanted);
             }
-            page.compute_layers();
+            session.compute_layers();
         }
     });
     let prompt = Signal::derive(move || spec.get().prompt);
     let embed_rows = Signal::derive(move || {
-        page.results.with(|r| {
+        jobs.results.with(|r| {
             r.report
                 .as_ref()
                 .filter(|r| !r.per_token.is_empty())
@@ -344,7 +333,7 @@ fn Classroom(step: Memo<usize>) -> impl IntoView {
             <ClassroomNav step=step_sig on_step=on_step />
             <div class="classroom-picture" data-testid="classroom-picture">
                 {move || match STEPS[step.get()].view {
-                    Some(v) => slot(page, v).into_any(),
+                    Some(v) => slot(v).into_any(),
                     None => view! { <div id="view-embed" class="view-slot"><EmbeddingBars rows=embed_rows /></div> }.into_any(),
                 }}
             </div>
@@ -356,66 +345,68 @@ fn Classroom(step: Memo<usize>) -> impl IntoView {
 /// Every view, in the full page's order, with the view bar above.
 #[component]
 fn AllViews() -> impl IntoView {
-    let page = Page::get();
+    let link = Link::get();
     let focus = move |v: View| {
-        page.spec.update(|s| s.view = v);
-        page.sync_url();
+        link.spec.update(|s| s.view = v);
+        link.sync_url();
         browser::scroll_to(&format!("view-{}", v.as_str()));
     };
     view! {
         <nav class="view-nav" aria-label="views">
             {View::ALL.into_iter().map(|v| view! {
                 <button type="button" class="view-tab" data-testid=format!("view-tab-{}", v.as_str())
-                    aria-current=move || (page.spec.get().view == v).then_some("true")
+                    aria-current=move || (link.spec.get().view == v).then_some("true")
                     on:click=move |_| focus(v)>
                     {view_title(v)}
                 </button>
             }).collect_view()}
         </nav>
-        {slot(page, View::Tokens)}
+        {slot(View::Tokens)}
         <div class="grid2">
-            {slot(page, View::Prediction)}
-            {slot(page, View::Spectrum)}
+            {slot(View::Prediction)}
+            {slot(View::Spectrum)}
         </div>
-        {slot(page, View::Exactness)}
-        {slot(page, View::Decode)}
-        {slot(page, View::Layers)}
+        {slot(View::Exactness)}
+        {slot(View::Decode)}
+        {slot(View::Layers)}
         <div class="grid2">
-            {slot(page, View::Path)}
-            {slot(page, View::Attention)}
+            {slot(View::Path)}
+            {slot(View::Attention)}
         </div>
-        {slot(page, View::Heatmap)}
-        {slot(page, View::Steering)}
+        {slot(View::Heatmap)}
+        {slot(View::Steering)}
     }
 }
 
 /// Exports, share links and the copy button.
 #[component]
 fn ShareBar() -> impl IntoView {
-    let page = Page::get();
+    let link = Link::get();
+    let model = Model::get();
+    let jobs = Jobs::get();
     let on_export_error =
-        Callback::new(move |e: String| page.error.set(Some(messages::export_failed(&e))));
-    let view_in_focus = Signal::derive(move || page.spec.get().view);
+        Callback::new(move |e: String| jobs.error.set(Some(messages::export_failed(&e))));
+    let view_in_focus = Signal::derive(move || link.spec.get().view);
     let (copied, set_copied) = signal(false);
     view! {
-        <ExportBar results=page.results view=view_in_focus on_error=on_export_error />
+        <ExportBar results=jobs.results view=view_in_focus on_error=on_export_error />
         <p class="share">
-            <a data-testid="share-link" href=move || page.link(LinkKind::Analysis)>"Link to this analysis"</a>
+            <a data-testid="share-link" href=move || link_to(LinkKind::Analysis, link, jobs, model)>"Link to this analysis"</a>
             " · "
-            <a data-testid="share-link-snapshot" href=move || page.link(LinkKind::Snapshot)>"Link with results"</a>
+            <a data-testid="share-link-snapshot" href=move || link_to(LinkKind::Snapshot, link, jobs, model)>"Link with results"</a>
             " · "
-            <a data-testid="embed-link" href=move || page.link(LinkKind::Embed)>"Embed this view"</a>
+            <a data-testid="embed-link" href=move || link_to(LinkKind::Embed, link, jobs, model)>"Embed this view"</a>
             " "
             <button type="button" class="secondary" data-testid="copy-link"
                 on:click=move |_| {
-                    let url = page.link(LinkKind::Snapshot);
+                    let url = link_to(LinkKind::Snapshot, link, jobs, model);
                     spawn_local(async move {
                         set_copied.set(browser::copy_text(&url).await.is_ok());
                     });
                 }>
                 {move || if copied.get() { "Copied" } else { "Copy link with results" }}
             </button>
-            <span class="timing">{move || page.results.with(|r| r.done_ms).map(|ms| format!(" · all stages in {:.1} s", ms / 1000.0))}</span>
+            <span class="timing">{move || jobs.results.with(|r| r.done_ms).map(|ms| format!(" · all stages in {:.1} s", ms / 1000.0))}</span>
         </p>
     }
 }
@@ -423,15 +414,17 @@ fn ShareBar() -> impl IntoView {
 /// An embed link: one view, nothing around it.
 #[component]
 fn Embedded(v: View) -> impl IntoView {
-    let page = Page::get();
+    let link = Link::get();
+    let model = Model::get();
+    let jobs = Jobs::get();
     view! {
         <div class="page embed" data-testid="embed" data-view=v.as_str()>
             <ProgressAndErrors />
-            {slot(page, v)}
+            {slot(v)}
             <p class="embed-foot">
-                <span data-testid="model-status" class="hint">{move || page.model_state.get().status()}</span>
+                <span data-testid="model-status" class="hint">{move || model.model_state.get().status()}</span>
                 " · "
-                <a href=move || page.link(LinkKind::FullPage) target="_blank" rel="noopener">"Linear Lens: open the full analysis"</a>
+                <a href=move || link_to(LinkKind::FullPage, link, jobs, model) target="_blank" rel="noopener">"Linear Lens: open the full analysis"</a>
             </p>
         </div>
     }
@@ -440,22 +433,26 @@ fn Embedded(v: View) -> impl IntoView {
 /// The whole page (or, for an embed link, the one view).
 #[component]
 pub fn Layout() -> impl IntoView {
-    let page = Page::get();
-    if let Some(v) = page.spec.get_untracked().embed {
+    let link = Link::get();
+    let model = Model::get();
+    let jobs = Jobs::get();
+    let pool = Pool::get();
+    let session = Session::get();
+    if let Some(v) = link.spec.get_untracked().embed {
         return view! { <Embedded v=v /> }.into_any();
     }
-    let spec = page.spec;
-    let status = Signal::derive(move || page.model_state.get().status());
+    let spec = link.spec;
+    let status = Signal::derive(move || model.model_state.get().status());
     let current_model = Signal::derive(move || spec.get().model);
-    let on_pick = Callback::new(move |id: String| page.pick(id));
-    let on_files = Callback::new(move |files: web_sys::FileList| page.pick_files(files));
-    let on_clear = Callback::new(move |()| page.clear_stored_models());
+    let on_pick = Callback::new(move |id: String| session.pick(id));
+    let on_files = Callback::new(move |files: web_sys::FileList| session.pick_files(files));
+    let on_clear = Callback::new(move |()| session.clear_stored_models());
     // Drag-and-drop of model files anywhere on the page.
     let on_drop = move |ev: web_sys::DragEvent| {
         ev.prevent_default();
         if let Some(files) = ev.data_transfer().and_then(|d| d.files()) {
             if files.length() > 0 {
-                page.pick_files(files);
+                session.pick_files(files);
             }
         }
     };
@@ -464,7 +461,7 @@ pub fn Layout() -> impl IntoView {
     // keyboard focus).
     let classroom_on = Memo::new(move |_| spec.get().classroom.is_some());
     let classroom_at = Memo::new(move |_| spec.get().classroom.unwrap_or(0).min(STEPS.len() - 1));
-    let backend = Signal::derive(move || page.backend.get());
+    let backend = Signal::derive(move || jobs.backend.get());
     view! {
         <div class="page" class:classroom=move || classroom_on.get()
             on:dragover=move |ev: web_sys::DragEvent| ev.prevent_default() on:drop=on_drop>
@@ -478,13 +475,13 @@ pub fn Layout() -> impl IntoView {
                 "The exact linear map a language model applies to your prompt — computed in your browser."
             </p>
             <button type="button" class="secondary classroom-toggle" data-testid="classroom-toggle"
-                aria-pressed="false" on:click=move |_| page.classroom_step(0)>
+                aria-pressed="false" on:click=move |_| link.classroom_step(0)>
                 "Classroom mode"
             </button>
         </header>
         <main>
-            <ModelPicker catalog=page.catalog current=current_model status=status on_pick=on_pick
-                on_files=on_files storage=page.storage.into() on_clear=on_clear />
+            <ModelPicker catalog=model.catalog current=current_model status=status on_pick=on_pick
+                on_files=on_files storage=model.storage.into() on_clear=on_clear />
             <PromptBar />
             <ProgressAndErrors />
             <AllViews />
@@ -494,12 +491,12 @@ pub fn Layout() -> impl IntoView {
         }}
         <footer>
             <EngineLabel info=backend />
-            <GpuWorkDetails rows=Signal::derive(move || page.results.with(|r| r.gpu_work())) />
-            {move || page.pool_size.get().map(|p| view! {
+            <GpuWorkDetails rows=Signal::derive(move || jobs.results.with(|r| r.gpu_work())) />
+            {move || pool.pool_size.get().map(|p| view! {
                 " · " <span
                     data-testid="engine-pool"
-                    data-shares=move || page.shares.get().all
-                    data-helper-shares=move || page.shares.get().by_helpers
+                    data-shares=move || pool.shares.get().all
+                    data-helper-shares=move || pool.shares.get().by_helpers
                 >{p.describe()}</span>
             })}
             " · Linear Lens " <span data-testid="app-version">{APP_VERSION}</span>

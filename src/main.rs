@@ -3,8 +3,8 @@
 //!
 //! The rendering lives behind `cfg(target_arch = "wasm32")` so that native
 //! `cargo build/clippy` of the workspace stays light; the plain logic
-//! (`messages`, `numbers`, `replies`, `run_state`, `view_data`) builds natively too and
-//! its unit tests run there.
+//! (`csv`, `messages`, `numbers`, `queue`, `replies`, `run_state`,
+//! `view_data`) builds natively too and its unit tests run there.
 
 #[cfg(target_arch = "wasm32")]
 mod app;
@@ -12,8 +12,12 @@ mod app;
 mod browser;
 #[cfg(target_arch = "wasm32")]
 mod classroom;
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod csv;
 #[cfg(target_arch = "wasm32")]
 mod export;
+#[cfg(target_arch = "wasm32")]
+mod jobs;
 #[cfg(target_arch = "wasm32")]
 mod layout;
 #[cfg(target_arch = "wasm32")]
@@ -23,9 +27,9 @@ mod messages;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod numbers;
 #[cfg(target_arch = "wasm32")]
-mod page;
-#[cfg(target_arch = "wasm32")]
 mod pool;
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod queue;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod replies;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]

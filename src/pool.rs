@@ -10,15 +10,69 @@
 //! transferred buffers, so the page needs no cross-origin isolation.
 
 use crate::browser;
-use crate::messages;
-use crate::page::Page;
-use crate::run_state::Running;
+use crate::jobs::Jobs;
+use crate::loading::Model;
+use crate::messages::{self, Message};
+use crate::url_sync::Link;
 use crate::worker_client::Engine;
 use js_sys::{ArrayBuffer, Uint8Array};
 use lens_protocol::pool::{Assembly, Chunk, PoolSize};
 use lens_protocol::{ErrorKind, Precision, Reply, Request, Stage};
 use leptos::prelude::*;
 use std::rc::Rc;
+
+/// The pool's state: its helpers, how many workers this machine allows,
+/// the work in progress and what it did.
+#[derive(Clone, Copy)]
+pub(crate) struct Pool {
+    /// The pool's other workers: worker `w` is `helpers[w - 1]`.
+    pub helpers: StoredValue<Vec<Helper>, LocalStorage>,
+    /// How many workers this machine allows, and why (engine details).
+    pub pool_size: RwSignal<Option<PoolSize>>,
+    /// The run's `J`, or a Lanczos block's products, being computed.
+    pub pooled: StoredValue<Option<Pooled>, LocalStorage>,
+    /// Chunks the pool computed since the model loaded, and by whom.
+    pub shares: RwSignal<Shares>,
+    /// What happened to the pool during the run (a worker replaced).
+    pub pool_note: RwSignal<Option<Message>>,
+}
+
+impl Pool {
+    pub fn new() -> Self {
+        Pool {
+            helpers: StoredValue::new_local(Vec::new()),
+            pool_size: RwSignal::new(None),
+            pooled: StoredValue::new_local(None),
+            shares: RwSignal::new(Shares::default()),
+            pool_note: RwSignal::new(None),
+        }
+    }
+
+    pub fn get() -> Self {
+        expect_context::<Pool>()
+    }
+
+    /// Workers for a run (the run's own included).
+    pub fn workers(&self) -> usize {
+        self.pool_size.get_untracked().map_or(1, |p| p.workers)
+    }
+
+    /// The job the pool works for.
+    pub fn pooled_job(&self) -> Option<u32> {
+        self.pooled
+            .with_value(|p| p.as_ref().map(|p| p.assembly.job))
+    }
+}
+
+/// The pool at work: its state, the model its workers load, the jobs it
+/// works for (and the link, whose model id a helper loads).
+#[derive(Clone, Copy)]
+pub(crate) struct Workers {
+    pub pool: Pool,
+    pub model: Model,
+    pub jobs: Jobs,
+    pub link: Link,
+}
 
 /// A worker of the pool other than the run's.
 pub(crate) struct Helper {
@@ -58,43 +112,42 @@ pub struct Shares {
     pub by_helpers: usize,
 }
 
-impl Page {
+impl Workers {
     /// Starts the helpers this machine allows for a model of `model_bytes`
     /// (once the run's worker has the model, so they read it from the cache).
     pub fn start_helpers(&self, model_bytes: u64) {
         self.stop_helpers();
         let size = PoolSize::choose(browser::cores(), browser::device_memory_gb(), model_bytes);
-        self.pool_size.set(Some(size));
-        self.shares.set(Shares::default());
+        self.pool.pool_size.set(Some(size));
+        self.pool.shares.set(Shares::default());
         let helpers = (1..size.workers)
             .map(|w| Helper {
                 engine: self.spawn_helper(w),
                 ready: false,
             })
             .collect();
-        self.helpers.set_value(helpers);
+        self.pool.helpers.set_value(helpers);
     }
 
     fn spawn_helper(&self, w: usize) -> Rc<Engine> {
-        let page = *self;
+        let workers = *self;
         Engine::new(
-            Rc::new(move |r, buffer| page.on_helper_reply(w, r, buffer)),
-            Rc::new(move |msg| page.on_helper_crash(w, msg)),
+            Rc::new(move |r, buffer| workers.on_helper_reply(w, r, buffer)),
+            Rc::new(move |msg| workers.on_helper_crash(w, msg)),
         )
     }
 
     /// Terminates every helper at once (a cancel, a crash, another model).
     pub fn stop_helpers(&self) {
-        self.helpers.update_value(|hs| {
+        self.pool.helpers.update_value(|hs| {
             for h in hs.drain(..) {
                 h.engine.terminate();
             }
         });
-        self.pooled.set_value(None);
+        self.pool.pooled.set_value(None);
     }
 
-    /// A reply of the run's worker: the pool's own go here, the rest to
-    /// the session.
+    /// A reply of the run's worker that is the pool's (`queue::route`).
     pub fn on_lead_reply(&self, r: Reply, buffer: Option<ArrayBuffer>) {
         match r {
             Reply::JacobianWanted {
@@ -103,8 +156,8 @@ impl Page {
                 rows,
                 width,
                 elem,
-            } if self.is_mine(job) => {
-                self.pool_note.set(None);
+            } if self.jobs.is_mine(job) => {
+                self.pool.pool_note.set(None);
                 self.start_pooled(
                     Assembly::new(job, n, rows, width, elem, self.workers()),
                     Work::Rows,
@@ -116,7 +169,7 @@ impl Page {
                 position,
                 count,
                 width,
-            } if self.is_mine(job) => {
+            } if self.jobs.is_mine(job) => {
                 let Some(buffer) = buffer else {
                     return self.pool_failed(job, "a block came without its vectors");
                 };
@@ -131,7 +184,7 @@ impl Page {
                 self.start_pooled(assembly, work, true);
             }
             Reply::Joining { job } if self.pooled_job() == Some(job) => {
-                self.pooled.update_value(|p| {
+                self.pool.pooled.update_value(|p| {
                     if let Some(p) = p {
                         p.lead_joined = true;
                     }
@@ -148,14 +201,15 @@ impl Page {
                 done,
                 total,
             } if self.pooled_job() == Some(job) => self.pool_progress(0, job, done, total),
-            r @ (Reply::Done { .. } | Reply::Failed { .. }) => {
-                // The run is over: no more chunks for it.
-                if r.job().is_some() && r.job() == self.pooled_job() {
-                    self.pooled.set_value(None);
-                }
-                self.on_reply(r)
-            }
-            r => self.on_reply(r),
+            _ => {}
+        }
+    }
+
+    /// The run's worker ended job `job` (done or failed): no more chunks
+    /// for it.
+    pub fn job_ended(&self, job: u32) {
+        if self.pooled_job() == Some(job) {
+            self.pool.pooled.set_value(None);
         }
     }
 
@@ -164,7 +218,8 @@ impl Page {
             Reply::Started => {
                 if let Some(e) = self.helper(w) {
                     // A load the run's worker could make; no message twice.
-                    let _ = self.load_into(&e);
+                    let id = self.link.spec.with_untracked(|s| s.model.clone());
+                    let _ = self.model.load_into(&e, id);
                 }
             }
             Reply::ModelReady { .. } => {
@@ -207,23 +262,30 @@ impl Page {
         if let Some(e) = self.helper(w) {
             e.spawn();
             if self.pooled_job().is_some() {
-                self.pool_note.set(Some(messages::helper_replaced(w, &msg)));
+                self.pool
+                    .pool_note
+                    .set(Some(messages::helper_replaced(w, &msg)));
             }
         }
     }
 
     fn workers(&self) -> usize {
-        self.pool_size.get_untracked().map_or(1, |p| p.workers)
+        self.pool.workers()
+    }
+
+    fn pooled_job(&self) -> Option<u32> {
+        self.pool.pooled_job()
     }
 
     /// The pool starts on `assembly`'s chunks for the run in progress.
     fn start_pooled(&self, assembly: Assembly, work: Work, lead_joined: bool) {
-        let prompt = self.results.with_untracked(|r| r.prompt.clone());
+        let prompt = self.jobs.results.with_untracked(|r| r.prompt.clone());
         let precision = self
+            .jobs
             .results
             .with_untracked(|r| r.report.as_ref().map(|x| x.precision))
             .unwrap_or_default();
-        self.pooled.set_value(Some(Pooled {
+        self.pool.pooled.set_value(Some(Pooled {
             assembly,
             work,
             prompt,
@@ -236,7 +298,7 @@ impl Page {
     }
 
     fn helper(&self, w: usize) -> Option<Rc<Engine>> {
-        self.helpers.with_value(|hs| {
+        self.pool.helpers.with_value(|hs| {
             w.checked_sub(1)
                 .and_then(|i| hs.get(i))
                 .map(|h| h.engine.clone())
@@ -244,33 +306,30 @@ impl Page {
     }
 
     fn set_ready(&self, w: usize, ready: bool) {
-        self.helpers.update_value(|hs| {
+        self.pool.helpers.update_value(|hs| {
             if let Some(h) = w.checked_sub(1).and_then(|i| hs.get_mut(i)) {
                 h.ready = ready;
             }
         });
     }
 
-    fn pooled_job(&self) -> Option<u32> {
-        self.pooled
-            .with_value(|p| p.as_ref().map(|p| p.assembly.job))
-    }
-
     /// The next chunk to worker `w`, if it is free and has the model.
     fn hand_out(&self, w: usize) {
         let engine = if w == 0 {
             let joined = self
+                .pool
                 .pooled
                 .with_value(|p| p.as_ref().is_some_and(|p| p.lead_joined));
-            self.engine.get_value().filter(|_| joined)
+            self.model.engine.get_value().filter(|_| joined)
         } else {
-            self.helpers
+            self.pool
+                .helpers
                 .with_value(|hs| hs.get(w - 1).filter(|h| h.ready).map(|h| h.engine.clone()))
         };
         let Some(engine) = engine else {
             return;
         };
-        let request = self.pooled.try_update_value(|p| {
+        let request = self.pool.pooled.try_update_value(|p| {
             let p = p.as_mut()?;
             let c = p.assembly.next_for(w)?;
             let job = p.assembly.job;
@@ -323,11 +382,12 @@ impl Page {
         };
         let values = Uint8Array::new(&buffer).to_vec();
         let delivered = self
+            .pool
             .pooled
             .try_update_value(|p| p.as_mut().map(|p| p.assembly.deliver(w, chunk, &values)));
         drop(values);
         match delivered {
-            Some(Some(Ok(()))) => self.shares.update(|s| {
+            Some(Some(Ok(()))) => self.pool.shares.update(|s| {
                 s.all += 1;
                 s.by_helpers += usize::from(w > 0);
             }),
@@ -335,6 +395,7 @@ impl Page {
             _ => return,
         }
         if self
+            .pool
             .pooled
             .with_value(|p| p.as_ref().is_some_and(|p| p.assembly.is_complete()))
         {
@@ -348,7 +409,7 @@ impl Page {
     /// What the pool assembled (`J`, or a block's products) to the run's
     /// worker (transferred, not copied).
     fn send_assembled(&self) {
-        let Some(p) = self.pooled.try_update_value(|p| p.take()).flatten() else {
+        let Some(p) = self.pool.pooled.try_update_value(|p| p.take()).flatten() else {
             return;
         };
         let job = p.assembly.job;
@@ -357,7 +418,7 @@ impl Page {
         };
         let array = Uint8Array::from(bytes.as_slice());
         drop(bytes);
-        if let Some(e) = self.engine.get_value() {
+        if let Some(e) = self.model.engine.get_value() {
             e.post_buffer(&Request::Assembled { job }, &array.buffer());
         }
     }
@@ -369,6 +430,7 @@ impl Page {
             return;
         }
         let lost = self
+            .pool
             .pooled
             .try_update_value(|p| p.as_mut().map(|p| p.assembly.lost(w, why)));
         if let Some(Some(Err(e))) = lost {
@@ -381,21 +443,27 @@ impl Page {
 
     /// The pool cannot finish the run's work: the run ends with why.
     fn pool_failed(&self, job: u32, why: &str) {
-        self.on_reply(Reply::Failed {
-            job: Some(job),
-            kind: ErrorKind::Engine,
-            message: format!(
-                "The run stopped: {why}. Try again, or choose f32 or a shorter prompt."
-            ),
-        });
+        let message =
+            format!("The run stopped: {why}. Try again, or choose f32 or a shorter prompt.");
+        self.jobs.failed(job, ErrorKind::Engine, &message);
         self.restart_engine();
+    }
+
+    /// Stops whatever the workers do: the job queue is dropped, every
+    /// worker of the pool is terminated at once, and a fresh run worker
+    /// starts (it reloads the model from `loaded`; the helpers follow once
+    /// it has). Every restart of the page goes through here.
+    pub fn restart_engine(&self) {
+        self.jobs.drop_all();
+        self.stop_helpers();
+        self.model.respawn();
     }
 
     fn pool_progress(&self, w: usize, job: u32, done: usize, total: usize) {
         if self.pooled_job() != Some(job) {
             return;
         }
-        self.pooled.update_value(|p| {
+        self.pool.pooled.update_value(|p| {
             if let Some(p) = p {
                 p.assembly.progress_of(w, done, total);
             }
@@ -406,15 +474,15 @@ impl Page {
     /// The progress bar, summed over the workers, once the run's worker
     /// is on `J` itself (a matrix-free run's bar counts its blocks).
     fn show_pool_progress(&self, job: u32) {
-        let Some((done, total)) = self.pooled.with_value(|p| {
+        let Some((done, total)) = self.pool.pooled.with_value(|p| {
             p.as_ref()
                 .filter(|p| p.lead_joined && matches!(p.work, Work::Rows))
                 .map(|p| p.assembly.progress())
         }) else {
             return;
         };
-        self.running.update(|r| {
-            if let Some(r) = r.as_mut().filter(|r: &&mut Running| r.job == job) {
+        self.jobs.running.update(|r| {
+            if let Some(r) = r.as_mut().filter(|r| r.job == job) {
                 r.stage = Stage::Jacobian;
                 r.done = done;
                 r.total = total;

@@ -2,9 +2,17 @@
 //! about them (plain data; the page's signals hold these).
 
 use crate::numbers::mb;
-use crate::view_data::ProgressInfo;
 use lens_protocol::report::{Columns, Heatmap, Report};
 use lens_protocol::{AnalysisSpec, BackendChoice, Device, Precision, Stage};
+
+/// A progress bar: what runs, how far, and a line of detail.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProgressInfo {
+    pub label: String,
+    /// 0..1, or `None` when the total is not known yet.
+    pub fraction: Option<f64>,
+    pub detail: String,
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ModelState {

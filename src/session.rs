@@ -1,143 +1,135 @@
-//! The session with the engine worker: the job queue (a run, then the
-//! on-demand layers, `J_i` and steering), the replies routed (the model's
-//! to the model state, a job's into Results), a crash or a cancel.
+//! The session with the engine workers (context [`Session`]): what the
+//! page asks of them (a run, then the on-demand layers, `J_i` and
+//! steering; a model picked; a link pasted), each reply of the run's
+//! worker routed (`queue::route`) to the room it is for, a crash or a
+//! cancel. The rooms' state is theirs (`Link`, `Model`, `Jobs`, `Pool`);
+//! this only ties them together.
 
 use crate::browser;
-use crate::messages::{self, Message};
-use crate::page::Page;
-use crate::run_state::{run_precision, BackendInfo, ModelState, Results, Running, Task};
-use crate::views::snapshot::SnapshotCheck;
+use crate::jobs::Jobs;
+use crate::loading::{files_of, Loadable, Model};
+use crate::messages;
+use crate::pool::{Pool, Workers};
+use crate::queue::{route, Route};
+use crate::run_state::{run_precision, ModelState, Results, Task};
+use crate::url_sync::Link;
+use js_sys::ArrayBuffer;
 use lens_protocol::messages::RunRequest;
-use lens_protocol::{AnalysisSpec, ErrorKind, Precision, Reply, Request, Snapshot, Stage, View};
+use lens_protocol::{AnalysisSpec, Reply, Request, Snapshot, View};
 use leptos::prelude::*;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 
 /// Top next tokens a run asks for.
 const TOP_K: usize = 10;
 
-impl Page {
-    pub fn post(&self, req: &Request) {
-        if let Some(e) = self.engine.get_value() {
-            e.post(req);
+#[derive(Clone, Copy)]
+pub(crate) struct Session {
+    link: Link,
+    model: Model,
+    jobs: Jobs,
+    pool: Pool,
+}
+
+impl Session {
+    pub fn new(link: Link, model: Model, jobs: Jobs, pool: Pool) -> Self {
+        Session {
+            link,
+            model,
+            jobs,
+            pool,
         }
     }
 
-    /// The progress bar follows the job the worker is on: the first queued.
-    fn show_front(&self) {
-        let front = self.queue.with_value(|q| q.first().copied());
-        self.running.set(front.map(|(job, task)| Running {
-            job,
-            task,
-            stage: match task {
-                Task::Run => Stage::Predict,
-                Task::Layers => Stage::Layers,
-                Task::Inspect => Stage::Inspect,
-                Task::Steer => Stage::Steering,
-            },
-            done: 0,
-            total: 1,
-            started: browser::now_ms(),
-        }));
+    pub fn get() -> Self {
+        expect_context::<Session>()
     }
 
-    fn finish(&self, j: u32) {
-        let was_front = self.queue.with_value(|q| q.first().map(|f| f.0) == Some(j));
-        self.queue.update_value(|q| q.retain(|(k, _)| *k != j));
-        if was_front {
-            self.show_front();
+    fn workers(&self) -> Workers {
+        Workers {
+            pool: self.pool,
+            model: self.model,
+            jobs: self.jobs,
+            link: self.link,
         }
     }
 
-    fn enqueue(&self, task: Task, make: &dyn Fn(u32) -> Request) {
-        let id = self.job.get_value() + 1;
-        self.job.set_value(id);
-        let empty = self.queue.with_value(|q| q.is_empty());
-        self.queue.update_value(|q| q.push((id, task)));
-        if empty {
-            self.show_front();
-        }
-        self.post(&make(id));
-    }
-
-    pub(crate) fn is_mine(&self, j: u32) -> bool {
-        self.queue.with_value(|q| q.iter().any(|(k, _)| *k == j))
-    }
-
-    /// On-demand stages follow the latest run's precision (its Report's:
-    /// f32 when it ran on the GPU), so the worker reuses its `J`.
-    fn job_precision(&self, s: &AnalysisSpec) -> Precision {
-        self.results
-            .with_untracked(|r| r.report.as_ref().map(|rep| rep.precision))
-            .unwrap_or_else(|| run_precision(s))
+    /// Queues a job of `task` and posts its request to the run's worker.
+    fn enqueue(&self, task: Task, make: impl FnOnce(u32) -> Request) {
+        let id = self.jobs.enqueue(task);
+        self.model.post(&make(id));
     }
 
     /// The heatmap and columns of `J_i` at `position` (needs the full `J`).
     pub fn inspect(&self, position: usize) {
-        let s = self.spec.get_untracked();
-        if !self.results.with_untracked(Results::has_full_j) || !self.model_ready() {
+        let s = self.link.spec.get_untracked();
+        if !self.jobs.results.with_untracked(Results::has_full_j) || !self.model.ready() {
             return;
         }
-        self.results.update(|r| r.inspect = None);
-        let precision = self.job_precision(&s);
-        let prompt = self.results.with_untracked(|r| r.prompt.clone());
-        self.enqueue(Task::Inspect, &|job| Request::Inspect {
+        self.jobs.results.update(|r| r.inspect = None);
+        let precision = self.jobs.job_precision(&s);
+        let prompt = self.jobs.results.with_untracked(|r| r.prompt.clone());
+        self.enqueue(Task::Inspect, |job| Request::Inspect {
             job,
-            prompt: prompt.clone(),
+            prompt,
             precision,
             position,
         });
     }
 
     pub fn compute_layers(&self) {
-        let s = self.spec.get_untracked();
+        let s = self.link.spec.get_untracked();
         // The curves of the prompt on screen (the run's), not of an edit
         // typed since.
-        let prompt = self.results.with_untracked(|r| r.prompt.clone());
-        if s.layers.is_empty() || prompt.is_empty() || !self.model_ready() {
+        let prompt = self.jobs.results.with_untracked(|r| r.prompt.clone());
+        if s.layers.is_empty() || prompt.is_empty() || !self.model.ready() {
             return;
         }
-        let precision = self.job_precision(&s);
-        self.enqueue(Task::Layers, &|job| Request::Layers {
+        let precision = self.jobs.job_precision(&s);
+        self.enqueue(Task::Layers, |job| Request::Layers {
             job,
-            prompt: prompt.clone(),
+            prompt,
             precision,
-            layers: s.layers.clone(),
+            layers: s.layers,
         });
     }
 
     pub fn run_steering(&self) {
-        let s = self.spec.get_untracked();
-        if !self.model_ready() {
+        let s = self.link.spec.get_untracked();
+        if !self.model.ready() {
             return;
         }
-        let precision = self.job_precision(&s);
-        self.enqueue(Task::Steer, &|job| Request::Steer {
+        let precision = self.jobs.job_precision(&s);
+        self.enqueue(Task::Steer, |job| Request::Steer {
             job,
             precision,
-            steer: s.steer.clone(),
+            steer: s.steer,
         });
     }
 
     /// Runs the analysis the link state describes.
     pub fn start_run(&self) {
-        if !self.queue.with_value(|q| q.is_empty()) {
+        if !self.jobs.idle() {
             // A new analysis (a link pasted into this tab) while the worker
             // is busy: it is replaced, and the run starts once it is ready.
-            self.run_when_ready.set_value(true);
-            self.model_state.set(ModelState::Starting);
-            self.restart_engine();
+            self.link.run_when_ready.set_value(true);
+            self.model.model_state.set(ModelState::Starting);
+            self.workers().restart_engine();
             return;
         }
-        if !self.model_ready() {
-            self.run_when_ready.set_value(true);
+        if !self.model.ready() {
+            self.link.run_when_ready.set_value(true);
             return;
         }
-        let s = self.spec.get_untracked();
-        self.error.set(None);
-        self.pool_note.set(None);
-        self.results
+        let s = self.link.spec.get_untracked();
+        self.jobs.error.set(None);
+        self.pool.pool_note.set(None);
+        self.jobs
+            .results
             .set(Results::asking(&s.prompt, run_precision(&s)));
-        self.sync_url();
-        self.enqueue(Task::Run, &|job| {
+        self.link.sync_url();
+        let pool = self.pool.workers();
+        self.enqueue(Task::Run, |job| {
             Request::Run(RunRequest {
                 job,
                 prompt: s.prompt.clone(),
@@ -146,7 +138,7 @@ impl Page {
                 full: true,
                 svd: s.svd,
                 backend: s.backend,
-                pool: self.pool_size.get_untracked().map_or(1, |p| p.workers),
+                pool,
             })
         });
     }
@@ -154,13 +146,14 @@ impl Page {
     /// After a run: the selected token's `J_i`, then whatever the link asked
     /// for on demand; and the link's snapshot checked.
     pub fn after_run(&self) {
-        let s = self.spec.get_untracked();
-        let n = self.results.with_untracked(|r| r.tokens().len());
+        let s = self.link.spec.get_untracked();
+        let results = self.jobs.results;
+        let n = results.with_untracked(|r| r.tokens().len());
         // An embed link draws one view: J_i only when that is the heatmap.
         if n > 0 && matches!(s.embed, None | Some(View::Heatmap)) {
             self.inspect(s.token.filter(|&t| t < n).unwrap_or(n - 1));
         }
-        let (has_layers, has_steering) = self.results.with_untracked(|r| {
+        let (has_layers, has_steering) = results.with_untracked(|r| {
             r.report.as_ref().map_or((false, false), |x| {
                 (!x.layers.is_empty(), x.steering.is_some())
             })
@@ -171,137 +164,193 @@ impl Page {
         if s.steer_run && !has_steering {
             self.run_steering();
         }
-        if let Some(report) = self.results.with_untracked(|r| r.report.clone()) {
-            let computed = Snapshot::of(&report);
-            self.snapshot.update(|snap| {
-                if let Some((link, check)) = snap {
-                    let d = link.disagreements(&computed);
-                    *check = if d.is_empty() {
-                        SnapshotCheck::Confirmed
-                    } else {
-                        SnapshotCheck::Mismatch(d)
-                    };
-                }
-            });
+        if let Some(report) = results.with_untracked(|r| r.report.clone()) {
+            self.link.check_snapshot(&Snapshot::of(&report));
         }
     }
 
-    /// Routes one reply of the worker.
-    pub fn on_reply(&self, r: Reply) {
-        match r {
-            Reply::Started => self.load_current(),
-            Reply::Download {
-                received,
-                total,
-                bytes_per_s,
-                file,
-                from_cache,
-            } => self.model_state.set(ModelState::Downloading {
-                received,
-                total,
-                rate: bytes_per_s,
-                file,
-                from_cache,
-            }),
-            Reply::Progress { job: None, .. } => self.model_state.set(ModelState::Parsing),
-            Reply::Progress {
-                job: Some(j),
-                stage,
-                done,
-                total,
-            } if self.is_mine(j) => self.running.update(|r| {
-                if let Some(r) = r.as_mut().filter(|r| r.job == j) {
-                    r.stage = stage;
-                    r.done = done;
-                    r.total = total;
+    /// Routes one reply of the run's worker (and the buffer beside it).
+    pub fn on_reply(&self, r: Reply, buffer: Option<ArrayBuffer>) {
+        let pooled = self.pool.pooled_job();
+        let to = self.jobs.queue.with_value(|q| route(&r, q, pooled));
+        match (to, r) {
+            (Route::Pool, r) => self.workers().on_lead_reply(r, buffer),
+            (Route::Model, Reply::Started) => {
+                let id = self.link.spec.with_untracked(|s| s.model.clone());
+                if let Err(m) = self.model.load_current(id) {
+                    self.jobs.error.set(Some(m));
                 }
-            }),
-            ready @ Reply::ModelReady { .. } => self.on_model_ready(ready),
-            Reply::Notice { message } => self.load_note.set(Some(Message::from_text(&message))),
-            Reply::Failed {
-                job: j,
-                kind,
-                message,
-            } => {
-                match j {
-                    Some(j) if self.is_mine(j) => self.finish(j),
-                    Some(_) => return,
-                    None if kind == ErrorKind::Quota => {
-                        // The model still loads, only not kept: a note, not an error.
-                        self.load_note
-                            .set(Some(messages::worker_failed(kind, &message, false)));
-                        return;
-                    }
-                    None => self.model_state.set(ModelState::Failed),
-                }
-                self.error
-                    .set(Some(messages::worker_failed(kind, &message, j.is_some())));
             }
-            r => self.on_job_reply(r),
+            (Route::Model, ready @ Reply::ModelReady { .. }) => self.on_model_ready(ready),
+            (Route::Model, r) => self.model.on_loading(r),
+            (Route::NotKept, Reply::Failed { kind, message, .. }) => {
+                // The model still loads, only not kept: a note, not an error.
+                self.model
+                    .load_note
+                    .set(Some(messages::worker_failed(kind, &message, false)));
+            }
+            (Route::ModelFailed, Reply::Failed { kind, message, .. }) => {
+                self.model.model_state.set(ModelState::Failed);
+                self.jobs
+                    .error
+                    .set(Some(messages::worker_failed(kind, &message, false)));
+            }
+            (
+                Route::Progress(j),
+                Reply::Progress {
+                    stage, done, total, ..
+                },
+            ) => self.jobs.progress(j, stage, done, total),
+            (Route::JobFailed(j), Reply::Failed { kind, message, .. }) => {
+                self.workers().job_ended(j);
+                self.jobs.failed(j, kind, &message);
+            }
+            (Route::Job { job, ends }, r) => {
+                let done = matches!(r, Reply::Done { .. });
+                if done {
+                    self.workers().job_ended(job);
+                }
+                self.jobs.apply(r);
+                if ends {
+                    self.jobs.finish(job);
+                }
+                if done {
+                    let s = self.link.spec.get_untracked();
+                    if s.view != View::Prediction && s.embed.is_none() {
+                        browser::scroll_to(&format!("view-{}", s.view.as_str()));
+                    }
+                    self.after_run();
+                }
+            }
+            _ => {}
         }
     }
 
-    /// A job's result: into Results for the views.
-    fn on_job_reply(&self, r: Reply) {
-        let Some(j) = r.job().filter(|&j| self.is_mine(j)) else {
+    /// The worker has the model: say what it is, start the pool's
+    /// helpers, and run what waits for it.
+    fn on_model_ready(&self, ready: Reply) {
+        let Some(bytes) = self.model.arrived(ready, &self.link) else {
             return;
         };
-        if let Reply::Backend {
-            device,
-            adapter,
-            fallback,
-            ..
-        } = &r
-        {
-            self.backend.set(BackendInfo {
-                device: *device,
-                adapter: adapter.clone(),
-                fallback: fallback.clone(),
-            });
-        }
-        let ends = r.ends_job();
-        let done = matches!(r, Reply::Done { .. });
-        self.results.update(|res| res.apply(r));
-        if ends {
-            self.finish(j);
-        }
-        if done {
-            let s = self.spec.get_untracked();
-            if s.view != View::Prediction && s.embed.is_none() {
-                browser::scroll_to(&format!("view-{}", s.view.as_str()));
-            }
-            self.after_run();
+        self.workers().start_helpers(bytes);
+        if self.link.run_when_ready.get_value() {
+            self.link.run_when_ready.set_value(false);
+            self.start_run();
         }
     }
 
-    /// The worker died (a trap: out of memory, a panic).
+    /// The run's worker died (a trap: out of memory, a panic).
     pub fn on_crash(&self, msg: String) {
-        let was_running = self.running.get_untracked().is_some();
-        if !was_running && self.model_state.with_untracked(|m| m.is_loading()) {
+        let was_running = self.jobs.running.get_untracked().is_some();
+        let loading = self.model.model_state.with_untracked(|m| m.is_loading());
+        if !was_running && loading {
             // Loading the same files again would end the same way: nothing
             // loads until the next choice.
-            self.loaded.set_value(None);
-            self.run_when_ready.set_value(false);
-            self.error.set(Some(messages::crash(&msg, true, false)));
-            self.restart_engine();
-            return;
+            self.model.loaded.set_value(None);
+            self.link.run_when_ready.set_value(false);
+            self.jobs
+                .error
+                .set(Some(messages::crash(&msg, true, false)));
+        } else {
+            self.jobs
+                .error
+                .set(Some(messages::crash(&msg, false, was_running)));
         }
-        self.error
-            .set(Some(messages::crash(&msg, false, was_running)));
-        self.restart_engine();
+        self.workers().restart_engine();
     }
 
     /// The Cancel button: stops a run (the model reloads from the cache)
     /// or a download (nothing loads until the next choice).
     pub fn cancel(&self) {
-        let was_running = self.running.get_untracked().is_some();
-        self.run_when_ready.set_value(false);
+        let was_running = self.jobs.running.get_untracked().is_some();
+        self.link.run_when_ready.set_value(false);
         if !was_running {
-            self.loaded.set_value(None);
+            self.model.loaded.set_value(None);
             // Said at once: the fresh worker only confirms it.
-            self.model_state.set(ModelState::Idle);
+            self.model.model_state.set(ModelState::Idle);
         }
-        self.error.set(Some(messages::cancelled(was_running)));
-        self.restart_engine();
+        self.jobs.error.set(Some(messages::cancelled(was_running)));
+        self.workers().restart_engine();
+    }
+
+    /// Replaces the model: results dropped, a fresh worker loads `what`.
+    fn switch_model(&self, model_id: String, what: Loadable) {
+        self.jobs.error.set(None);
+        self.link.spec.update(|s| {
+            s.model = model_id;
+            s.token = None;
+        });
+        self.jobs.results.set(Results::default());
+        // A model picked by hand: a link's pending run is not for it.
+        self.link.run_when_ready.set_value(false);
+        self.model.loaded.set_value(Some(what));
+        self.workers().restart_engine();
+    }
+
+    /// A catalog model (or repository, or URL) picked by hand.
+    pub fn pick(&self, id: String) {
+        match self.model.resolve(&id) {
+            Ok((id, what)) => {
+                self.switch_model(id, what);
+                self.link.sync_url();
+            }
+            Err(m) => self.jobs.error.set(Some(m)),
+        }
+    }
+
+    /// Local model files, picked or dropped on the page.
+    pub fn pick_files(&self, files: web_sys::FileList) {
+        let (id, what) = files_of(files);
+        self.switch_model(id, what);
+    }
+
+    /// Drops the models this browser has stored.
+    pub fn clear_stored_models(&self) {
+        let error = self.jobs.error;
+        self.model.clear_stored_models(move |m| error.set(Some(m)));
+    }
+
+    /// A link pasted into this tab: apply it, and run what it changes.
+    fn on_hash_change(&self) {
+        let current = self.link.spec.get_untracked();
+        let Some(s) = AnalysisSpec::from_fragment(&browser::fragment(), &current) else {
+            return;
+        };
+        if s == current {
+            return;
+        }
+        let model_changed = s.model != current.model;
+        let rerun = model_changed
+            || s.prompt != current.prompt
+            || s.precision != current.precision
+            || s.svd != current.svd
+            || s.backend != current.backend;
+        self.link.set_spec(s.clone());
+        if model_changed {
+            self.pick(s.model);
+            self.link.run_when_ready.set_value(true);
+        } else if rerun {
+            self.start_run();
+        } else {
+            self.after_run();
+        }
+    }
+
+    /// Listens for links pasted into the tab and for the classroom keys,
+    /// for the page's lifetime.
+    pub fn listen_to_window(&self) {
+        let (session, link) = (*self, self.link);
+        let on_hash = Closure::<dyn FnMut()>::new(move || session.on_hash_change());
+        let on_key =
+            Closure::<dyn FnMut(web_sys::KeyboardEvent)>::new(move |ev: web_sys::KeyboardEvent| {
+                link.on_key(ev)
+            });
+        if let Some(w) = web_sys::window() {
+            let _ =
+                w.add_event_listener_with_callback("hashchange", on_hash.as_ref().unchecked_ref());
+            let _ = w.add_event_listener_with_callback("keydown", on_key.as_ref().unchecked_ref());
+        }
+        on_hash.forget();
+        on_key.forget();
     }
 }

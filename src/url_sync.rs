@@ -1,16 +1,14 @@
-//! The URL fragment ⇄ the analysis state: the fragment kept in step with
-//! the page, a link pasted into the tab applied, the share / snapshot /
-//! embed links, and the classroom walkthrough's steps (in the link too,
-//! stepped with ← and →).
+//! The link state (context [`Link`]): the analysis as the share link holds
+//! it, the fragment kept in step with it, a link pasted into the tab read,
+//! the share / snapshot / embed links, and the classroom walkthrough's
+//! steps (in the link too, stepped with ← and →).
 
 use crate::browser;
 use crate::classroom::STEPS;
-use crate::page::{layers_text, Page};
 use crate::run_state::APP_VERSION;
 use crate::views::snapshot::SnapshotCheck;
 use lens_protocol::{AnalysisSpec, Snapshot};
 use leptos::prelude::*;
-use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 /// Which link to make of the page's state.
@@ -26,18 +24,60 @@ pub(crate) enum LinkKind {
     FullPage,
 }
 
-impl Page {
+/// The link state: what the URL fragment holds, and what the page makes
+/// of a link it was opened with.
+#[derive(Clone, Copy)]
+pub(crate) struct Link {
+    /// The analysis as the share link holds it.
+    pub spec: RwSignal<AnalysisSpec>,
+    /// A link made by another version of the app or with another model
+    /// file: what that means for its numbers.
+    pub link_note: RwSignal<Option<String>>,
+    /// A link's snapshot, shown until the page has recomputed it.
+    pub snapshot: RwSignal<Option<(Snapshot, SnapshotCheck)>>,
+    /// The layers field as typed.
+    pub layers_input: RwSignal<String>,
+    /// Run once the model is ready (a share link, or a run asked for early).
+    pub run_when_ready: StoredValue<bool>,
+}
+
+impl Link {
+    /// The link state of a fresh tab: `spec` from its link (`linked`) or
+    /// the defaults.
+    pub fn new(spec: AnalysisSpec, linked: bool) -> Self {
+        Link {
+            snapshot: RwSignal::new(snapshot_of(&spec)),
+            layers_input: RwSignal::new(layers_text(&spec.layers)),
+            spec: RwSignal::new(spec),
+            link_note: RwSignal::new(None),
+            run_when_ready: StoredValue::new(linked),
+        }
+    }
+
+    pub fn get() -> Self {
+        expect_context::<Link>()
+    }
+
+    /// Takes `spec` as the page's, with its snapshot and layers field.
+    pub fn set_spec(&self, spec: AnalysisSpec) {
+        self.snapshot.set(snapshot_of(&spec));
+        self.layers_input.set(layers_text(&spec.layers));
+        self.spec.set(spec);
+    }
+
     pub fn sync_url(&self) {
         browser::set_fragment(&self.spec.get_untracked().to_fragment());
     }
 
-    /// A link of `kind` to this analysis (tracks the state it reads).
-    pub fn link(&self, kind: LinkKind) -> String {
+    /// A link of `kind` to this analysis (tracks the state it reads):
+    /// `snapshot` is the run's, as JSON; `model_sha256` the loaded file's.
+    pub fn link(
+        &self,
+        kind: LinkKind,
+        snapshot: impl Fn() -> Option<String>,
+        model_sha256: Option<String>,
+    ) -> String {
         let mut s = self.spec.get();
-        let snapshot = || {
-            self.results
-                .with(|r| r.report.as_ref().map(|r| Snapshot::of(r).to_json()))
-        };
         match kind {
             LinkKind::Analysis => s.snapshot = None,
             LinkKind::Snapshot => {
@@ -52,7 +92,7 @@ impl Page {
             LinkKind::FullPage => s.embed = None,
         }
         s.made_with = Some(APP_VERSION.to_string());
-        s.model_sha256 = self.model_sha256.get();
+        s.model_sha256 = model_sha256;
         browser::url_with_fragment(&s.to_fragment())
     }
 
@@ -68,41 +108,8 @@ impl Page {
         self.sync_url();
     }
 
-    /// A link pasted into this tab: apply it, and run what it changes.
-    fn on_hash_change(&self) {
-        let current = self.spec.get_untracked();
-        let Some(s) = AnalysisSpec::from_fragment(&browser::fragment(), &current) else {
-            return;
-        };
-        if s == current {
-            return;
-        }
-        let model_changed = s.model != current.model;
-        let rerun = model_changed
-            || s.prompt != current.prompt
-            || s.precision != current.precision
-            || s.svd != current.svd
-            || s.backend != current.backend;
-        self.snapshot.set(
-            s.snapshot
-                .as_deref()
-                .and_then(Snapshot::parse)
-                .map(|x| (x, SnapshotCheck::Pending)),
-        );
-        self.layers_input.set(layers_text(&s.layers));
-        self.spec.set(s.clone());
-        if model_changed {
-            self.pick(s.model);
-            self.run_when_ready.set_value(true);
-        } else if rerun {
-            self.start_run();
-        } else {
-            self.after_run();
-        }
-    }
-
     /// ← and → step through the classroom walkthrough (not while typing).
-    fn on_key(&self, ev: web_sys::KeyboardEvent) {
+    pub fn on_key(&self, ev: web_sys::KeyboardEvent) {
         let Some(step) = self.spec.get_untracked().classroom else {
             return;
         };
@@ -121,21 +128,34 @@ impl Page {
         ev.prevent_default();
     }
 
-    /// Listens for links pasted into the tab and for the classroom keys,
-    /// for the page's lifetime.
-    pub fn listen_to_window(&self) {
-        let page = *self;
-        let on_hash = Closure::<dyn FnMut()>::new(move || page.on_hash_change());
-        let on_key =
-            Closure::<dyn FnMut(web_sys::KeyboardEvent)>::new(move |ev: web_sys::KeyboardEvent| {
-                page.on_key(ev)
-            });
-        if let Some(w) = web_sys::window() {
-            let _ =
-                w.add_event_listener_with_callback("hashchange", on_hash.as_ref().unchecked_ref());
-            let _ = w.add_event_listener_with_callback("keydown", on_key.as_ref().unchecked_ref());
-        }
-        on_hash.forget();
-        on_key.forget();
+    /// The run's Report against the link's snapshot, once it is in.
+    pub fn check_snapshot(&self, computed: &Snapshot) {
+        self.snapshot.update(|snap| {
+            if let Some((link, check)) = snap {
+                let d = link.disagreements(computed);
+                *check = if d.is_empty() {
+                    SnapshotCheck::Confirmed
+                } else {
+                    SnapshotCheck::Mismatch(d)
+                };
+            }
+        });
     }
+}
+
+/// A link's snapshot, to be checked against the recomputation.
+fn snapshot_of(spec: &AnalysisSpec) -> Option<(Snapshot, SnapshotCheck)> {
+    spec.snapshot
+        .as_deref()
+        .and_then(Snapshot::parse)
+        .map(|x| (x, SnapshotCheck::Pending))
+}
+
+/// Layers as the layers field shows them: `1,6,12`.
+pub(crate) fn layers_text(layers: &[usize]) -> String {
+    layers
+        .iter()
+        .map(|l| l.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -5,6 +5,7 @@
 
 use crate::run_state::Results;
 use lens_protocol::report::{Certificate, MatrixFree, Report, Spectrum, TopToken};
+use lens_protocol::View;
 
 /// The top next tokens.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,13 +69,20 @@ pub struct SpectrumData {
     pub matrix_free: Option<MatrixFree>,
 }
 
-/// A progress bar: what runs, how far, and a line of detail.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ProgressInfo {
-    pub label: String,
-    /// 0..1, or `None` when the total is not known yet.
-    pub fraction: Option<f64>,
-    pub detail: String,
+/// A view's title, as the tabs and messages name it.
+pub(crate) fn view_title(v: View) -> &'static str {
+    match v {
+        View::Prediction => "Next token",
+        View::Exactness => "Exactness",
+        View::Tokens => "Tokens",
+        View::Spectrum => "Spectrum",
+        View::Decode => "Decode",
+        View::Layers => "Layers",
+        View::Path => "Path",
+        View::Attention => "Attention",
+        View::Heatmap => "Heatmap",
+        View::Steering => "Steering",
+    }
 }
 
 /// Whether the contributions part has been folded into `rep`.

@@ -5,7 +5,7 @@
 
 use crate::browser::js_error;
 use js_sys::{Array, ArrayBuffer};
-use lens_protocol::{Reply, Request};
+use lens_protocol::{ErrorKind, Reply, Request};
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -58,20 +58,14 @@ impl Engine {
             let Some(data) = ev.dyn_ref::<MessageEvent>().map(|m| m.data()) else {
                 return;
             };
-            // `[json, ArrayBuffer]` for a chunk of J; a JSON string otherwise.
-            let (text, buffer) = match data.dyn_ref::<Array>() {
-                Some(a) => (
-                    a.get(0).as_string(),
-                    a.get(1).dyn_into::<ArrayBuffer>().ok(),
-                ),
-                None => (data.as_string(), None),
+            // `[reply, ArrayBuffer]` for a chunk of J; the reply alone otherwise.
+            let (value, buffer) = match data.dyn_ref::<Array>() {
+                Some(a) => (a.get(0), a.get(1).dyn_into::<ArrayBuffer>().ok()),
+                None => (data, None),
             };
-            let Some(text) = text else {
-                return;
-            };
-            match Reply::from_json(&text) {
+            match Reply::from_js(value) {
                 Ok(r) => on_reply(r, buffer),
-                Err(e) => web_sys::console::warn_1(&e.into()),
+                Err(e) => web_sys::console::error_1(&e.to_string().into()),
             }
         });
         let on_crash = self.on_crash.clone();
@@ -89,16 +83,42 @@ impl Engine {
     }
 
     pub fn post(&self, req: &Request) {
+        // Encoded first: a failure calls back into the page, which may
+        // restart this worker.
+        let Some(v) = self.encoded(req) else {
+            return;
+        };
         if let Some(w) = self.worker.borrow().as_ref() {
-            let _ = w.post_message(&JsValue::from_str(&req.to_json()));
+            let _ = w.post_message(&v);
         }
     }
 
     /// A request with a buffer beside it, transferred (not copied).
     pub fn post_buffer(&self, req: &Request, buffer: &ArrayBuffer) {
+        let Some(v) = self.encoded(req) else {
+            return;
+        };
         if let Some(w) = self.worker.borrow().as_ref() {
-            let msg = Array::of2(&JsValue::from_str(&req.to_json()), buffer);
+            let msg = Array::of2(&v, buffer);
             let _ = w.post_message_with_transfer(&msg, &Array::of1(buffer));
+        }
+    }
+
+    /// `req` as a JS value. One that cannot be encoded is never sent: its
+    /// job fails with why (in the console too), as if the worker had said so.
+    fn encoded(&self, req: &Request) -> Option<JsValue> {
+        match req.to_js() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                web_sys::console::error_1(&e.to_string().into());
+                let failed = Reply::Failed {
+                    job: req.job(),
+                    kind: ErrorKind::Engine,
+                    message: e.to_string(),
+                };
+                (self.on_reply)(failed, None);
+                None
+            }
         }
     }
 
@@ -112,9 +132,11 @@ impl Engine {
 
     /// A `LoadFiles` request with the `File`s beside it.
     pub fn post_files(&self, req: &Request, files: &Array) {
+        let Some(v) = self.encoded(req) else {
+            return;
+        };
         if let Some(w) = self.worker.borrow().as_ref() {
-            let msg = Array::of2(&JsValue::from_str(&req.to_json()), files);
-            let _ = w.post_message(&msg);
+            let _ = w.post_message(&Array::of2(&v, files));
         }
     }
 }

@@ -8,11 +8,14 @@
 #   FUZZ_RUNS=N bash tools/fuzz.sh              # N inputs each, seed 1 (CI)
 #
 # Starts from the seeds (examples/fuzz_seeds.rs: tiny models of the three
-# families, the real GGUF's head, links, the catalog, messages) and the kept
-# corpus (fuzz/corpus/, minimized after each run). An input that crashes a
-# harness is copied to fuzz/regressions/<harness>/ (commit it: the replay
-# test, crates/lens-fuzz/tests/replay.rs, runs it from then on) and the
-# script fails.
+# families, the real GGUF's head, links, the catalog, messages) and the
+# corpus the fuzzer kept, outside the repository ($FUZZ_CORPUS, default
+# ~/.cache/linear-lens/fuzz-corpus/<harness>/), minimised after each timed
+# run by `cargo fuzz cmin`. An input that crashes a harness is copied to
+# fuzz/regressions/<harness>/ (commit it: the replay test,
+# crates/lens-fuzz/tests/replay.rs, runs it from then on) and the script
+# fails. Only the regressions are in git; the corpus is rebuilt from the
+# seeds by fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-60}"
@@ -22,6 +25,7 @@ harnesses=("$@")
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 main_target="${CARGO_TARGET_DIR:-$PWD/target}"
 fuzz_target="${FUZZ_TARGET_DIR:-$HOME/.cache/linear-lens/fuzz-target}"
+corpora="${FUZZ_CORPUS:-$HOME/.cache/linear-lens/fuzz-corpus}"
 CARGO_TARGET_DIR="$main_target" cargo build -q --example fuzz_seeds --profile test
 rm -rf fuzz/seeds
 "$main_target/debug/examples/fuzz_seeds" fuzz/seeds
@@ -36,7 +40,7 @@ max_len() {
 if [ -n "${FUZZ_RUNS:-}" ]; then limit=(-runs="$FUZZ_RUNS" -seed=1); else limit=(-max_total_time="$secs"); fi
 failed=0
 for h in "${harnesses[@]}"; do
-  corpus="fuzz/corpus/$h"
+  corpus="$corpora/$h"
   artifacts="fuzz/artifacts/$h"
   mkdir -p "$corpus" "$artifacts"
   # libFuzzer adds new inputs to its first folder: a bounded run (CI) only
@@ -63,13 +67,9 @@ for h in "${harnesses[@]}"; do
   rm -rf "$artifacts" "$fresh"
   if [ -z "${FUZZ_RUNS:-}" ]; then
     # Keep only the inputs that reach code no other input reaches.
-    min=$(mktemp -d)
-    cargo fuzz run --sanitizer none --target-dir "$fuzz_target" "$h" "$min" "$corpus" -- -merge=1 \
-      -max_len="$(max_len "$h")" >/dev/null 2>&1 && { rm -rf "$corpus"; mv "$min" "$corpus"; } || rm -rf "$min"
-    # The committed corpus stays small: inputs over 32 KiB (mutants of the
-    # real GGUF's head and of the tiny GGUFs) grow again from the seeds.
-    find "$corpus" -type f -size +32k -delete
-    echo "   corpus: $(ls "$corpus" | wc -l) inputs, $(du -sh --apparent-size "$corpus" | cut -f1)"
+    cargo fuzz cmin --sanitizer none --target-dir "$fuzz_target" "$h" "$corpus" -- \
+      -max_len="$(max_len "$h")" >/dev/null 2>&1 || true
+    echo "   corpus ($corpus): $(ls "$corpus" | wc -l) inputs, $(du -sh --apparent-size "$corpus" | cut -f1)"
   fi
   if [ "$crashed" = 1 ]; then
     failed=1

@@ -5,7 +5,7 @@ GGUF file (it dequantizes the weights itself and applies its own Gemma 3 /
 Llama conventions).
 
 Usage: python3 tools/golden_logits.py [CACHE_DIR]   (default ~/.cache/linear-lens)
-Writes tests/fixtures/golden_logits/<model>.json (prompts, token ids, top-10)
+Writes crates/lens-engine/tests/fixtures/golden_logits/<model>.json (prompts, token ids, top-10)
 and <model>.f32 (the full logit vectors, little-endian f32, prompt after prompt).
 Needs: pip install torch transformers gguf.  CI does not run this.
 """
@@ -29,7 +29,7 @@ MODELS = {
 def main():
     cache = sys.argv[1] if len(sys.argv) > 1 else os.environ.get(
         "LINEAR_LENS_MODELS", os.path.expanduser("~/.cache/linear-lens"))
-    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "golden_logits")
+    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "crates", "lens-engine", "tests", "fixtures", "golden_logits")
     os.makedirs(out_dir, exist_ok=True)
     torch.set_grad_enabled(False)
     for model_id, fname in MODELS.items():

@@ -4,7 +4,7 @@ Python `transformers` building its fast tokenizer from the GGUF metadata
 (`AutoTokenizer.from_pretrained(dir, gguf_file=...)`).
 
 Usage: python3 tools/golden_tokens.py [CACHE_DIR]  (default ~/.cache/linear-lens)
-Writes tests/fixtures/golden_tokens.json. Needs: pip install transformers gguf (no torch).
+Writes crates/lens-engine/tests/fixtures/golden_tokens.json. Needs: pip install transformers gguf (no torch).
 """
 import json, os, sys
 from transformers import AutoTokenizer
@@ -41,7 +41,7 @@ def main():
         tok = AutoTokenizer.from_pretrained(cache, gguf_file=fname)
         out["models"][model_id] = [tok(s)["input_ids"] for s in STRINGS]
     here = os.path.dirname(os.path.abspath(__file__))
-    path = os.path.join(here, "..", "tests", "fixtures", "golden_tokens.json")
+    path = os.path.join(here, "..", "crates", "lens-engine", "tests", "fixtures", "golden_tokens.json")
     with open(path, "w") as f:
         json.dump(out, f, ensure_ascii=False, indent=1)
     print("wrote", os.path.normpath(path))

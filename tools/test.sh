@@ -11,6 +11,8 @@ step() { echo; echo "== $* ($(date +%T))"; }
 
 step "format and lints"
 cargo fmt --all --check
+# No two files of a crate import each other (ARCHITECTURE.md's invariant).
+python3 tools/import-cycles.py
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --target wasm32-unknown-unknown -p linear-lens-web -p lens-worker -- -D warnings
 

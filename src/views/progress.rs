@@ -1,7 +1,7 @@
 //! The progress bar of whatever is running (a download or a stage), with
 //! its cancel button. Present only while something runs.
 
-use crate::view_data::ProgressInfo;
+use crate::run_state::ProgressInfo;
 use leptos::prelude::*;
 
 #[component]

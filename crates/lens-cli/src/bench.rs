@@ -28,7 +28,7 @@ pub struct BenchReport {
     pub jacobian_ms: f64,
     /// Counted from the shapes the pass really multiplied.
     pub jacobian_gflop: f64,
-    /// The factor-form count (METHOD.md: 6.88 MFLOP per position·layer·row
+    /// The factor-form count (`naive_flops_per_row`: 6.88 MFLOP per position·layer·row
     /// for Gemma 3 270M), for comparison across methods.
     pub naive_gflop: f64,
     pub jacobian_gflops: f64,
@@ -208,7 +208,7 @@ pub fn run_gpu(
     let c = &model.config;
     let naive = naive_flops_per_row(model) * (n * c.layers * c.hidden) as f64;
     // Emulated GPUs (lavapipe, SwiftShader) run at about 0.5 GFLOP/s.
-    let (size, reps) = if gpu.adapter().device_type == "Cpu" {
+    let (size, reps) = if gpu.adapter().device_type.is_software() {
         (256, 3)
     } else {
         (2048, 20)

@@ -4,6 +4,7 @@ mod bench;
 mod models;
 mod npy;
 mod serve;
+mod terminal;
 
 use clap::{Parser, Subcommand};
 use lens_engine::{forward::Precision, Model};
@@ -18,6 +19,13 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where the passes run.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    Cpu,
+    Gpu,
 }
 
 #[derive(Subcommand)]
@@ -86,6 +94,10 @@ enum Command {
         /// Tokens to generate, steered and unsteered.
         #[arg(long, default_value_t = 12)]
         steer_tokens: usize,
+        /// `cpu` (at --precision), or `gpu`: the run on wgpu's first adapter
+        /// in f32, certified against the f64 CPU pass.
+        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        backend: Backend,
         /// Write the report as JSON to this file ("-" for stdout).
         #[arg(long)]
         json: Option<std::path::PathBuf>,
@@ -109,8 +121,8 @@ enum Command {
         save_jacobian: Option<std::path::PathBuf>,
         /// `cpu`, or `gpu`: the passes on wgpu's first adapter in f32
         /// (the report adds the adapter and the GEMM kernel's rate).
-        #[arg(long, default_value = "cpu")]
-        backend: String,
+        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        backend: Backend,
         /// With `--backend gpu`: the optional WebGPU features the kernels
         /// may use, `auto` (all the adapter has), `none`, or a list of
         /// `f16` and `subgroups`.
@@ -164,9 +176,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// The model named by `spec`, named so in its reports (as the page names
+/// a catalog model by its id).
 fn load(spec: &str) -> Result<Model, String> {
     let path = models::resolve(spec)?;
-    Model::load_path(&path).map_err(|e| e.to_string())
+    let mut m = Model::load_path(&path).map_err(|e| e.to_string())?;
+    m.name = spec.to_string();
+    Ok(m)
 }
 
 fn run(cli: Cli) -> Result<(), String> {
@@ -222,11 +238,11 @@ fn run(cli: Cli) -> Result<(), String> {
                 // candle reads this on every matmul.
                 std::env::set_var("RAYON_NUM_THREADS", t.to_string());
             }
-            if backend != "gpu" && gpu_features != "auto" {
+            if backend != Backend::Gpu && gpu_features != "auto" {
                 return Err("--gpu-features works with --backend gpu".into());
             }
-            let report = match backend.as_str() {
-                "cpu" => bench::run(
+            let report = match backend {
+                Backend::Cpu => bench::run(
                     &model,
                     &load(&model)?,
                     &prompt,
@@ -234,7 +250,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     repeat,
                     save_jacobian.as_deref(),
                 )?,
-                "gpu" => {
+                Backend::Gpu => {
                     if save_jacobian.is_some() {
                         return Err("--save-jacobian works with --backend cpu".into());
                     }
@@ -242,7 +258,6 @@ fn run(cli: Cli) -> Result<(), String> {
                         lens_gpu::GpuOptions::parse(&gpu_features).map_err(|e| e.to_string())?;
                     bench::run_gpu(&model, &load(&model)?, &prompt, repeat, options)?
                 }
-                other => return Err(format!("--backend is cpu or gpu, not {other:?}")),
             };
             println!(
                 "{}",
@@ -267,6 +282,7 @@ fn run(cli: Cli) -> Result<(), String> {
             steer_lambda,
             steer_layer,
             steer_tokens,
+            backend,
             json,
         } => {
             let m = load(&model)?;
@@ -289,14 +305,20 @@ fn run(cli: Cli) -> Result<(), String> {
                 columns,
                 attention: !no_attention,
                 steer,
-                matrix_free,
+                svd_mode: if matrix_free {
+                    lens_engine::analysis::SvdMode::Krylov
+                } else {
+                    lens_engine::analysis::SvdMode::Full
+                },
                 ..lens_engine::analysis::AnalyzeOptions::new(precision)
             };
-            let start = std::time::Instant::now();
-            let clock = move || start.elapsed().as_secs_f64() * 1e3;
-            let mut report = lens_engine::analysis::analyze(&m, &prompt, &opts, &clock)
-                .map_err(|e| e.to_string())?;
-            report.model = model;
+            let gpu = match backend {
+                Backend::Cpu => None,
+                Backend::Gpu => {
+                    Some(lens_gpu::block_on(lens_gpu::Gpu::new()).map_err(|e| e.to_string())?)
+                }
+            };
+            let report = terminal::run(&m, &prompt, &opts, gpu.as_ref())?;
             match json {
                 Some(path) => {
                     let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;

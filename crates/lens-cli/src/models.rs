@@ -7,22 +7,6 @@ use std::process::Command;
 /// The fetch script, embedded so the binary works from any directory.
 const FETCH_SCRIPT: &str = include_str!("../../../tools/fetch-models.sh");
 
-pub struct Known {
-    pub id: &'static str,
-    pub file: &'static str,
-}
-
-pub const KNOWN: &[Known] = &[
-    Known {
-        id: "gemma-3-270m",
-        file: "gemma-3-270m-q4_k_m.gguf",
-    },
-    Known {
-        id: "smollm2-135m",
-        file: "SmolLM2-135M-Instruct.Q4_1.gguf",
-    },
-];
-
 pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("LINEAR_LENS_MODELS") {
         return PathBuf::from(d);
@@ -39,16 +23,24 @@ pub fn resolve(spec: &str) -> Result<PathBuf, String> {
     if path.exists() {
         return Ok(path.to_path_buf());
     }
-    let Some(known) = KNOWN.iter().find(|k| k.id == spec) else {
-        let ids: Vec<_> = KNOWN.iter().map(|k| k.id).collect();
+    // The known ids are the catalog's one-file GGUF models (web/models.json,
+    // the page's own table), fetched into the cache by tools/fetch-models.sh.
+    let catalog = lens_protocol::Catalog::builtin()?;
+    let Some(file) = catalog.gguf_file(spec) else {
+        let ids: Vec<&str> = catalog
+            .models
+            .iter()
+            .filter(|m| catalog.gguf_file(&m.id).is_some())
+            .map(|m| m.id.as_str())
+            .collect();
         return Err(format!(
             "model `{spec}` is neither a file, a directory, nor a known id ({})",
             ids.join(", ")
         ));
     };
-    let target = cache_dir().join(known.file);
+    let target = cache_dir().join(&file.name);
     if !target.exists() {
-        eprintln!("fetching {} into {} ...", known.id, cache_dir().display());
+        eprintln!("fetching {spec} into {} ...", cache_dir().display());
         let status = Command::new("bash")
             .arg("-c")
             .arg(FETCH_SCRIPT)
@@ -57,10 +49,7 @@ pub fn resolve(spec: &str) -> Result<PathBuf, String> {
             .status()
             .map_err(|e| format!("cannot run the model fetch script: {e}"))?;
         if !status.success() || !target.exists() {
-            return Err(format!(
-                "fetching `{}` failed (see the messages above)",
-                known.id
-            ));
+            return Err(format!("fetching `{spec}` failed (see the messages above)"));
         }
     }
     Ok(target)

@@ -25,8 +25,6 @@ use std::time::Duration;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
-/// The model the page loads on start.
-const DEFAULT_MODEL: &str = "gemma-3-270m";
 /// A client must send a whole request head within this time, the first one
 /// and each one after on a kept-alive connection: idle connections close and
 /// give their slot back.
@@ -52,9 +50,12 @@ pub fn run(
     if max_connections == 0 {
         return Err("--max-connections must be at least 1".into());
     }
+    // The model the page loads on start: the catalog's default.
+    let catalog = lens_protocol::Catalog::builtin()?;
+    let default = catalog.default.clone();
     let models_dir = match models_dir {
         Some(d) => {
-            let file = default_model_file();
+            let file = catalog.gguf_file(&default).map_or("", |f| f.name.as_str());
             if !d.join(file).is_file() {
                 eprintln!(
                     "warning: {} has no {file}: the page's default model comes from its \
@@ -66,7 +67,7 @@ pub fn run(
         }
         None => {
             // Serving the cache itself: make sure the default model is in it.
-            models::resolve(DEFAULT_MODEL)?;
+            models::resolve(&default)?;
             models::cache_dir()
         }
     };
@@ -97,14 +98,6 @@ pub fn run(
         accept_loop(listener, roots, max_connections).await;
         Ok(())
     })
-}
-
-fn default_model_file() -> &'static str {
-    models::KNOWN
-        .iter()
-        .find(|k| k.id == DEFAULT_MODEL)
-        .map(|k| k.file)
-        .unwrap_or("")
 }
 
 struct Roots {

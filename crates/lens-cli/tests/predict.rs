@@ -40,7 +40,7 @@ fn predict_json_on_gemma() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["model"], "gemma-3-270m");
     assert_eq!(v["precision"], "f32");
-    // Token ids from transformers' tokenizer (tests/fixtures/golden_tokens.json).
+    // Token ids from transformers' tokenizer (crates/lens-engine/tests/fixtures/golden_tokens.json).
     assert_eq!(
         v["token_ids"],
         serde_json::json!([2, 818, 5279, 529, 7001, 563])
@@ -48,7 +48,7 @@ fn predict_json_on_gemma() {
     assert_eq!(v["tokens"][4], " France");
     let top = v["top"].as_array().unwrap();
     assert_eq!(top.len(), 5);
-    // transformers' argmax for this prompt (tests/fixtures/golden_logits).
+    // transformers' argmax for this prompt (crates/lens-engine/tests/fixtures/golden_logits).
     assert_eq!(top[0]["id"], 506);
     let probs: Vec<f64> = top.iter().map(|t| t["prob"].as_f64().unwrap()).collect();
     assert!(probs.windows(2).all(|w| w[0] >= w[1]) && probs[0] < 1.0 && probs[4] > 0.0);

@@ -46,6 +46,17 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// A prompt or request a run cannot take (empty, too long, a `J` too
+    /// large for the caller's limit, a layer out of range): the sentence
+    /// says what to change.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A run estimated past the caller's memory limit, with the numbers.
+    #[error("{0}")]
+    OutOfMemory(String),
+    /// The caller's hooks asked the run to stop.
+    #[error("the run was cancelled")]
+    Cancelled,
     #[error("backend: {0}")]
     Backend(String),
     #[error("tensor computation failed: {}", candle_message(.0))]

@@ -3,6 +3,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::model::{Activation, Model, SourceFormat};
+use crate::weights::finite;
 use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 
@@ -566,17 +567,4 @@ fn non_finite(layer: usize, quantity: &'static str, dtype: DType) -> EngineError
 fn norm_scale_ok(r: &Tensor) -> Result<bool> {
     let min = r.min_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     Ok(min > 0.0 && finite(r)?)
-}
-
-/// No NaN and no infinity in `t`. A finite sum proves it without a copy;
-/// a non-finite one may be large finite values overflowing, so then `t · 0`
-/// (0 for finite values, NaN otherwise) decides.
-pub(crate) fn finite(t: &Tensor) -> Result<bool> {
-    let sum_finite = |t: &Tensor| -> Result<bool> {
-        Ok(t.sum_all()?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?
-            .is_finite())
-    };
-    Ok(sum_finite(t)? || sum_finite(&(t * 0.0)?)?)
 }

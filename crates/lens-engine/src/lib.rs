@@ -17,5 +17,6 @@ pub mod jacobian;
 pub mod memory;
 pub mod ordinary;
 pub mod progress;
+pub mod run;
 pub mod stages;
 pub mod trace;

@@ -1,10 +1,8 @@
 //! The stages of an analysis, each a typed function that takes what it
-//! needs and returns one [`Part`] of the Report (plain data). The CLI's
-//! [`analyze`] and the browser worker's run are the same sequence of these;
-//! the worker adds only messages, progress, cancellation and the GPU's
-//! passes. A part is folded into the Report by [`Report::apply`], nowhere
-//! else. Stages do not time themselves (the engine has no clock): the caller
-//! sets each part's `ms`.
+//! needs and returns one [`Part`](lens_report::Part) of the Report (plain
+//! data). Their order is written once, in [`crate::run`]; a part is folded
+//! into the Report by `Report::apply`, nowhere else. Stages do not time
+//! themselves (the engine has no clock): the run sets each part's `ms`.
 
 use crate::analysis::attribution::{attribute, norms_and_projections};
 use crate::analysis::steering::{self, SteerOptions};
@@ -16,8 +14,8 @@ use crate::model::Model;
 use crate::trace::{trace, Trace};
 use candle_core::Tensor;
 use lens_report::{
-    Attention, Contributions, JacobianPart, Layers, Ordinary, Part, Prediction, Report, Spectra,
-    Steered, TokenRow,
+    Attention, Contributions, JacobianPart, Layers, Ordinary, Prediction, Spectra, Steered,
+    TokenRow,
 };
 
 /// `J_cat`'s top two left singular vectors: the axes of the layer path.
@@ -40,25 +38,17 @@ pub fn prediction(model: &Model, tr: &Trace, top: usize) -> Result<Prediction> {
     })
 }
 
-/// The predicted token of `tr`.
-pub fn predicted(model: &Model, tr: &Trace) -> Result<u32> {
-    Ok(top_k(model, &tr.logits(model)?, 1)
-        .first()
-        .map(|t| t.id)
-        .unwrap_or_default())
-}
-
 /// What the contributions `c` (`[n, d]`, from either backend's forward-mode
 /// pass) give: the reconstruction, the per-token rows and the attribution
-/// of `target` (default the predicted token; then also the predicted
-/// token's when the target is another).
+/// of `target` (default the `predicted` token, the prediction's first; then
+/// also the predicted token's when the target is another).
 pub fn contributions(
     model: &Model,
     tr: &Trace,
     c: &Tensor,
     target: Option<u32>,
+    predicted: u32,
 ) -> Result<Contributions> {
-    let predicted = predicted(model, tr)?;
     let target = target.unwrap_or(predicted);
     Ok(Contributions {
         rel_error: rel_error(&c.sum(0)?, &tr.y.flatten_all()?)?,
@@ -201,81 +191,4 @@ pub fn steer(
         steering: steering::steer(model, text, so, precision, pass)?,
         ms: 0.0,
     })
-}
-
-/// Runs `body` and returns its result with the time it took on `now_ms`.
-pub fn timed<T>(now_ms: &dyn Fn() -> f64, body: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
-    let t = now_ms();
-    let out = body()?;
-    Ok((out, now_ms() - t))
-}
-
-/// The whole analysis on the CPU: the stages in order, folded into one
-/// Report. `now_ms` is the caller's clock (`std::time::Instant` does not
-/// exist in the browser).
-pub fn analyze(
-    model: &Model,
-    prompt: &str,
-    opts: &AnalyzeOptions,
-    now_ms: &dyn Fn() -> f64,
-) -> Result<Report> {
-    let ids = model.encode(prompt)?;
-    let ((tr, mut p), ms) = timed(now_ms, || {
-        let tr = trace(model, &ids, opts.precision)?;
-        let p = prediction(model, &tr, opts.top)?;
-        Ok((tr, p))
-    })?;
-    p.ms = ms;
-    let mut report = Report::new(p);
-
-    let target = match &opts.target {
-        Some(name) => Some(model.tokenizer.token_id(name)?),
-        None => None,
-    };
-    let (mut c, ms) = timed(now_ms, || {
-        let c = jacobian::contributions(model, &tr, opts.pass)?;
-        contributions(model, &tr, &c, target)
-    })?;
-    c.ms = ms;
-    report.apply(Part::Contributions(c));
-
-    if opts.ordinary {
-        let (mut o, ms) = timed(now_ms, || ordinary(model, &tr))?;
-        o.ms = ms;
-        report.apply(Part::Ordinary(o));
-    }
-
-    let jv = if opts.matrix_free {
-        None
-    } else {
-        let ((mut part, jv), ms) = timed(now_ms, || {
-            let (j, _) = jacobian::detached_jacobian(model, &tr, opts.pass)?;
-            Ok((jacobian(&tr, &j)?, JacobianValues::of(&j)?))
-        })?;
-        part.ms = ms;
-        report.apply(Part::Jacobian(part));
-        Some(jv)
-    };
-
-    let (sp, axes) = spectra(model, &tr, jv.as_ref(), opts, now_ms)?;
-    report.apply(Part::Spectra(sp));
-    drop(jv);
-
-    if opts.attention {
-        report.apply(Part::Attention(attention(&tr)?));
-    }
-
-    let (mut l, ms) = timed(now_ms, || layers(model, &tr, &opts.layers, opts, &axes))?;
-    l.ms = ms;
-    report.apply(Part::Layers(l));
-
-    if let Some(so) = &opts.steer {
-        let (mut s, ms) = timed(now_ms, || {
-            steer(model, prompt, so, opts.precision, opts.pass)
-        })?;
-        s.ms = ms;
-        report.apply(Part::Steered(s));
-    }
-
-    Ok(report)
 }

@@ -98,12 +98,18 @@ pub fn link_text(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };
-    if let Some(spec) = AnalysisSpec::from_fragment(
-        s,
-        &AnalysisSpec::new("gemma-3-270m", "The bridge out of Marin is the"),
-    ) {
-        // What the page does with a link it read: write it back.
-        let _ = spec.to_fragment();
+    let defaults = AnalysisSpec::new("gemma-3-270m", "The bridge out of Marin is the");
+    if let Some(spec) = AnalysisSpec::from_fragment(s, &defaults) {
+        // What the page does with a link it read: write it back. The link
+        // written is the state read: state → fragment → state.
+        let fragment = spec.to_fragment();
+        let again = AnalysisSpec::from_fragment(&fragment, &defaults);
+        assert_eq!(
+            again.as_ref(),
+            Some(&spec),
+            "{fragment:?} read back differently"
+        );
+        assert_eq!(again.map(|a| a.to_fragment()), Some(fragment));
     }
     let _ = Snapshot::parse(s);
     let _ = resolve_reference(s, "https://huggingface.co");

@@ -5,20 +5,13 @@ use crate::device::{Gpu, GpuBuf};
 use crate::error::GpuError;
 use crate::gemm::Variant;
 use candle_core::{DType, Tensor};
-use lens_engine::backend::{
-    check_elementwise, check_epilogue, check_gemm, Backend, Batch, Epilogue, MatView, Store,
-    Strided,
-};
+use lens_engine::backend::{bad, Backend, Batch, Epilogue, MatView, Store, Strided};
 use lens_engine::model::Model;
-use lens_engine::{EngineError, Result};
-
-fn bad(what: String) -> EngineError {
-    EngineError::Backend(what)
-}
+use lens_engine::Result;
 
 /// Element offsets and strides go to the kernels as u32.
-fn u32_of(v: usize, what: &str) -> Result<u32> {
-    u32::try_from(v).map_err(|_| bad(format!("{what} {v} is past the GPU's 32-bit indices")))
+fn u32_of(v: usize, what: &'static str) -> Result<u32> {
+    Ok(crate::error::u32_index(v, what)?)
 }
 
 impl Gpu {
@@ -179,7 +172,7 @@ impl Backend for Gpu {
         usize::try_from(self.adapter().max_binding).unwrap_or(usize::MAX)
     }
 
-    fn gemm(
+    fn gemm_unchecked(
         &self,
         dst: &mut GpuBuf,
         dv: MatView,
@@ -190,13 +183,12 @@ impl Backend for Gpu {
         batch: Batch,
         accumulate: bool,
     ) -> Result<()> {
-        check_gemm(&dv, &av, &bv, &batch, [dst.len, a.len, b.len])?;
         self.product(dst, dv, (a, av), (b, bv), batch, accumulate, Epilogue::NONE)
     }
 
     /// The scale and the addend run inside the product: no dispatch and no
     /// buffer of their own (`scratch` is never used).
-    fn gemm_fused(
+    fn gemm_fused_unchecked(
         &self,
         dst: &mut GpuBuf,
         dv: MatView,
@@ -208,16 +200,10 @@ impl Backend for Gpu {
         ep: Epilogue<'_, GpuBuf>,
         _scratch: &mut Option<GpuBuf>,
     ) -> Result<()> {
-        check_gemm(&dv, &av, &bv, &batch, [dst.len, a.len, b.len])?;
-        let lens = [
-            ep.scale.map_or(0, |s| s.0.len),
-            ep.addend.map_or(0, |c| c.0.len),
-        ];
-        check_epilogue(&dv, &av, &batch, &ep, lens)?;
         self.product(dst, dv, (a, av), (b, bv), batch, false, ep)
     }
 
-    fn elementwise(
+    fn elementwise_unchecked(
         &self,
         store: Store,
         dst: &mut GpuBuf,
@@ -227,14 +213,6 @@ impl Backend for Gpu {
         b: Option<(&GpuBuf, Strided)>,
     ) -> Result<()> {
         let total: usize = dims.iter().product();
-        if total == 0 {
-            return Ok(());
-        }
-        let reads: Vec<(usize, Strided)> = std::iter::once(a)
-            .chain(b)
-            .map(|(buf, v)| (buf.len, v))
-            .collect();
-        check_elementwise(dst.len, dst_offset, dims, &reads)?;
         let u = |v: usize| u32_of(v, "elementwise index");
         let (bb, bs) = b.unwrap_or(a);
         let params = [
@@ -272,10 +250,13 @@ impl Backend for Gpu {
         Ok(self.resident_weight(model, name)?)
     }
 
-    fn fill(&self, dst: &mut GpuBuf, offset: usize, len: usize, value: f64) -> Result<()> {
-        if offset + len > dst.len {
-            return Err(bad(format!("fill of {len} at {offset} past buffer")));
-        }
+    fn fill_unchecked(
+        &self,
+        dst: &mut GpuBuf,
+        offset: usize,
+        len: usize,
+        value: f64,
+    ) -> Result<()> {
         if len == 0 {
             return Ok(());
         }

@@ -7,14 +7,54 @@ use lens_report::GpuWork;
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
+/// What kind of adapter the device is: decided once, from wgpu's type,
+/// so no caller compares names as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdapterKind {
+    DiscreteGpu,
+    IntegratedGpu,
+    VirtualGpu,
+    /// A software emulator (lavapipe, SwiftShader): slower than the CPU path.
+    Software,
+    Other,
+}
+
+impl AdapterKind {
+    fn of(t: wgpu::DeviceType) -> Self {
+        match t {
+            wgpu::DeviceType::DiscreteGpu => AdapterKind::DiscreteGpu,
+            wgpu::DeviceType::IntegratedGpu => AdapterKind::IntegratedGpu,
+            wgpu::DeviceType::VirtualGpu => AdapterKind::VirtualGpu,
+            wgpu::DeviceType::Cpu => AdapterKind::Software,
+            wgpu::DeviceType::Other => AdapterKind::Other,
+        }
+    }
+
+    pub fn is_software(self) -> bool {
+        self == AdapterKind::Software
+    }
+}
+
+impl std::fmt::Display for AdapterKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AdapterKind::DiscreteGpu => "discrete GPU",
+            AdapterKind::IntegratedGpu => "integrated GPU",
+            AdapterKind::VirtualGpu => "virtual GPU",
+            AdapterKind::Software => "software emulator",
+            AdapterKind::Other => "other adapter",
+        })
+    }
+}
+
 /// What the page and the bench say about the adapter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdapterSummary {
     pub name: String,
     /// "Vulkan", "BrowserWebGpu", "Metal", …
     pub backend: String,
-    /// "DiscreteGpu", "Cpu" (an emulator such as lavapipe or SwiftShader), …
-    pub device_type: String,
+    /// A discrete or integrated GPU, or a software emulator.
+    pub device_type: AdapterKind,
     pub driver: String,
     /// The largest buffer one binding may see, in bytes.
     pub max_binding: u64,
@@ -149,7 +189,7 @@ pub struct Gpu {
     pub(crate) rope: Kernel,
     pub(crate) softmax: Kernel,
     pub(crate) gate: Kernel,
-    pub(crate) resident: RefCell<crate::weights::ResidentSet>,
+    pub(crate) resident: RefCell<crate::resident::ResidentSet>,
     tuning: RefCell<GemmTuning>,
     errors: Arc<Mutex<Vec<String>>>,
     /// Why the device was lost, once it is (a driver reset, the browser's
@@ -225,7 +265,7 @@ impl Gpu {
                 (true, _) => "WebGPU adapter".into(),
             },
             backend: format!("{:?}", info.backend),
-            device_type: format!("{:?}", info.device_type),
+            device_type: AdapterKind::of(info.device_type),
             driver: format!("{} {}", info.driver, info.driver_info)
                 .trim()
                 .to_string(),
@@ -252,7 +292,7 @@ impl Gpu {
             &[Rw, Ro, Ro, Uniform],
         );
         let fill = kernel(2, "fill", include_str!("shaders/fill.wgsl"), &[Rw, Uniform]);
-        let dequant_src = crate::weights::dequant_source(summary.shader_f16);
+        let dequant_src = crate::resident::dequant_source(summary.shader_f16);
         let dequant = if summary.shader_f16 {
             // The blocks as u32 words and as f16, after the uniform.
             kernel(3, "dequant", &dequant_src, &[Rw, Ro, Uniform, Ro])

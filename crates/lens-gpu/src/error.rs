@@ -13,6 +13,9 @@ pub enum GpuError {
     /// A buffer larger than the adapter lets one binding see.
     #[error("a buffer of {bytes} bytes exceeds this GPU's binding limit of {limit} bytes")]
     TooLarge { bytes: u64, limit: u64 },
+    /// An element index the kernels' 32-bit indices cannot hold.
+    #[error("{what} {index} is past the GPU's 32-bit indices")]
+    IndexTooLarge { what: &'static str, index: usize },
     /// A validation or out-of-memory error reported by the GPU.
     #[error("GPU error: {0}")]
     Gpu(String),
@@ -37,3 +40,8 @@ impl From<GpuError> for lens_engine::EngineError {
 }
 
 pub type Result<T> = std::result::Result<T, GpuError>;
+
+/// An element offset, stride or count as the kernels take it (u32).
+pub(crate) fn u32_index(index: usize, what: &'static str) -> Result<u32> {
+    u32::try_from(index).map_err(|_| GpuError::IndexTooLarge { what, index })
+}

@@ -14,6 +14,7 @@
 //! on the backend after each block (`Backend::settle`) and read back with
 //! `Backend::read`; natively [`block_on`] runs them.
 
+mod accelerator;
 mod backend;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
@@ -23,11 +24,12 @@ mod error;
 pub mod gemm;
 mod readback;
 mod record;
+mod resident;
 pub mod trace;
 mod tune;
 mod weights;
 
-pub use device::{AdapterSummary, Gpu, GpuBuf, GpuOptions};
+pub use device::{AdapterKind, AdapterSummary, Gpu, GpuBuf, GpuOptions};
 pub use error::GpuError;
 pub use gemm::{GemmShape, GemmTuning, ShapeClass, Variant, VariantRate};
 pub use lens_report::GpuWork;

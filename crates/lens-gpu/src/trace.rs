@@ -24,10 +24,7 @@ use lens_engine::model::{Activation, Model};
 use lens_engine::trace::Trace;
 
 fn u32_of(v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| GpuError::TooLarge {
-        bytes: v as u64,
-        limit: u32::MAX as u64,
-    })
+    crate::error::u32_index(v, "an index of the frozen forward")
 }
 
 impl Gpu {

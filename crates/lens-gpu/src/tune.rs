@@ -16,7 +16,7 @@ impl Gpu {
     /// shared operand stays shared, so the timing needs little memory.
     pub async fn tune(&self, shapes: &[GemmShape]) -> Result<GemmTuning> {
         // Emulated adapters run at about a GFLOP/s: one timed run each.
-        let reps = if self.adapter().device_type == "Cpu" {
+        let reps = if self.adapter().device_type.is_software() {
             1
         } else {
             5

@@ -139,7 +139,26 @@ fn repo_base(hf_base: &str, repo: &str, revision: &str) -> String {
     )
 }
 
+/// The catalog the app ships (`web/models.json`): the one table of model
+/// ids and their files, read by the page, the CLI and the tests.
+pub const BUILTIN: &str = include_str!("../../../web/models.json");
+
 impl Catalog {
+    /// [`BUILTIN`], parsed.
+    pub fn builtin() -> Result<Self, String> {
+        Self::parse(BUILTIN)
+    }
+
+    /// The file of a catalog model that is one GGUF file (what the model
+    /// cache holds under that name), by its id.
+    pub fn gguf_file(&self, id: &str) -> Option<&CatalogFile> {
+        let e = self.entry(id)?;
+        match (e.format, e.files.as_slice()) {
+            (ModelFormat::Gguf, [file]) => Some(file),
+            _ => None,
+        }
+    }
+
     pub fn parse(json: &str) -> Result<Self, String> {
         let c: Catalog = serde_json::from_str(json)
             .map_err(|e| format!("the model catalog is not valid: {e}"))?;
@@ -299,7 +318,7 @@ pub fn resolve_reference(input: &str, hf_base: &str) -> Result<ModelRequest, Str
 mod tests {
     use super::*;
 
-    const CATALOG: &str = include_str!("../../../web/models.json");
+    const CATALOG: &str = BUILTIN;
 
     #[test]
     fn shipped_catalog_parses_with_local_then_hub_sources() {

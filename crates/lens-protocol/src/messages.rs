@@ -1,8 +1,11 @@
-//! Messages between the page and the engine worker, sent as JSON strings
-//! (local files travel beside a `LoadFiles` request as `File` objects).
+//! Messages between the page and the engine worker. They cross
+//! `postMessage` as JS values (`wire`); local files travel beside a
+//! `LoadFiles` request as `File` objects, large arrays as transferred
+//! `ArrayBuffer`s. The JSON text form is for tests and the fuzz harness.
 
 use crate::catalog::ModelRequest;
 use crate::spec::{BackendChoice, Precision, SteerSpec, SvdMode};
+pub use lens_report::Stage;
 use lens_report::{Columns, Device, Heatmap, Part, Prediction, Report};
 use serde::{Deserialize, Serialize};
 
@@ -97,42 +100,6 @@ pub struct RunRequest {
 
 fn one() -> usize {
     1
-}
-
-/// The stages of a run, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    Download,
-    Parse,
-    Predict,
-    Contributions,
-    Jacobian,
-    Svd,
-    /// The top singular triplets without forming `J` (long prompts).
-    Krylov,
-    Ordinary,
-    Layers,
-    Inspect,
-    Steering,
-}
-
-impl Stage {
-    pub fn label(self) -> &'static str {
-        match self {
-            Stage::Download => "downloading the model",
-            Stage::Parse => "reading the model",
-            Stage::Predict => "prediction",
-            Stage::Contributions => "contributions c_i = J_i x_i (forward mode)",
-            Stage::Jacobian => "full detached Jacobian",
-            Stage::Svd => "SVD of J_cat and of each J_i, decoded",
-            Stage::Krylov => "top singular vectors without forming J (long prompt)",
-            Stage::Ordinary => "ordinary Jacobian (nothing frozen)",
-            Stage::Layers => "layer curves (a Jacobian per layer, module and mode)",
-            Stage::Inspect => "reading J_i",
-            Stage::Steering => "steering (source operator, then generation)",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,6 +240,22 @@ pub enum Reply {
 }
 
 impl Request {
+    /// The job this request belongs to; `None` for a model's load.
+    pub fn job(&self) -> Option<u32> {
+        match self {
+            Request::Load { .. } | Request::LoadFiles { .. } => None,
+            Request::Run(r) => Some(r.job),
+            Request::Layers { job, .. }
+            | Request::Inspect { job, .. }
+            | Request::Steer { job, .. }
+            | Request::Rows { job, .. }
+            | Request::Products { job, .. }
+            | Request::Assembled { job } => Some(*job),
+        }
+    }
+
+    /// JSON text (tests, the fuzz harness); the page and the worker send
+    /// JS values (`wire`).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
@@ -343,6 +326,8 @@ impl Reply {
         )
     }
 
+    /// JSON text (tests, the fuzz harness); the page and the worker send
+    /// JS values (`wire`). Non-finite numbers become `null` here.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
@@ -398,6 +383,12 @@ mod tests {
         };
         assert_eq!(failed(Some(2)).job(), Some(2));
         assert_eq!(failed(None).job(), None);
+        assert_eq!(Request::Assembled { job: 4 }.job(), Some(4));
+        let load = Request::LoadFiles {
+            id: "file:a.gguf".into(),
+            memory_limit: None,
+        };
+        assert_eq!(load.job(), None);
         assert!(Reply::Done { job: 7, ms: 1.0 }.ends_job());
         let ordinary = Reply::Part {
             job: 7,

@@ -3,6 +3,7 @@
 //! Parsing never fails: unknown keys are ignored, bad values fall back to
 //! the defaults, and the prompt is cut at [`MAX_PROMPT_CHARS`].
 
+pub use lens_report::SvdMode;
 use serde::{Deserialize, Serialize};
 
 /// Longest prompt a link may carry (characters).
@@ -60,35 +61,6 @@ impl View {
 
     pub fn parse(s: &str) -> Option<Self> {
         View::ALL.into_iter().find(|v| v.as_str() == s)
-    }
-}
-
-/// How the SVD of `J_cat` is found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SvdMode {
-    /// Full `J` for short prompts, matrix-free past the long-prompt threshold.
-    #[default]
-    Auto,
-    /// Always form `J`.
-    Full,
-    /// Never form `J`: block Lanczos from probe products.
-    Krylov,
-}
-
-impl SvdMode {
-    pub const ALL: [SvdMode; 3] = [SvdMode::Auto, SvdMode::Full, SvdMode::Krylov];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SvdMode::Auto => "auto",
-            SvdMode::Full => "full",
-            SvdMode::Krylov => "krylov",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        SvdMode::ALL.into_iter().find(|v| v.as_str() == s)
     }
 }
 

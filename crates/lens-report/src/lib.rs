@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 mod parts;
 pub use parts::{
-    Contributions, Device, JacobianPart, Layers, Ordinary, Part, Prediction, Spectra, Steered,
+    Contributions, Device, JacobianPart, Layers, Ordinary, Part, Prediction, Spectra, Stage,
+    Steered, SvdMode,
 };
 
 /// The frozen attention probabilities `[layer][head][query][key]`.

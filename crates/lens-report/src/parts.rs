@@ -52,6 +52,71 @@ impl Device {
     }
 }
 
+/// The stages of a run, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Download,
+    Parse,
+    Predict,
+    Contributions,
+    Jacobian,
+    Svd,
+    /// The top singular triplets without forming `J` (long prompts).
+    Krylov,
+    Ordinary,
+    Layers,
+    Inspect,
+    Steering,
+}
+
+impl Stage {
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Download => "downloading the model",
+            Stage::Parse => "reading the model",
+            Stage::Predict => "prediction",
+            Stage::Contributions => "contributions c_i = J_i x_i (forward mode)",
+            Stage::Jacobian => "full detached Jacobian",
+            Stage::Svd => "SVD of J_cat and of each J_i, decoded",
+            Stage::Krylov => "top singular vectors without forming J (long prompt)",
+            Stage::Ordinary => "ordinary Jacobian (nothing frozen)",
+            Stage::Layers => "layer curves (a Jacobian per layer, module and mode)",
+            Stage::Inspect => "reading J_i",
+            Stage::Steering => "steering (source operator, then generation)",
+        }
+    }
+}
+
+/// How the SVD of `J_cat` is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SvdMode {
+    /// Full `J` for short prompts, matrix-free past the long-prompt threshold.
+    #[default]
+    Auto,
+    /// Always form `J`.
+    Full,
+    /// Never form `J`: block Lanczos from probe products.
+    Krylov,
+}
+
+impl SvdMode {
+    pub const ALL: [SvdMode; 3] = [SvdMode::Auto, SvdMode::Full, SvdMode::Krylov];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SvdMode::Auto => "auto",
+            SvdMode::Full => "full",
+            SvdMode::Krylov => "krylov",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        SvdMode::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
 /// The frozen forward's prediction: what starts a Report.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Prediction {

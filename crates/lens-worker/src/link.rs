@@ -3,8 +3,7 @@
 //! assembled) wait in an inbox the run awaits; values go to the page as
 //! transferred buffers.
 
-use crate::fetch::scope;
-use js_sys::{Array, Uint8Array};
+use crate::outbox::post_with_bytes;
 use lens_protocol::pool::Chunk;
 use lens_protocol::Reply;
 use lens_worker::pool::{Pool, PoolWord};
@@ -13,7 +12,6 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Poll, Waker};
-use wasm_bindgen::JsValue;
 
 thread_local! {
     /// The run in flight that the page's pool may work for: the page's
@@ -121,13 +119,4 @@ pub fn post_rows(job: u32, chunk: Chunk, values: Vec<u8>, ms: f64) {
         ms,
     };
     post_with_bytes(&reply, values);
-}
-
-/// `[json, ArrayBuffer]`, the buffer transferred (not copied).
-fn post_with_bytes(reply: &Reply, values: Vec<u8>) {
-    let bytes = Uint8Array::from(values.as_slice());
-    drop(values);
-    let buffer = bytes.buffer();
-    let msg = Array::of2(&JsValue::from_str(&reply.to_json()), &buffer);
-    let _ = scope().post_message_with_transfer(&msg, &Array::of1(&buffer));
 }

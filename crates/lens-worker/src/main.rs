@@ -1,12 +1,15 @@
 //! The engine's Web Worker (trunk builds it with `data-type="worker"`).
-//! Messages are JSON strings of `lens_protocol::{Request, Reply}`; a
-//! `LoadFiles` request comes as `[json, [File, …]]`. Runs block this
+//! Messages are `lens_protocol::{Request, Reply}` as JS values
+//! (`lens_protocol::wire`); a `LoadFiles` request comes as
+//! `[request, [File, …]]`, pooled values as `[message, ArrayBuffer]`. Runs block this
 //! worker, never the page; the page cancels a run by terminating it.
 
 #[cfg(target_arch = "wasm32")]
 mod fetch;
 #[cfg(target_arch = "wasm32")]
 mod link;
+#[cfg(target_arch = "wasm32")]
+mod outbox;
 #[cfg(target_arch = "wasm32")]
 mod worker;
 

@@ -6,14 +6,15 @@
 //! given from its own frozen forward. Values travel as little-endian bytes
 //! (transferred buffers in the browser).
 
-use crate::stages::{hook, session_for, Emit, Failure, Session};
+use crate::reply::{hook, Clock, Emit, Failure};
 use candle_core::{DType, Tensor};
-use lens_engine::analysis::lanczos::{self, Block, Products};
+use lens_engine::analysis::lanczos::{self, Block};
 use lens_engine::jacobian::{jacobian_rows, PassOptions};
+use lens_engine::run::{Boxed, Limits, Pool as RunPool, Session};
 use lens_engine::trace::Trace;
 use lens_engine::{progress, EngineError, Model, Precision};
 use lens_protocol::pool::Chunk;
-use lens_protocol::{ErrorKind, Reply, Stage};
+use lens_protocol::{Reply, Stage};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -50,7 +51,7 @@ pub enum PoolWord {
 }
 
 /// A tensor's values as little-endian bytes, in its own precision (f64 or f32).
-pub fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>, Failure> {
+pub fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>, EngineError> {
     let flat = t.flatten_all()?;
     Ok(match flat.dtype() {
         DType::F64 => flat
@@ -72,18 +73,17 @@ pub(crate) fn tensor_of_bytes(
     bytes: &[u8],
     dims: (usize, usize, usize),
     dtype: DType,
-) -> Result<Tensor, Failure> {
-    let count = dims.0 * dims.1 * dims.2;
-    let elem = dtype.size_in_bytes();
-    if bytes.len() != count * elem {
-        return Err(Failure {
-            kind: ErrorKind::Engine,
-            message: format!(
-                "the pool's Jacobian has {} bytes, expected {}",
-                bytes.len(),
-                count * elem
-            ),
-        });
+) -> Result<Tensor, EngineError> {
+    let expected = dims
+        .0
+        .checked_mul(dims.1)
+        .and_then(|c| c.checked_mul(dims.2))
+        .and_then(|c| c.checked_mul(dtype.size_in_bytes()));
+    if expected != Some(bytes.len()) {
+        return Err(EngineError::Backend(format!(
+            "the pool's Jacobian has {} bytes, expected {expected:?}",
+            bytes.len()
+        )));
     }
     // wasm32 and the native targets are little-endian: the bytes are the values.
     Ok(Tensor::from_raw_buffer(
@@ -94,29 +94,102 @@ pub(crate) fn tensor_of_bytes(
     )?)
 }
 
-/// The run's side of a pooled `J`: chunks computed here until the page
-/// sends the whole.
-pub(crate) async fn from_pool(
-    model: &Model,
-    tr: &Trace,
-    job: u32,
-    pool: &dyn Pool,
-    emit: &Emit,
-    now_ms: &dyn Fn() -> f64,
-) -> Result<Tensor, Failure> {
-    emit(Reply::Joining { job });
-    let d = model.config.hidden;
-    loop {
-        match pool.next().await {
-            PoolWord::Rows(c) => {
-                let t = now_ms();
-                let (rows, _) = jacobian_rows(model, tr, c.start, c.count, PassOptions::default())?;
-                pool.send_rows(job, c, tensor_bytes(&rows)?, now_ms() - t);
-            }
-            PoolWord::Assembled(bytes) => {
-                return tensor_of_bytes(&bytes, (tr.n(), d, d), tr.dtype())
+/// The run's side of the page's pool, as the engine's run driver sees it
+/// (`lens_engine::run::Pool`): `J`'s rows, or a matrix-free block's
+/// products, computed here in the shares the page hands this worker until
+/// the page sends the assembled whole.
+pub(crate) struct Pooled<'a> {
+    pub job: u32,
+    pub pool: &'a dyn Pool,
+    pub emit: Emit,
+    pub now_ms: Clock,
+}
+
+impl Pooled<'_> {
+    /// Shares computed here by `share` until the page sends the whole.
+    async fn shares(
+        &self,
+        mut share: impl FnMut(Chunk) -> Result<Vec<u8>, EngineError>,
+    ) -> Result<Vec<u8>, EngineError> {
+        loop {
+            match self.pool.next().await {
+                PoolWord::Rows(c) => {
+                    let t = (self.now_ms)();
+                    let values = share(c)?;
+                    self.pool
+                        .send_rows(self.job, c, values, (self.now_ms)() - t);
+                }
+                PoolWord::Assembled(bytes) => return Ok(bytes),
             }
         }
+    }
+}
+
+impl RunPool for Pooled<'_> {
+    fn workers(&self) -> usize {
+        self.pool.workers()
+    }
+
+    fn start_jacobian(&self, n: usize, d: usize, elem: usize) {
+        (self.emit)(Reply::JacobianWanted {
+            job: self.job,
+            n,
+            rows: d,
+            width: d,
+            elem,
+        });
+    }
+
+    fn jacobian<'a>(&'a self, model: &'a Model, tr: &'a Trace) -> Boxed<'a, Tensor> {
+        Box::pin(async move {
+            (self.emit)(Reply::Joining { job: self.job });
+            let bytes = self
+                .shares(|c| {
+                    let (rows, _) =
+                        jacobian_rows(model, tr, c.start, c.count, PassOptions::default())?;
+                    tensor_bytes(&rows)
+                })
+                .await?;
+            let d = model.config.hidden;
+            tensor_of_bytes(&bytes, (tr.n(), d, d), tr.dtype())
+        })
+    }
+
+    fn products<'a>(
+        &'a self,
+        model: &'a Model,
+        tr: &'a Trace,
+        x: &'a [Vec<f64>],
+        position: Option<usize>,
+    ) -> Boxed<'a, Block> {
+        Box::pin(async move {
+            let d = model.config.hidden;
+            self.pool
+                .want_products(self.job, position, block_bytes(x), x.len(), d);
+            let bytes = self
+                .shares(|c| {
+                    let Some(share) = x.get(c.start..c.start.saturating_add(c.count)) else {
+                        return Err(EngineError::Backend(format!(
+                            "the pool asked for products {}..{} of a block of {}",
+                            c.start,
+                            c.start.saturating_add(c.count),
+                            x.len()
+                        )));
+                    };
+                    let ax = lanczos::product(model, tr, share, position, PassOptions::default())?;
+                    Ok(block_bytes(&ax))
+                })
+                .await?;
+            let ax = block_of_bytes(&bytes, d)?;
+            if ax.len() != x.len() {
+                return Err(EngineError::Backend(format!(
+                    "the pool's products are {} vectors, expected {}",
+                    ax.len(),
+                    x.len()
+                )));
+            }
+            Ok(ax)
+        })
     }
 }
 
@@ -133,7 +206,7 @@ pub fn rows(
     emit: Emit,
     session: &mut Option<Session>,
 ) -> Result<Vec<u8>, Failure> {
-    let s = session_for(model, prompt, precision, session)?;
+    let s = Session::for_prompt(model, prompt, precision, &Limits::TAB, session)?;
     let (rows, _) = progress::scoped(hook(&emit, job, Stage::Jacobian), || {
         jacobian_rows(
             model,
@@ -143,7 +216,7 @@ pub fn rows(
             PassOptions::default(),
         )
     })?;
-    tensor_bytes(&rows)
+    Ok(tensor_bytes(&rows)?)
 }
 
 /// Vectors as little-endian f64 bytes.
@@ -170,63 +243,6 @@ pub fn block_of_bytes(bytes: &[u8], width: usize) -> Result<Block, EngineError> 
         .collect())
 }
 
-/// A matrix-free run's products computed by the page's pool: each block's
-/// vectors go to the page, which shares them out (this worker takes a
-/// share too) and sends the assembled products back.
-pub(crate) struct PooledProducts<'a> {
-    pub job: u32,
-    pub pool: &'a dyn Pool,
-    pub now_ms: &'a dyn Fn() -> f64,
-}
-
-impl Products for PooledProducts<'_> {
-    fn lanes(&self) -> usize {
-        self.pool.workers()
-    }
-
-    async fn apply(
-        &mut self,
-        model: &Model,
-        trace: &Trace,
-        x: &[Vec<f64>],
-        position: Option<usize>,
-        pass: PassOptions,
-    ) -> Result<Block, EngineError> {
-        let d = model.config.hidden;
-        self.pool
-            .want_products(self.job, position, block_bytes(x), x.len(), d);
-        loop {
-            match self.pool.next().await {
-                PoolWord::Rows(c) => {
-                    let Some(share) = x.get(c.start..c.start + c.count) else {
-                        return Err(EngineError::Backend(format!(
-                            "the pool asked for products {}..{} of a block of {}",
-                            c.start,
-                            c.start + c.count,
-                            x.len()
-                        )));
-                    };
-                    let t = (self.now_ms)();
-                    let ax = lanczos::product(model, trace, share, position, pass)?;
-                    let ms = (self.now_ms)() - t;
-                    self.pool.send_rows(self.job, c, block_bytes(&ax), ms);
-                }
-                PoolWord::Assembled(bytes) => {
-                    let ax = block_of_bytes(&bytes, d)?;
-                    if ax.len() != x.len() {
-                        return Err(EngineError::Backend(format!(
-                            "the pool's products are {} vectors, expected {}",
-                            ax.len(),
-                            x.len()
-                        )));
-                    }
-                    return Ok(ax);
-                }
-            }
-        }
-    }
-}
-
 /// Products `A x_j` of a matrix-free run's block for the page's pool (a
 /// worker other than the run's), from the frozen forward kept in `session`
 /// or made afresh; the vectors and the products as little-endian f64 bytes.
@@ -242,7 +258,7 @@ pub fn products(
     session: &mut Option<Session>,
 ) -> Result<Vec<u8>, Failure> {
     let x = block_of_bytes(vectors, model.config.hidden)?;
-    let s = session_for(model, prompt, precision, session)?;
+    let s = Session::for_prompt(model, prompt, precision, &Limits::TAB, session)?;
     let ax = progress::scoped(hook(&emit, job, Stage::Krylov), || {
         lanczos::product(model, &s.tr, &x, position, PassOptions::default())
     })?;

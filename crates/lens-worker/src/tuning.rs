@@ -5,8 +5,54 @@
 //! tuning lasts as long as the `Gpu`.
 
 use lens_engine::jacobian::jacobian_products;
+use lens_engine::run::{Accelerator, Boxed};
+use lens_engine::trace::Trace;
 use lens_engine::Model;
 use lens_gpu::{GemmTuning, Gpu};
+
+/// The GPU with its kernel tuning remembered across visits: before the
+/// first `J`, the tuning is [`ensure`]d; everything else is the GPU's.
+pub struct Tuned<'a>(pub &'a Gpu);
+
+impl Accelerator for Tuned<'_> {
+    fn label(&self) -> String {
+        self.0.label()
+    }
+    fn name(&self) -> String {
+        self.0.name()
+    }
+    fn lost(&self) -> Option<String> {
+        Accelerator::lost(self.0)
+    }
+    fn trace<'a>(&'a self, model: &'a Model, ids: &'a [u32]) -> Boxed<'a, Trace> {
+        self.0.trace(model, ids)
+    }
+    fn contributions<'a>(
+        &'a self,
+        model: &'a Model,
+        tr: &'a Trace,
+    ) -> Boxed<'a, candle_core::Tensor> {
+        self.0.contributions(model, tr)
+    }
+    fn vjp_output<'a>(
+        &'a self,
+        model: &'a Model,
+        tr: &'a Trace,
+        u: &'a candle_core::Tensor,
+    ) -> Boxed<'a, candle_core::Tensor> {
+        self.0.vjp_output(model, tr, u)
+    }
+    fn jacobian<'a>(
+        &'a self,
+        model: &'a Model,
+        tr: &'a Trace,
+    ) -> Boxed<'a, (candle_core::Tensor, lens_gpu::GpuWork)> {
+        Box::pin(async move {
+            ensure(self.0, model, tr.n()).await;
+            self.0.jacobian(model, tr).await
+        })
+    }
+}
 
 /// Where a tuning is kept: one entry per adapter.
 #[cfg(target_arch = "wasm32")]

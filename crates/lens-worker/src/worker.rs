@@ -2,6 +2,7 @@
 
 use crate::fetch::{self, js_error, scope, Failure};
 use crate::link::{post_rows, to_inbox, PageLink};
+use crate::outbox::post;
 use js_sys::{Array, Uint8Array};
 use lens_engine::memory::MemoryNeed;
 use lens_engine::Model;
@@ -10,7 +11,7 @@ use lens_protocol::catalog::ModelRequest;
 use lens_protocol::messages::RunRequest;
 use lens_protocol::pool::Chunk;
 use lens_protocol::{BackendChoice, ErrorKind, FileSpec, ModelFormat, Reply, Request, Stage};
-use lens_worker::{pool, stages};
+use lens_worker::{pool, run, tuning};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use web_sys::MessageEvent;
 thread_local! {
     static MODEL: RefCell<Option<Rc<Model>>> = const { RefCell::new(None) };
     /// The last run's frozen forward and `J`, for the on-demand stages.
-    static SESSION: RefCell<Option<stages::Session>> = const { RefCell::new(None) };
+    static SESSION: RefCell<Option<lens_engine::run::Session>> = const { RefCell::new(None) };
     /// The WebGPU device, asked for once (or why there is none).
     static GPU: RefCell<Option<Result<Rc<Gpu>, String>>> = const { RefCell::new(None) };
     /// The most memory this worker may use, as the page said with the load.
@@ -55,7 +56,7 @@ async fn choose(choice: BackendChoice) -> Result<(Option<Rc<Gpu>>, Option<String
         },
         BackendChoice::Auto => match webgpu().await {
             // A software adapter (SwiftShader) is slower than the CPU path.
-            Ok(g) if g.adapter().device_type == "Cpu" => Ok((
+            Ok(g) if g.adapter().device_type.is_software() => Ok((
                 None,
                 Some(format!(
                     "the only WebGPU adapter ({}) is a software emulator, slower than the CPU path",
@@ -69,7 +70,7 @@ async fn choose(choice: BackendChoice) -> Result<(Option<Rc<Gpu>>, Option<String
 }
 
 /// A run on the loaded model, on the backend it asks for.
-async fn run(req: RunRequest) {
+async fn run_request(req: RunRequest) {
     let job = req.job;
     let Some(model) = MODEL.with(|m| m.borrow().clone()) else {
         return fail(
@@ -86,18 +87,21 @@ async fn run(req: RunRequest) {
     let result = async {
         let (gpu, fallback) = choose(req.backend)
             .await
-            .map_err(|(kind, message)| stages::Failure { kind, message })?;
-        let emit: stages::Emit = Rc::new(|r| post(&r));
+            .map_err(|(kind, message)| run::Failure { kind, message })?;
+        let emit: run::Emit = Rc::new(|r| post(&r));
+        let tuned = gpu.as_deref().map(tuning::Tuned);
         // The session is taken out for the run (it awaits the GPU) and put back.
         let mut session = SESSION.with(|s| s.borrow_mut().take());
         let link = PageLink::open(job, req.pool);
-        let compute = stages::Compute {
-            gpu: gpu.as_deref(),
+        let compute = run::Compute {
+            gpu: tuned
+                .as_ref()
+                .map(|g| g as &dyn lens_engine::run::Accelerator),
             fallback,
             pool: Some(&link),
             memory_limit: LIMIT.with(|l| l.get()),
         };
-        let out = stages::run_or_cpu(&model, &req, emit, &now_ms, &mut session, compute).await;
+        let out = run::run(&model, &req, emit, clock(), &mut session, compute).await;
         drop(link);
         if gpu.as_ref().is_some_and(|g| g.lost().is_some()) {
             // The next run asks for a new device.
@@ -116,7 +120,11 @@ async fn run(req: RunRequest) {
 /// Runs an engine request on the loaded model; its failure becomes a reply.
 fn with_model(
     job: u32,
-    body: impl FnOnce(&Model, stages::Emit, &mut Option<stages::Session>) -> Result<(), stages::Failure>,
+    body: impl FnOnce(
+        &Model,
+        run::Emit,
+        &mut Option<lens_engine::run::Session>,
+    ) -> Result<(), run::Failure>,
 ) {
     let Some(model) = MODEL.with(|m| m.borrow().clone()) else {
         return fail(
@@ -124,11 +132,15 @@ fn with_model(
             (ErrorKind::Engine, "no model is loaded yet".into()),
         );
     };
-    let emit: stages::Emit = Rc::new(|r| post(&r));
+    let emit: run::Emit = Rc::new(|r| post(&r));
     let result = SESSION.with(|s| body(&model, emit, &mut s.borrow_mut()));
     if let Err(f) = result {
         fail(Some(job), (f.kind, f.message));
     }
+}
+
+fn clock() -> run::Clock {
+    Rc::new(now_ms)
 }
 
 fn now_ms() -> f64 {
@@ -139,10 +151,6 @@ fn now_ms() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn post(reply: &Reply) {
-    let _ = scope().post_message(&JsValue::from_str(&reply.to_json()));
-}
-
 fn fail(job: Option<u32>, (kind, message): Failure) {
     post(&Reply::Failed { job, kind, message });
 }
@@ -150,21 +158,15 @@ fn fail(job: Option<u32>, (kind, message): Failure) {
 pub fn start() {
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new(|ev: MessageEvent| {
         let data = ev.data();
-        // `[json, files]` for local files, `[json, ArrayBuffer]` for a
-        // pooled J; a plain JSON string otherwise.
-        let (json, files) = match data.dyn_ref::<Array>() {
-            Some(a) => (a.get(0).as_string(), Some(a.get(1))),
-            None => (data.as_string(), None),
+        // `[request, files]` for local files, `[request, ArrayBuffer]` for
+        // pooled values; the request alone otherwise.
+        let (value, files) = match data.dyn_ref::<Array>() {
+            Some(a) => (a.get(0), Some(a.get(1))),
+            None => (data, None),
         };
-        let request = match json.map(|j| Request::from_json(&j)) {
-            Some(Ok(r)) => r,
-            Some(Err(e)) => return fail(None, (ErrorKind::Engine, e)),
-            None => {
-                return fail(
-                    None,
-                    (ErrorKind::Engine, "a message without a request".into()),
-                )
-            }
+        let request = match Request::from_js(value) {
+            Ok(r) => r,
+            Err(e) => return fail(None, (ErrorKind::Engine, e.to_string())),
         };
         match request {
             Request::Load {
@@ -183,14 +185,14 @@ pub fn start() {
                     fail(None, f);
                 }
             }),
-            Request::Run(req) => spawn_local(run(req)),
+            Request::Run(req) => spawn_local(run_request(req)),
             Request::Layers {
                 job,
                 prompt,
                 precision,
                 layers,
             } => with_model(job, |m, emit, s| {
-                stages::layers(m, job, &prompt, precision, &layers, emit, &now_ms, s)
+                run::layers(m, job, &prompt, precision, &layers, emit, clock(), s)
             }),
             Request::Inspect {
                 job,
@@ -198,14 +200,14 @@ pub fn start() {
                 precision,
                 position,
             } => with_model(job, |m, emit, s| {
-                stages::inspect(m, job, &prompt, precision, position, emit, &now_ms, s)
+                run::inspect(m, job, &prompt, precision, position, emit, clock(), s)
             }),
             Request::Steer {
                 job,
                 precision,
                 steer,
             } => with_model(job, |m, emit, _| {
-                stages::steer(m, job, precision, &steer, emit, &now_ms)
+                run::steer(m, job, precision, &steer, emit, clock())
             }),
             Request::Rows {
                 job,

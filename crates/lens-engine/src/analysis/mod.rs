@@ -46,9 +46,52 @@ pub struct AnalyzeOptions {
     pub attention: bool,
     /// Steer the prompt's continuation with another prompt's operator.
     pub steer: Option<steering::SteerOptions>,
-    /// Do not form `J`: top singular triplets of `J_cat` from probe
-    /// products (long prompts).
-    pub matrix_free: bool,
+    /// How `J_cat`'s spectrum is found: by forming `J` (`Full`), from
+    /// probe products without it (`Krylov`), or by the prompt's length.
+    pub svd_mode: SvdMode,
+    /// Past the contributions: the ordinary error, `J` (or its spectrum
+    /// matrix-free), the spectra, attention, layers, steering. Without it
+    /// a run stops after the contributions (the page's quick look).
+    pub full: bool,
+    /// What the caller allows a run (a tab's memory, the longest prompt).
+    pub limits: Limits,
+}
+
+/// What a caller allows a run: the page's tab has less room than a
+/// command line. `None` is no limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Longest prompt (tokens).
+    pub max_tokens: Option<usize>,
+    /// The full `J` (`n·d²` values) must fit this many bytes: past it
+    /// `SvdMode::Auto` goes matrix-free and `SvdMode::Full` is refused.
+    pub max_jacobian_bytes: Option<usize>,
+    /// Longest prompt whose attention probabilities go into the Report
+    /// (`L·H·n²` numbers).
+    pub max_attention_tokens: Option<usize>,
+    /// The most memory the run may use with the model: a run estimated
+    /// past it is refused before its frozen forward.
+    pub memory_bytes: Option<u64>,
+}
+
+impl Limits {
+    /// No limits: the command line and Python.
+    pub const NONE: Limits = Limits {
+        max_tokens: None,
+        max_jacobian_bytes: None,
+        max_attention_tokens: None,
+        memory_bytes: None,
+    };
+
+    /// A browser tab (wasm32, 4 GB): `J` within 384 MB keeps the SVD's
+    /// peak (J's values, faer's matrix, V) near 1.5 GB; attention for at
+    /// most 64 tokens (0.3 M numbers for Gemma 3 270M).
+    pub const TAB: Limits = Limits {
+        max_tokens: Some(512),
+        max_jacobian_bytes: Some(384 << 20),
+        max_attention_tokens: Some(64),
+        memory_bytes: None,
+    };
 }
 
 impl AnalyzeOptions {
@@ -67,12 +110,14 @@ impl AnalyzeOptions {
             columns: 5,
             attention: true,
             steer: None,
-            matrix_free: false,
+            svd_mode: SvdMode::Full,
+            full: true,
+            limits: Limits::NONE,
         }
     }
 }
 
-pub use crate::stages::analyze;
+pub use lens_report::SvdMode;
 
 /// `‖J_i‖_F` per token of `J` (`[n, d, d]`).
 pub fn fro_norms(j: &Tensor) -> Result<Vec<f64>> {

@@ -3,8 +3,8 @@
 //! accumulation, so that views and residual adds cost no copies; every core
 //! natively (rayon), one thread in wasm.
 
-use super::{check_elementwise, check_gemm, Backend, Batch, MatView, Store, Strided};
-use crate::error::{EngineError, Result};
+use super::{bad, Backend, Batch, MatView, Store, Strided};
+use crate::error::Result;
 use candle_core::{DType, Device, Tensor, WithDType};
 
 /// The float types the CPU backend computes in.
@@ -63,10 +63,6 @@ fn threads() -> usize {
 /// destination rows at a time (larger blocks fall out of cache: measured
 /// 14080×640×1024 at 64 GFLOP/s whole, ~95 in blocks of ~1000 rows, f64).
 const ROW_BLOCK: usize = 1280;
-
-fn bad(what: impl Into<String>) -> EngineError {
-    EngineError::Backend(what.into())
-}
 
 /// Products of at least this many flops may run side by side.
 #[cfg(not(target_arch = "wasm32"))]
@@ -171,7 +167,7 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         Ok(Tensor::from_slice(data, shape, &Device::Cpu)?)
     }
 
-    fn gemm(
+    fn gemm_unchecked(
         &self,
         dst: &mut Vec<T>,
         dv: MatView,
@@ -182,7 +178,6 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         batch: Batch,
         accumulate: bool,
     ) -> Result<()> {
-        check_gemm(&dv, &av, &bv, &batch, [dst.len(), a.len(), b.len()])?;
         if dv.rows == 0 || dv.cols == 0 {
             return Ok(());
         }
@@ -195,7 +190,7 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         let one = |i: usize, parallel: bool| {
             let read_dst = accumulate || (i > 0 && batch.dst == 0);
             // SAFETY: every index the product touches was bounds-checked
-            // above (views and batch strides); the destination does not
+            // by `Backend::gemm` (views and batch strides, without overflow); the destination does not
             // overlap itself, nor (being `&mut`) the operands, nor, when
             // products run side by side, another product's destination.
             unsafe {
@@ -214,7 +209,7 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         // (rather than every product split across all cores).
         #[cfg(not(target_arch = "wasm32"))]
         {
-            let span = dv.last().map_or(0, |l| l - dv.offset + 1);
+            let span = dv.last()?.map_or(0, |l| l - dv.offset + 1);
             let flops = 2.0 * (dv.rows * dv.cols * av.cols) as f64;
             if t > 1 && batch.count >= t && batch.dst >= span && flops >= SIDE_BY_SIDE_FLOPS {
                 use rayon::prelude::*;
@@ -228,7 +223,7 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         Ok(())
     }
 
-    fn elementwise(
+    fn elementwise_unchecked(
         &self,
         store: Store,
         dst: &mut Vec<T>,
@@ -238,14 +233,6 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         b: Option<(&Vec<T>, Strided)>,
     ) -> Result<()> {
         let total: usize = dims.iter().product();
-        if total == 0 {
-            return Ok(());
-        }
-        let reads: Vec<(usize, Strided)> = std::iter::once(a)
-            .chain(b)
-            .map(|(buf, v)| (buf.len(), v))
-            .collect();
-        check_elementwise(dst.len(), dst_offset, dims, &reads)?;
         let out = &mut dst[dst_offset..dst_offset + total];
         let row = dims[2];
         let kernel = |r: usize, out: &mut [T]| {
@@ -283,7 +270,13 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         Ok(())
     }
 
-    fn fill(&self, dst: &mut Vec<T>, offset: usize, len: usize, value: f64) -> Result<()> {
+    fn fill_unchecked(
+        &self,
+        dst: &mut Vec<T>,
+        offset: usize,
+        len: usize,
+        value: f64,
+    ) -> Result<()> {
         let out = dst
             .get_mut(offset..offset + len)
             .ok_or_else(|| bad(format!("fill of {len} at {offset} past buffer")))?;

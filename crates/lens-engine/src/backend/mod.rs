@@ -69,12 +69,19 @@ impl MatView {
         }
     }
 
-    /// The largest element index the view touches, or `None` when empty.
-    pub fn last(&self) -> Option<usize> {
+    /// The largest element index the view touches: `Ok(None)` when empty,
+    /// an error when the index overflows (a bound that guards `unsafe`
+    /// must not wrap).
+    pub fn last(&self) -> Result<Option<usize>> {
         if self.rows == 0 || self.cols == 0 {
-            return None;
+            return Ok(None);
         }
-        Some(self.offset + (self.rows - 1) * self.rs + (self.cols - 1) * self.cs)
+        (self.rows - 1)
+            .checked_mul(self.rs)
+            .and_then(|r| (self.cols - 1).checked_mul(self.cs)?.checked_add(r))
+            .and_then(|v| v.checked_add(self.offset))
+            .map(Some)
+            .ok_or_else(|| bad(format!("view {self:?} overflows an index")))
     }
 }
 
@@ -115,17 +122,18 @@ impl Strided {
         }
     }
 
-    /// The largest element index read for `dims`, or `None` when empty.
-    pub fn last(&self, dims: [usize; 3]) -> Option<usize> {
+    /// The largest element index read for `dims`: `Ok(None)` when empty,
+    /// an error when the index overflows.
+    pub fn last(&self, dims: [usize; 3]) -> Result<Option<usize>> {
         if dims.contains(&0) {
-            return None;
+            return Ok(None);
         }
-        Some(
-            self.offset
-                + (0..3)
-                    .map(|a| (dims[a] - 1) * self.strides[a])
-                    .sum::<usize>(),
-        )
+        (0..3)
+            .try_fold(self.offset, |acc, a| {
+                (dims[a] - 1).checked_mul(self.strides[a])?.checked_add(acc)
+            })
+            .map(Some)
+            .ok_or_else(|| bad(format!("view {self:?} of {dims:?} overflows an index")))
     }
 }
 
@@ -161,7 +169,16 @@ pub fn check_epilogue<Buf>(
     let products = if batch.dst == 0 { 1 } else { batch.count };
     if let Some((_, offset, stride)) = ep.scale {
         if av.cols > 0 && batch.count > 0 {
-            let last = offset + (batch.count - 1) * stride + av.cols - 1;
+            let last = (batch.count - 1)
+                .checked_mul(stride)
+                .and_then(|v| v.checked_add(offset))
+                .and_then(|v| v.checked_add(av.cols - 1))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "scale at {offset} (batch {}×{stride}) overflows",
+                        batch.count
+                    ))
+                })?;
             if last >= lens[0] {
                 return Err(bad(format!(
                     "scale of {} at {offset} (batch {}×{stride}) past buffer of {}",
@@ -174,8 +191,8 @@ pub fn check_epilogue<Buf>(
         if cv.rows != dv.rows || cv.cols != dv.cols {
             return Err(bad(format!("addend {cv:?} is not the shape of {dv:?}")));
         }
-        if let Some(last) = cv.last() {
-            if last + products.saturating_sub(1) * stride >= lens[1] {
+        if let Some(last) = cv.last()? {
+            if batch_last(last, products, stride)? >= lens[1] {
                 return Err(bad(format!(
                     "addend {cv:?} (batch {products}×{stride}) past buffer of {}",
                     lens[1]
@@ -242,9 +259,8 @@ pub fn check_gemm(
         ("rhs", bv, batch.b),
     ];
     for ((name, v, stride), len) in views.into_iter().zip(lens) {
-        if let Some(last) = v.last() {
-            let last = last + batch.count.saturating_sub(1) * stride;
-            if last >= len {
+        if let Some(last) = v.last()? {
+            if batch_last(last, batch.count, stride)? >= len {
                 return Err(bad(format!(
                     "{name} view {v:?} (batch {}×{stride}) past buffer of {len}",
                     batch.count
@@ -264,14 +280,21 @@ pub fn check_elementwise(
     dims: [usize; 3],
     reads: &[(usize, Strided)],
 ) -> Result<()> {
-    let total: usize = dims.iter().product();
-    if total > 0 && dst_offset + total > dst_len {
-        return Err(bad(format!(
-            "elementwise {dims:?} at {dst_offset} past buffer"
-        )));
+    let total = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .and_then(|t| Some((t, t.checked_add(dst_offset)?)));
+    match total {
+        Some((0, _)) => {}
+        Some((_, end)) if end <= dst_len => {}
+        _ => {
+            return Err(bad(format!(
+                "elementwise {dims:?} at {dst_offset} past buffer"
+            )))
+        }
     }
     for (len, v) in reads {
-        if v.last(dims).is_some_and(|last| last >= *len) {
+        if v.last(dims)?.is_some_and(|last| last >= *len) {
             return Err(bad(format!("elementwise read {v:?} {dims:?} past buffer")));
         }
     }
@@ -295,8 +318,34 @@ pub fn scratch<'a, B: Backend + ?Sized>(
     }
 }
 
-fn bad(what: String) -> crate::EngineError {
-    crate::EngineError::Backend(what)
+/// The last index a batch of `count` views `stride` apart touches, the
+/// first view's being `last`.
+fn batch_last(last: usize, count: usize, stride: usize) -> Result<usize> {
+    count
+        .saturating_sub(1)
+        .checked_mul(stride)
+        .and_then(|v| v.checked_add(last))
+        .ok_or_else(|| {
+            bad(format!(
+                "a batch of {count} views {stride} apart overflows an index"
+            ))
+        })
+}
+
+/// The contract of [`Backend::fill`]: `offset..offset + len` inside `dst_len`.
+pub fn check_fill(dst_len: usize, offset: usize, len: usize) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= dst_len => Ok(()),
+        _ => Err(bad(format!(
+            "fill of {len} at {offset} past buffer of {dst_len}"
+        ))),
+    }
+}
+
+/// A broken backend contract (a view past its buffer, shapes that do not
+/// agree): the one error every backend reports it with.
+pub fn bad(what: impl Into<String>) -> crate::EngineError {
+    crate::EngineError::Backend(what.into())
 }
 
 /// The operations of the frozen-linear passes. `Buf` holds values of the
@@ -346,10 +395,29 @@ pub trait Backend {
 
     /// `dst ← a·b` (or `dst += a·b` when `accumulate`), `batch.count` times;
     /// with `batch.dst == 0` the products are summed into one destination.
-    /// `dst` must not overlap itself within one product. An implementation
-    /// starts with [`check_gemm`].
+    /// `dst` must not overlap itself within one product. Checks the
+    /// contract ([`check_gemm`]), then runs [`Backend::gemm_unchecked`].
     #[allow(clippy::too_many_arguments)]
     fn gemm(
+        &self,
+        dst: &mut Self::Buf,
+        dv: MatView,
+        a: &Self::Buf,
+        av: MatView,
+        b: &Self::Buf,
+        bv: MatView,
+        batch: Batch,
+        accumulate: bool,
+    ) -> Result<()> {
+        let lens = [self.len(dst), self.len(a), self.len(b)];
+        check_gemm(&dv, &av, &bv, &batch, lens)?;
+        self.gemm_unchecked(dst, dv, a, av, b, bv, batch, accumulate)
+    }
+
+    /// [`Backend::gemm`]'s kernel, called only once its contract holds:
+    /// every index it touches lies inside its buffer.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_unchecked(
         &self,
         dst: &mut Self::Buf,
         dv: MatView,
@@ -363,10 +431,8 @@ pub trait Backend {
 
     /// `dst ← a·diag(s)·b + c` (either part of the epilogue optional; with
     /// neither, `gemm` without accumulating), batched as [`Backend::gemm`].
-    /// The default scales `a` into `scratch` (kept by the caller between
-    /// calls) and adds `c` first; a backend that runs both inside the
-    /// product overrides it and leaves `scratch` alone. The addend of the
-    /// default needs a dense destination.
+    /// Checks the contract ([`check_gemm`], [`check_epilogue`]), then runs
+    /// [`Backend::gemm_fused_unchecked`].
     #[allow(clippy::too_many_arguments)]
     fn gemm_fused(
         &self,
@@ -380,18 +446,34 @@ pub trait Backend {
         ep: Epilogue<'_, Self::Buf>,
         scratch: &mut Option<Self::Buf>,
     ) -> Result<()> {
-        let lens = [
+        let lens = [self.len(dst), self.len(a), self.len(b)];
+        check_gemm(&dv, &av, &bv, &batch, lens)?;
+        let ep_lens = [
             ep.scale.map_or(0, |s| self.len(s.0)),
             ep.addend.map_or(0, |c| self.len(c.0)),
         ];
-        check_gemm(
-            &dv,
-            &av,
-            &bv,
-            &batch,
-            [self.len(dst), self.len(a), self.len(b)],
-        )?;
-        check_epilogue(&dv, &av, &batch, &ep, lens)?;
+        check_epilogue(&dv, &av, &batch, &ep, ep_lens)?;
+        self.gemm_fused_unchecked(dst, dv, a, av, b, bv, batch, ep, scratch)
+    }
+
+    /// [`Backend::gemm_fused`]'s kernel, its contract checked. The default
+    /// scales `a` into `scratch` (kept by the caller between calls) and
+    /// adds `c` first, by the checked operations; a backend that runs both
+    /// inside the product overrides it and leaves `scratch` alone. The
+    /// addend of the default needs a dense destination.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_fused_unchecked(
+        &self,
+        dst: &mut Self::Buf,
+        dv: MatView,
+        a: &Self::Buf,
+        av: MatView,
+        b: &Self::Buf,
+        bv: MatView,
+        batch: Batch,
+        ep: Epilogue<'_, Self::Buf>,
+        scratch: &mut Option<Self::Buf>,
+    ) -> Result<()> {
         if let Some((c, cv, stride)) = ep.addend {
             let products = if batch.dst == 0 { 1 } else { batch.count };
             let dense =
@@ -442,9 +524,32 @@ pub trait Backend {
     }
 
     /// On the dense `dims` block of `dst` at `dst_offset`:
-    /// `dst (store) a` or `dst (store) a ⊙ b`. An implementation starts
-    /// with [`check_elementwise`].
+    /// `dst (store) a` or `dst (store) a ⊙ b`. Checks the contract
+    /// ([`check_elementwise`]), then runs [`Backend::elementwise_unchecked`]
+    /// (nothing for an empty block).
     fn elementwise(
+        &self,
+        store: Store,
+        dst: &mut Self::Buf,
+        dst_offset: usize,
+        dims: [usize; 3],
+        a: (&Self::Buf, Strided),
+        b: Option<(&Self::Buf, Strided)>,
+    ) -> Result<()> {
+        if dims.contains(&0) {
+            return Ok(());
+        }
+        let reads: Vec<(usize, Strided)> = std::iter::once(a)
+            .chain(b)
+            .map(|(buf, v)| (self.len(buf), v))
+            .collect();
+        check_elementwise(self.len(dst), dst_offset, dims, &reads)?;
+        self.elementwise_unchecked(store, dst, dst_offset, dims, a, b)
+    }
+
+    /// [`Backend::elementwise`]'s kernel, its contract checked and its
+    /// block not empty.
+    fn elementwise_unchecked(
         &self,
         store: Store,
         dst: &mut Self::Buf,
@@ -454,8 +559,21 @@ pub trait Backend {
         b: Option<(&Self::Buf, Strided)>,
     ) -> Result<()>;
 
-    /// `dst[offset..offset + len] = value`.
-    fn fill(&self, dst: &mut Self::Buf, offset: usize, len: usize, value: f64) -> Result<()>;
+    /// `dst[offset..offset + len] = value`: checked ([`check_fill`]), then
+    /// [`Backend::fill_unchecked`].
+    fn fill(&self, dst: &mut Self::Buf, offset: usize, len: usize, value: f64) -> Result<()> {
+        check_fill(self.len(dst), offset, len)?;
+        self.fill_unchecked(dst, offset, len, value)
+    }
+
+    /// [`Backend::fill`]'s kernel, its range checked.
+    fn fill_unchecked(
+        &self,
+        dst: &mut Self::Buf,
+        offset: usize,
+        len: usize,
+        value: f64,
+    ) -> Result<()>;
 
     /// The model's weight matrix `name` (`[out, in]`, as
     /// [`crate::forward::matrix`] gives it) in a fresh buffer. The default

@@ -238,8 +238,21 @@ const BLOCK_ALIGN: usize = 16;
 /// Casts to the working dtype and rejects NaN/inf.
 fn finish(name: &str, t: Tensor, dtype: DType) -> Result<Tensor> {
     let t = t.to_dtype(dtype)?;
-    if !crate::forward::finite(&t)? {
+    if !finite(&t)? {
         return Err(EngineError::NonFinite(name.to_string()));
     }
     Ok(t)
+}
+
+/// No NaN and no infinity in `t`. A finite sum proves it without a copy;
+/// a non-finite one may be large finite values overflowing, so then `t · 0`
+/// (0 for finite values, NaN otherwise) decides.
+pub(crate) fn finite(t: &Tensor) -> Result<bool> {
+    let sum_finite = |t: &Tensor| -> Result<bool> {
+        Ok(t.sum_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?
+            .is_finite())
+    };
+    Ok(sum_finite(t)? || sum_finite(&(t * 0.0)?)?)
 }

@@ -1,0 +1,196 @@
+//! The worker's run with its passes on the GPU (wgpu; lavapipe here): it
+//! says so first, computes in f32 whatever precision was asked, and its
+//! certificate (random probes against the f64 CPU) and reconstruction are
+//! within bounds, on a tiny Qwen 3 and on Gemma 3 270M's contributions.
+
+use lens_engine::{Model, Precision};
+use lens_protocol::messages::RunRequest;
+use lens_protocol::report::Part;
+use lens_protocol::{Device, Reply, SvdMode};
+use lens_testkit::gpu::gpu;
+use lens_testkit::real_models::{model_path, GEMMA};
+use lens_testkit::worker::run_collecting;
+use lens_testkit::{
+    hf_config, prompt, random_hf_tensors, temp_dir, word_level_tokenizer_json, word_vocab,
+    write_hf_dir, Family, Spec,
+};
+use lens_worker::run as worker;
+use serde_json::json;
+
+fn run_on_gpu(model: &Model, prompt: &str, full: bool) -> Vec<Reply> {
+    let g = gpu();
+    let req = RunRequest {
+        job: 1,
+        prompt: prompt.into(),
+        precision: Precision::F64,
+        top: 5,
+        full,
+        svd: SvdMode::Full,
+        backend: lens_protocol::BackendChoice::Webgpu,
+        pool: 1,
+    };
+    let compute = worker::Compute {
+        gpu: Some(&g as &dyn lens_engine::run::Accelerator),
+        fallback: None,
+        pool: None,
+        memory_limit: None,
+    };
+    let (replies, result, _) = run_collecting(model, &req, compute);
+    assert!(result.is_ok(), "{:?}", result.err());
+    match replies.first() {
+        Some(Reply::Backend {
+            device, adapter, ..
+        }) => {
+            assert_eq!(*device, Device::Gpu);
+            assert_eq!(adapter.as_deref(), Some(g.adapter().label().as_str()));
+        }
+        other => panic!("first reply {other:?}"),
+    }
+    replies
+}
+
+/// A tiny random Qwen 3 written to a fresh `dir` and loaded.
+fn tiny_qwen3(dir: &str) -> (Spec, Model) {
+    let spec = Spec::new(Family::Qwen3);
+    let dir = temp_dir(dir);
+    let tok = word_level_tokenizer_json(&word_vocab(spec.vocab));
+    write_hf_dir(
+        &dir,
+        &hf_config(&spec, json!({})),
+        &random_hf_tensors(&spec),
+        &tok,
+        None,
+    );
+    (spec, Model::load_path(&dir).expect("tiny model"))
+}
+
+#[test]
+fn tiny_qwen3_full_run_on_the_gpu() {
+    let (spec, m) = tiny_qwen3("worker-gpu");
+    let replies = run_on_gpu(&m, &prompt(9, 6, spec.vocab), true);
+    let (detached, cert) = replies
+        .iter()
+        .find_map(|r| match r {
+            Reply::Part {
+                part: Part::Jacobian(j),
+                ..
+            } => Some((j.detached_rel_error, j.certificate.clone())),
+            _ => None,
+        })
+        .expect("a Jacobian reply");
+    let cert = cert.expect("a certificate");
+    eprintln!(
+        "detached {detached:.2e}, certificate {:.2e}",
+        cert.max_rel_error
+    );
+    assert!(detached <= 1e-5, "f32 reconstruction {detached:.3e}");
+    assert!(cert.max_rel_error <= 1e-4 && cert.probes == 3);
+    let report = Reply::report_of(&replies).expect("a Report");
+    assert_eq!(report.precision, Precision::F32, "the GPU computes in f32");
+    assert_eq!(report.reconstruction.certificate, Some(cert));
+    assert!(report.svd.is_some(), "the SVD of the GPU's J");
+}
+
+/// A device lost before the run's passes (given up with `destroy`, as a
+/// driver reset takes it): the run is done again on the CPU, the page is told
+/// why, and the numbers are the f64 CPU's.
+#[test]
+fn a_lost_device_falls_back_to_the_cpu() {
+    let (spec, m) = tiny_qwen3("worker-gpu-lost");
+    let g = gpu();
+    g.destroy();
+    let req = RunRequest {
+        job: 1,
+        prompt: prompt(9, 6, spec.vocab),
+        precision: Precision::F64,
+        top: 5,
+        full: true,
+        svd: SvdMode::Full,
+        backend: lens_protocol::BackendChoice::Webgpu,
+        pool: 1,
+    };
+    let compute = worker::Compute {
+        gpu: Some(&g as &dyn lens_engine::run::Accelerator),
+        fallback: None,
+        pool: None,
+        memory_limit: None,
+    };
+    let (replies, result, _) = run_collecting(&m, &req, compute);
+    assert!(result.is_ok(), "{:?}", result.err());
+    let notice = replies.iter().find_map(|r| match r {
+        Reply::Notice { message } => Some(message.clone()),
+        _ => None,
+    });
+    assert!(
+        notice
+            .as_deref()
+            .is_some_and(|m| m.contains("stopped in the middle of the run")
+                && m.contains("destroyed")
+                && m.contains("CPU")),
+        "{notice:?}"
+    );
+    let backend = replies.iter().rev().find_map(|r| match r {
+        Reply::Backend {
+            device, fallback, ..
+        } => Some((*device, fallback.clone())),
+        _ => None,
+    });
+    match backend {
+        Some((Device::CpuF64, Some(why))) => assert!(why.contains("destroyed"), "{why}"),
+        other => panic!("the re-run's backend: {other:?}"),
+    }
+    let rel = replies
+        .iter()
+        .rev()
+        .find_map(|r| match r {
+            Reply::Part {
+                part: Part::Jacobian(j),
+                ..
+            } => Some(j.detached_rel_error),
+            _ => None,
+        })
+        .expect("a Jacobian reply");
+    assert!(rel < 1e-12, "the CPU's f64 J reconstructs: {rel:e}");
+}
+
+#[test]
+fn gemma_270m_contributions_on_the_gpu() {
+    let m = Model::load_path(&model_path(GEMMA)).expect("gemma");
+    // Short (4 tokens): lavapipe runs the passes on the CPU.
+    let prompt = "Marin is the";
+    let replies = run_on_gpu(&m, prompt, false);
+    let (rel, cert) = replies
+        .iter()
+        .find_map(|r| match r {
+            Reply::Part {
+                part: Part::Contributions(c),
+                ..
+            } => Some((c.rel_error, c.certificate.clone())),
+            _ => None,
+        })
+        .expect("contributions");
+    let cert = cert.expect("a certificate from the GPU's probes");
+    eprintln!("Σc vs y {rel:.2e}, certificate {:.2e}", cert.max_rel_error);
+    assert!(
+        rel <= 1e-5,
+        "reconstruction from the contributions {rel:.3e}"
+    );
+    assert!(
+        cert.max_rel_error <= 1e-4,
+        "certificate {:.3e}",
+        cert.max_rel_error
+    );
+    let top = replies.iter().find_map(|r| match r {
+        Reply::Prediction { prediction, .. } => prediction.top.first().map(|t| t.token.clone()),
+        _ => None,
+    });
+    // The prediction of the f64 CPU forward.
+    let ids = m.encode(prompt).expect("encode");
+    let logits = lens_engine::trace::trace(&m, &ids, Precision::F64)
+        .and_then(|t| t.logits(&m))
+        .expect("f64 logits");
+    let best = (0..logits.len())
+        .max_by(|&i, &j| logits[i].total_cmp(&logits[j]))
+        .expect("a vocabulary");
+    assert_eq!(top, Some(m.tokenizer.token_str(best as u32)));
+}

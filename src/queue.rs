@@ -1,0 +1,271 @@
+//! The session's plain logic: the job queue (the worker works on one job
+//! at a time, in the order they were posted) and where each reply of the
+//! run's worker goes. Plain data, tested natively; `session` acts on it.
+
+use crate::run_state::Task;
+use lens_protocol::{ErrorKind, Reply, Stage};
+
+/// Jobs posted to the worker and not finished, in order, and the last id
+/// handed out (ids are never reused, so a late reply of a dropped job is
+/// never taken for a new one's).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobQueue {
+    last: u32,
+    jobs: Vec<(u32, Task)>,
+}
+
+impl JobQueue {
+    /// Queues a job of `task` under a fresh id; says whether it is the
+    /// front (the one the worker is on).
+    pub fn push(&mut self, task: Task) -> (u32, bool) {
+        self.last += 1;
+        self.jobs.push((self.last, task));
+        (self.last, self.jobs.len() == 1)
+    }
+
+    /// The job the worker is on.
+    pub fn front(&self) -> Option<(u32, Task)> {
+        self.jobs.first().copied()
+    }
+
+    pub fn contains(&self, job: u32) -> bool {
+        self.jobs.iter().any(|(k, _)| *k == job)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// `job` is over; says whether it was the front (the next one starts).
+    pub fn finish(&mut self, job: u32) -> bool {
+        let was_front = self.front().map(|f| f.0) == Some(job);
+        self.jobs.retain(|(k, _)| *k != job);
+        was_front
+    }
+
+    /// The worker is gone (a crash, a cancel, a restart): its jobs with it.
+    pub fn clear(&mut self) {
+        self.jobs.clear();
+    }
+}
+
+/// Where a reply of the run's worker goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// The pool's: `J` or a block's products wanted, rows computed, the
+    /// progress on the pooled `J`.
+    Pool,
+    /// The model's: the worker started, a download, parsing, the model
+    /// ready, a note.
+    Model,
+    /// A failure outside a job: the model did not load.
+    ModelFailed,
+    /// The browser would not keep the model: a note, the load goes on.
+    NotKept,
+    /// Progress of a queued job.
+    Progress(u32),
+    /// A queued job failed: it ends, with the message.
+    JobFailed(u32),
+    /// A queued job's result, for Results; `ends` when it is its last.
+    Job { job: u32, ends: bool },
+    /// A job no longer queued (replaced, cancelled): dropped.
+    Stale,
+}
+
+/// Where `r` goes, given the queue and the job the pool works for.
+pub fn route(r: &Reply, queue: &JobQueue, pooled: Option<u32>) -> Route {
+    let mine = |j: u32| queue.contains(j);
+    match r {
+        Reply::JacobianWanted { job, .. } | Reply::ProductsWanted { job, .. } if mine(*job) => {
+            Route::Pool
+        }
+        Reply::Joining { job } if pooled == Some(*job) => Route::Pool,
+        // Rows are checked against the pooled job by the pool itself.
+        Reply::Rows { .. } => Route::Pool,
+        Reply::Progress {
+            job: Some(job),
+            stage: Stage::Jacobian,
+            ..
+        } if pooled == Some(*job) => Route::Pool,
+        Reply::Started
+        | Reply::Download { .. }
+        | Reply::Progress { job: None, .. }
+        | Reply::ModelReady { .. }
+        | Reply::Notice { .. } => Route::Model,
+        Reply::Failed {
+            job: None,
+            kind: ErrorKind::Quota,
+            ..
+        } => Route::NotKept,
+        Reply::Failed { job: None, .. } => Route::ModelFailed,
+        Reply::Progress { job: Some(j), .. } if mine(*j) => Route::Progress(*j),
+        Reply::Failed { job: Some(j), .. } if mine(*j) => Route::JobFailed(*j),
+        r => match r.job().filter(|&j| mine(j)) {
+            Some(job) => Route::Job {
+                job,
+                ends: r.ends_job(),
+            },
+            None => Route::Stale,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lens_protocol::report::{Layers, Part};
+
+    fn queue(tasks: &[Task]) -> JobQueue {
+        let mut q = JobQueue::default();
+        for t in tasks {
+            q.push(*t);
+        }
+        q
+    }
+
+    fn failed(job: Option<u32>, kind: ErrorKind) -> Reply {
+        Reply::Failed {
+            job,
+            kind,
+            message: "x".into(),
+        }
+    }
+
+    #[test]
+    fn jobs_finish_in_order_and_the_next_becomes_the_front() {
+        let mut q = JobQueue::default();
+        assert_eq!(q.push(Task::Run), (1, true));
+        assert_eq!(q.push(Task::Inspect), (2, false));
+        assert_eq!(q.push(Task::Layers), (3, false));
+        assert_eq!(q.front(), Some((1, Task::Run)));
+        // A job behind the front may end first (a failure): the front stays.
+        assert!(!q.finish(3));
+        assert_eq!(q.front(), Some((1, Task::Run)));
+        assert!(q.finish(1));
+        assert_eq!(q.front(), Some((2, Task::Inspect)));
+        assert!(q.finish(2));
+        assert!(q.is_empty() && q.front().is_none());
+        // Ids go on from the last one handed out.
+        assert_eq!(q.push(Task::Steer), (4, true));
+    }
+
+    #[test]
+    fn a_crash_or_a_cancel_drops_the_queue_and_its_late_replies() {
+        let mut q = queue(&[Task::Run, Task::Inspect]);
+        q.clear();
+        assert!(q.is_empty() && !q.contains(1) && !q.contains(2));
+        let done = Reply::Done { job: 1, ms: 1.0 };
+        assert_eq!(route(&done, &q, None), Route::Stale);
+        assert_eq!(
+            route(&failed(Some(2), ErrorKind::Engine), &q, None),
+            Route::Stale
+        );
+        // The next job is a new id, not one of the dropped.
+        assert_eq!(q.push(Task::Run), (3, true));
+    }
+
+    #[test]
+    fn the_models_replies_go_to_loading() {
+        let q = queue(&[Task::Run]);
+        let progress = |job| Reply::Progress {
+            job,
+            stage: Stage::Parse,
+            done: 1,
+            total: 2,
+        };
+        assert_eq!(route(&Reply::Started, &q, None), Route::Model);
+        assert_eq!(route(&progress(None), &q, None), Route::Model);
+        let notice = Reply::Notice {
+            message: "a mirror".into(),
+        };
+        assert_eq!(route(&notice, &q, None), Route::Model);
+        assert_eq!(
+            route(&failed(None, ErrorKind::Quota), &q, None),
+            Route::NotKept
+        );
+        assert_eq!(
+            route(&failed(None, ErrorKind::Network), &q, None),
+            Route::ModelFailed
+        );
+        assert_eq!(route(&progress(Some(1)), &q, None), Route::Progress(1));
+        assert_eq!(route(&progress(Some(9)), &q, None), Route::Stale);
+    }
+
+    #[test]
+    fn a_jobs_replies_go_to_results_and_its_last_ends_it() {
+        let q = queue(&[Task::Run, Task::Layers]);
+        let done = Reply::Done { job: 1, ms: 3.0 };
+        assert_eq!(route(&done, &q, None), Route::Job { job: 1, ends: true });
+        let layers = Reply::Part {
+            job: 2,
+            part: Part::Layers(Layers {
+                layers: Vec::new(),
+                path: Vec::new(),
+                ms: 1.0,
+            }),
+        };
+        assert_eq!(route(&layers, &q, None), Route::Job { job: 2, ends: true });
+        let long = Reply::LongPrompt {
+            job: 1,
+            tokens: 60,
+            reason: "long".into(),
+        };
+        assert_eq!(
+            route(&long, &q, None),
+            Route::Job {
+                job: 1,
+                ends: false
+            }
+        );
+        assert_eq!(
+            route(&failed(Some(2), ErrorKind::BadPrompt), &q, None),
+            Route::JobFailed(2)
+        );
+    }
+
+    #[test]
+    fn the_pools_replies_go_to_the_pool_while_it_works_for_that_job() {
+        let q = queue(&[Task::Run]);
+        let wanted = Reply::JacobianWanted {
+            job: 1,
+            n: 2,
+            rows: 4,
+            width: 4,
+            elem: 8,
+        };
+        assert_eq!(route(&wanted, &q, None), Route::Pool);
+        let stale = Reply::JacobianWanted {
+            job: 7,
+            n: 2,
+            rows: 4,
+            width: 4,
+            elem: 8,
+        };
+        assert_eq!(route(&stale, &q, None), Route::Stale);
+        let jacobian = Reply::Progress {
+            job: Some(1),
+            stage: Stage::Jacobian,
+            done: 1,
+            total: 8,
+        };
+        assert_eq!(route(&jacobian, &q, Some(1)), Route::Pool);
+        // Not pooled: the progress bar of the job itself.
+        assert_eq!(route(&jacobian, &q, None), Route::Progress(1));
+        assert_eq!(route(&Reply::Joining { job: 1 }, &q, Some(1)), Route::Pool);
+        // Not pooled: a reply of the job that changes nothing.
+        assert_eq!(
+            route(&Reply::Joining { job: 1 }, &q, None),
+            Route::Job {
+                job: 1,
+                ends: false
+            }
+        );
+        let rows = Reply::Rows {
+            job: 1,
+            start: 0,
+            count: 2,
+            ms: 1.0,
+        };
+        assert_eq!(route(&rows, &q, Some(1)), Route::Pool);
+    }
+}
