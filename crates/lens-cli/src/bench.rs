@@ -173,15 +173,7 @@ pub fn run_gpu(
     let precision = Precision::F32;
     // The adapter's remembered tuning, or the variants timed now (and
     // remembered) on this prompt's products.
-    let tuning = match crate::models::remembered_tuning(&gpu.adapter().key()) {
-        Some(t) if gpu.set_tuning(t.clone()).is_ok() => t,
-        _ => {
-            let shapes = lens_engine::jacobian::jacobian_products(model, n);
-            let t = lens_gpu::block_on(gpu.tune(&shapes)).map_err(g)?;
-            crate::models::remember_tuning(&t);
-            t
-        }
-    };
+    let tuning = crate::models::tuned(&gpu, model, n).map_err(g)?;
     let mut gpu_work = None;
     let (mut forward_ms, mut jacobian_ms) = (f64::INFINITY, f64::INFINITY);
     let mut flops = 0.0;

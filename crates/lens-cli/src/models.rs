@@ -67,13 +67,31 @@ fn tunings() -> Tunings {
 }
 
 /// The tuning remembered for the adapter `key`.
-pub fn remembered_tuning(key: &str) -> Option<lens_gpu::GemmTuning> {
+fn remembered_tuning(key: &str) -> Option<lens_gpu::GemmTuning> {
     tunings().remove(key)
+}
+
+/// `gpu` with its adapter's remembered tuning in use, or the variants
+/// timed now on the products of an `n`-token J of `model` (and remembered).
+pub fn tuned(
+    gpu: &lens_gpu::Gpu,
+    model: &lens_engine::Model,
+    n: usize,
+) -> Result<lens_gpu::GemmTuning, lens_gpu::GpuError> {
+    match remembered_tuning(&gpu.adapter().key()) {
+        Some(t) if gpu.set_tuning(t.clone()).is_ok() => Ok(t),
+        _ => {
+            let shapes = lens_engine::jacobian::jacobian_products(model, n);
+            let t = lens_gpu::block_on(gpu.tune(&shapes))?;
+            remember_tuning(&t);
+            Ok(t)
+        }
+    }
 }
 
 /// Keeps a tuning for its adapter. Not kept is not an error: the next
 /// run times the kernels again.
-pub fn remember_tuning(t: &lens_gpu::GemmTuning) {
+fn remember_tuning(t: &lens_gpu::GemmTuning) {
     let path = cache_dir().join("gpu-tuning.json");
     let mut all = tunings();
     all.insert(t.adapter.clone(), t.clone());

@@ -71,6 +71,12 @@ pub fn run(
         tty: std::io::stderr().is_terminal(),
         drawn: Cell::new(false),
     });
+    if let Some(g) = gpu {
+        // The adapter's remembered kernel tuning (or one timed now), as
+        // `bench --backend gpu` keeps it.
+        let n = model.encode(prompt).map_err(|e| e.to_string())?.len();
+        crate::models::tuned(g, model, n).map_err(|e| e.to_string())?;
+    }
     let compute = Compute {
         gpu: gpu.map(|g| g as &dyn Accelerator),
         ..Compute::CPU

@@ -24,13 +24,10 @@ use lens_engine::forward::Precision;
 use lens_engine::jacobian::{detached_jacobian, rel_error, PassOptions};
 use lens_engine::trace::trace;
 use lens_engine::Model;
-use lens_testkit::{
-    hf_config, prompt, random_hf_tensors, temp_dir, word_level_tokenizer_json, word_vocab,
-    write_hf_dir, Family, Spec,
-};
+use lens_testkit::{prompt, Family, Spec};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 type R<T> = candle_core::Result<T>;
 
@@ -404,15 +401,6 @@ fn reconstruction(j: &Tensor, x: &Tensor, y: &Tensor) -> f64 {
 // ---------------------------------------------------------------------------
 // Test models and the check.
 
-/// Writes a tiny random model for `spec` (config `extra` merged on top).
-fn tiny_model(name: &str, spec: &Spec, extra: Value) -> PathBuf {
-    let dir = temp_dir(name);
-    let config = hf_config(spec, extra);
-    let tok = word_level_tokenizer_json(&word_vocab(spec.vocab));
-    write_hf_dir(&dir, &config, &random_hf_tensors(spec), &tok, None);
-    dir
-}
-
 /// What one model and prompt measured.
 #[derive(Debug)]
 struct Measured {
@@ -503,7 +491,7 @@ fn gemma3_spec() -> Spec {
 #[test]
 fn qwen3_gqa_explicit_head_dim_matches_autograd() {
     let s = qwen3_spec();
-    let dir = tiny_model("qwen3-autograd", &s, json!({}));
+    let dir = lens_testkit::tiny_hf_dir("qwen3-autograd", &s, json!({}));
     assert_ne!(s.head_dim * s.heads, s.hidden);
     measure(
         "qwen3",
@@ -517,7 +505,7 @@ fn qwen3_gqa_explicit_head_dim_matches_autograd() {
 fn gemma3_sliding_and_global_matches_autograd() {
     let s = gemma3_spec();
     // query_pre_attn_scalar ≠ head_dim so that the two scales differ.
-    let dir = tiny_model(
+    let dir = lens_testkit::tiny_hf_dir(
         "gemma3-autograd",
         &s,
         json!({ "sliding_window": 4, "query_pre_attn_scalar": 24 }),
@@ -544,7 +532,7 @@ fn gemma3_layer_types_and_linear_rope_matches_autograd() {
         seed: 13,
         ..Spec::new(Family::Gemma3)
     };
-    let dir = tiny_model(
+    let dir = lens_testkit::tiny_hf_dir(
         "gemma3-types-autograd",
         &s,
         json!({
@@ -571,7 +559,7 @@ fn llama_matches_autograd() {
         seed: 14,
         ..Spec::new(Family::Llama)
     };
-    let dir = tiny_model("llama-autograd", &s, json!({}));
+    let dir = lens_testkit::tiny_hf_dir("llama-autograd", &s, json!({}));
     measure(
         "llama",
         &dir,
@@ -589,7 +577,7 @@ fn llama3_rope_scaling_gqa_matches_autograd() {
         seed: 15,
         ..Spec::new(Family::Llama)
     };
-    let dir = tiny_model(
+    let dir = lens_testkit::tiny_hf_dir(
         "llama3-autograd",
         &s,
         json!({
@@ -623,7 +611,7 @@ fn small_memory_budget_gives_the_same_jacobian() {
         ("qwen3", qwen3_spec(), json!({}), 7),
         ("gemma3", gemma3_spec(), json!({ "sliding_window": 4 }), 11),
     ] {
-        let dir = tiny_model(&format!("{name}-budget"), &s, extra);
+        let dir = lens_testkit::tiny_hf_dir(&format!("{name}-budget"), &s, extra);
         let model = Model::load_path(&dir).unwrap();
         let ids = model.encode(&prompt(26, n, s.vocab)).unwrap();
         let tr = trace(&model, &ids, Precision::F64).unwrap();

@@ -15,10 +15,7 @@ use lens_engine::ordinary::{
 use lens_engine::trace::{trace, Trace};
 use lens_engine::Model;
 use lens_testkit::real_models::{model_path, GEMMA, SMOLLM};
-use lens_testkit::{
-    hf_config, random_hf_tensors, temp_dir, word_level_tokenizer_json, word_vocab, write_hf_dir,
-    Family, Rng, Spec,
-};
+use lens_testkit::{tiny_hf_dir, Family, Rng, Spec};
 use serde_json::json;
 use std::time::Instant;
 
@@ -37,10 +34,7 @@ fn tiny(family: Family) -> Model {
         Family::Gemma3 => json!({ "sliding_window_pattern": 2, "query_pre_attn_scalar": 24 }),
         _ => json!({}),
     };
-    let config = hf_config(&spec, extra);
-    let dir = temp_dir(&format!("ordinary-{family:?}"));
-    let tok = word_level_tokenizer_json(&word_vocab(spec.vocab));
-    write_hf_dir(&dir, &config, &random_hf_tensors(&spec), &tok, None);
+    let dir = tiny_hf_dir(&format!("ordinary-{family:?}"), &spec, extra);
     let model = Model::load_path(&dir).unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()));
     if family == Family::Gemma3 {
         assert_eq!(model.config.sliding, vec![Some(4), None]);

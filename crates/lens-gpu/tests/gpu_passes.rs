@@ -16,11 +16,7 @@ use lens_engine::Model;
 use lens_gpu::block_on;
 use lens_testkit::gpu::gpu;
 use lens_testkit::real_models::{model_path, GEMMA};
-use lens_testkit::{argmax, max_rel};
-use lens_testkit::{
-    hf_config, prompt, random_hf_tensors, temp_dir, word_level_tokenizer_json, word_vocab,
-    write_hf_dir, Family, Rng, Spec,
-};
+use lens_testkit::{argmax, max_rel, prompt, tiny_hf_dir, Family, Rng, Spec};
 use serde_json::json;
 
 const VS_F64: f64 = 1e-4;
@@ -28,10 +24,7 @@ const RECONSTRUCTION: f64 = 1e-5;
 
 fn tiny(family: Family) -> Model {
     let spec = Spec::new(family);
-    let dir = temp_dir(&format!("gpu-{family:?}"));
-    let config = hf_config(&spec, json!({}));
-    let tok = word_level_tokenizer_json(&word_vocab(spec.vocab));
-    write_hf_dir(&dir, &config, &random_hf_tensors(&spec), &tok, None);
+    let dir = tiny_hf_dir(&format!("gpu-{family:?}"), &spec, json!({}));
     Model::load_path(&dir).expect("tiny model loads")
 }
 

@@ -16,20 +16,14 @@ use lens_engine::Model;
 use lens_gpu::{block_on, Gpu, GpuOptions};
 use lens_testkit::gpu::{gpu, gpu_with};
 use lens_testkit::real_models::{model_path, GEMMA, SMOLLM};
-use lens_testkit::{
-    hf_config, prompt, random_hf_tensors, temp_dir, word_level_tokenizer_json, word_vocab,
-    write_hf_dir, Family, Spec,
-};
+use lens_testkit::{prompt, tiny_hf_dir, Family, Spec};
 use serde_json::json;
 
 const VS_F64: f64 = 1e-4;
 
 fn tiny(family: Family) -> Model {
     let spec = Spec::new(family);
-    let dir = temp_dir(&format!("gpu-trace-{family:?}"));
-    let config = hf_config(&spec, json!({}));
-    let tok = word_level_tokenizer_json(&word_vocab(spec.vocab));
-    write_hf_dir(&dir, &config, &random_hf_tensors(&spec), &tok, None);
+    let dir = tiny_hf_dir(&format!("gpu-trace-{family:?}"), &spec, json!({}));
     Model::load_path(&dir).expect("tiny model loads")
 }
 

@@ -14,10 +14,7 @@ use lens_engine::trace::trace;
 use lens_engine::{progress, Model};
 use lens_gpu::{block_on, GemmTuning, GpuWork, ShapeClass, Variant};
 use lens_testkit::gpu::gpu;
-use lens_testkit::{
-    hf_config, prompt, random_hf_tensors, temp_dir, word_level_tokenizer_json, word_vocab,
-    write_hf_dir, Family, Spec,
-};
+use lens_testkit::{prompt, tiny_hf_dir, Family, Spec};
 use serde_json::json;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -29,10 +26,7 @@ fn tiny(family: Family) -> Model {
         layers: 4,
         ..Spec::new(family)
     };
-    let dir = temp_dir(&format!("gpu-work-{family:?}"));
-    let config = hf_config(&spec, json!({}));
-    let tok = word_level_tokenizer_json(&word_vocab(spec.vocab));
-    write_hf_dir(&dir, &config, &random_hf_tensors(&spec), &tok, None);
+    let dir = tiny_hf_dir(&format!("gpu-work-{family:?}"), &spec, json!({}));
     Model::load_path(&dir).expect("tiny model loads")
 }
 

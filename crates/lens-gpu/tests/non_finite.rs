@@ -7,10 +7,7 @@ use lens_engine::forward::{forward, Precision};
 use lens_engine::trace::trace;
 use lens_engine::{EngineError, Model};
 use lens_testkit::gpu::gpu;
-use lens_testkit::{
-    assert_one_line, hf_config, random_hf_tensors, temp_dir, word_level_tokenizer_json, word_vocab,
-    write_hf_dir, Family, Spec,
-};
+use lens_testkit::{assert_one_line, random_hf_tensors, tiny_hf_dir_with, Family, Spec};
 use serde_json::json;
 
 /// A tiny Llama whose first block's MLP up- and down-projections are scaled
@@ -24,10 +21,7 @@ fn loud_model(tag: &str, up: f64, down: f64) -> Model {
         let loud = (tensors[&name].clone() * scale).expect("scale");
         tensors.insert(name, loud);
     }
-    let dir = temp_dir(&format!("non-finite-{tag}"));
-    let config = hf_config(&spec, json!({}));
-    let tok = word_level_tokenizer_json(&word_vocab(spec.vocab));
-    write_hf_dir(&dir, &config, &tensors, &tok, None);
+    let dir = tiny_hf_dir_with(&format!("non-finite-{tag}"), &spec, json!({}), &tensors);
     let model = Model::load_path(&dir).expect("finite weights load");
     let _ = std::fs::remove_dir_all(&dir);
     model

@@ -303,6 +303,26 @@ pub fn write_hf_dir(
     candle_core::safetensors::save(tensors, dir.join("model.safetensors")).expect("save");
 }
 
+/// A tiny random model of `spec` (its config with `extra` merged on top)
+/// written as Hugging Face files with a word-level tokenizer to a fresh
+/// temp dir named for `name`: the dir.
+pub fn tiny_hf_dir(name: &str, spec: &Spec, extra: Value) -> PathBuf {
+    tiny_hf_dir_with(name, spec, extra, &random_hf_tensors(spec))
+}
+
+/// [`tiny_hf_dir`] with the caller's `tensors`.
+pub fn tiny_hf_dir_with(
+    name: &str,
+    spec: &Spec,
+    extra: Value,
+    tensors: &HashMap<String, Tensor>,
+) -> PathBuf {
+    let dir = temp_dir(name);
+    let tok = word_level_tokenizer_json(&word_vocab(spec.vocab));
+    write_hf_dir(&dir, &hf_config(spec, extra), tensors, &tok, None);
+    dir
+}
+
 /// The bytes of a safetensors file holding `tensors`.
 pub fn safetensors_bytes(tensors: &HashMap<String, Tensor>) -> Vec<u8> {
     let dir = temp_dir("safetensors");

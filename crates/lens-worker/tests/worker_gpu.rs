@@ -10,10 +10,7 @@ use lens_protocol::{Device, Reply, SvdMode};
 use lens_testkit::gpu::gpu;
 use lens_testkit::real_models::{model_path, GEMMA};
 use lens_testkit::worker::run_collecting;
-use lens_testkit::{
-    hf_config, prompt, random_hf_tensors, temp_dir, word_level_tokenizer_json, word_vocab,
-    write_hf_dir, Family, Spec,
-};
+use lens_testkit::{prompt, tiny_hf_dir, Family, Spec};
 use lens_worker::run as worker;
 use serde_json::json;
 
@@ -52,15 +49,7 @@ fn run_on_gpu(model: &Model, prompt: &str, full: bool) -> Vec<Reply> {
 /// A tiny random Qwen 3 written to a fresh `dir` and loaded.
 fn tiny_qwen3(dir: &str) -> (Spec, Model) {
     let spec = Spec::new(Family::Qwen3);
-    let dir = temp_dir(dir);
-    let tok = word_level_tokenizer_json(&word_vocab(spec.vocab));
-    write_hf_dir(
-        &dir,
-        &hf_config(&spec, json!({})),
-        &random_hf_tensors(&spec),
-        &tok,
-        None,
-    );
+    let dir = tiny_hf_dir(dir, &spec, json!({}));
     (spec, Model::load_path(&dir).expect("tiny model"))
 }
 

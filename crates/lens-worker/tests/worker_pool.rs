@@ -13,11 +13,9 @@ use lens_protocol::messages::RunRequest;
 use lens_protocol::pool::{Assembly, Chunk};
 use lens_protocol::report::Part;
 use lens_protocol::{Precision, Reply, SvdMode};
-use lens_testkit::max_rel;
 use lens_testkit::real_models::{model_path, GEMMA};
 use lens_testkit::worker::run_collecting;
-use lens_testkit::{hf_config, random_hf_tensors, temp_dir, word_level_tokenizer_json, word_vocab};
-use lens_testkit::{write_hf_dir, Family, Spec};
+use lens_testkit::{max_rel, Family, Spec};
 use lens_worker::pool::{self, Pool, PoolWord};
 use lens_worker::run as worker;
 use std::cell::{Cell, RefCell};
@@ -277,10 +275,7 @@ fn a_pool_of_workers_forms_the_single_workers_jacobian() {
 
 fn tiny_gemma() -> Model {
     let spec = Spec::new(Family::Gemma3);
-    let dir = temp_dir("pool-gemma3");
-    let config = hf_config(&spec, serde_json::json!({}));
-    let tok = word_level_tokenizer_json(&word_vocab(spec.vocab));
-    write_hf_dir(&dir, &config, &random_hf_tensors(&spec), &tok, None);
+    let dir = lens_testkit::tiny_hf_dir("pool-gemma3", &spec, serde_json::json!({}));
     Model::load_path(&dir).expect("tiny model loads")
 }
 
