@@ -117,6 +117,7 @@ fn main() {
                 memory_limit: Some(4 << 30),
             }
             .to_json()
+            .expect("a request as JSON")
             .as_bytes(),
         );
     }
@@ -124,7 +125,11 @@ fn main() {
         id: "local".into(),
         memory_limit: None,
     };
-    put("link_text", "request-files", files.to_json().as_bytes());
+    put(
+        "link_text",
+        "request-files",
+        files.to_json().expect("a request as JSON").as_bytes(),
+    );
 
     // A Lanczos block: width 3, two vectors.
     let mut block = vec![3u8];

@@ -1,8 +1,8 @@
 //! What a job's replies from the worker put into the page's [`Results`]:
 //! the prediction starts the Report, every later part is folded into it by
 //! `Report::apply` (the one place a Report is assembled, as in the CLI).
-//! The page (app.rs) routes the replies and keeps the job queue; this only
-//! fills data for the views.
+//! The session routes the replies (`queue::route`) and `jobs` keeps the
+//! job queue; this only fills data for the views.
 
 use crate::run_state::Results;
 use lens_protocol::messages::Reply;

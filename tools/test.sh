@@ -44,7 +44,7 @@ echo; echo "== trunk build"; tail -n 3 "$trunk_log"
 [ -f "$trunk_log.ok" ] || { cat "$trunk_log"; echo "error: trunk build failed"; exit 1; }
 [ -z "${native_failed:-}" ] || { echo "error: native tests failed"; exit 1; }
 
-step "fuzz: the saved corpus replayed above (lens-fuzz's replay test); a bounded run of each harness"
+step "fuzz: the regressions replayed above (lens-fuzz's replay test); a bounded run of each harness from its seeds"
 # Fixed inputs per harness and seed 1: the same run each time; a crash is
 # kept under fuzz/regressions/ and fails the tests.
 FUZZ_RUNS="${FUZZ_RUNS:-100000}" bash tools/fuzz.sh

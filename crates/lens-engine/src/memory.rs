@@ -2,7 +2,7 @@
 //! it: before its files are read (only their size is known) and before a run
 //! (the prompt's length and the model's sizes are known). The caller compares
 //! the need with what its place allows (a browser worker's wasm32 memory, a
-//! device's RAM) and refuses with the numbers; `tests/memory_need.rs` holds
+//! device's RAM) and refuses with the numbers; `crates/lens-worker/tests/memory_need.rs` holds
 //! the estimate against a counting allocator on the real models.
 
 use crate::model::ModelConfig;

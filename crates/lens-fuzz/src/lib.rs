@@ -3,7 +3,7 @@
 //! returns; a parser may refuse the input with an error, never panic, hang
 //! or allocate what the input merely claims. libFuzzer (cargo-fuzz's
 //! targets in `fuzz/`, coverage-guided on stable Rust) calls them with
-//! mutated inputs; `tests/replay.rs` calls them on the saved corpus and on
+//! mutated inputs; `tests/replay.rs` calls them on the seeds and on
 //! every input that ever crashed one (`fuzz/regressions/`).
 
 use lens_engine::forward::Precision;

@@ -256,8 +256,8 @@ impl Request {
 
     /// JSON text (tests, the fuzz harness); the page and the worker send
     /// JS values (`wire`).
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+    pub fn to_json(&self) -> Result<String, String> {
+        serde_json::to_string(self).map_err(|e| format!("cannot write the request: {e}"))
     }
 
     pub fn from_json(s: &str) -> Result<Self, String> {
@@ -328,8 +328,8 @@ impl Reply {
 
     /// JSON text (tests, the fuzz harness); the page and the worker send
     /// JS values (`wire`). Non-finite numbers become `null` here.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+    pub fn to_json(&self) -> Result<String, String> {
+        serde_json::to_string(self).map_err(|e| format!("cannot write the reply: {e}"))
     }
 
     pub fn from_json(s: &str) -> Result<Self, String> {
@@ -353,7 +353,7 @@ mod tests {
             backend: Default::default(),
             pool: 2,
         });
-        assert_eq!(Request::from_json(&r.to_json()), Ok(r));
+        assert_eq!(Request::from_json(&r.to_json().unwrap()), Ok(r));
         let p = Reply::Part {
             job: 3,
             part: Part::Ordinary(lens_report::Ordinary {
@@ -361,14 +361,14 @@ mod tests {
                 ms: 1.0,
             }),
         };
-        assert_eq!(Reply::from_json(&p.to_json()), Ok(p));
+        assert_eq!(Reply::from_json(&p.to_json().unwrap()), Ok(p));
         let b = Reply::Backend {
             job: 3,
             device: Device::Gpu,
             adapter: Some("a".into()),
             fallback: None,
         };
-        assert_eq!(Reply::from_json(&b.to_json()), Ok(b));
+        assert_eq!(Reply::from_json(&b.to_json().unwrap()), Ok(b));
         assert!(Reply::from_json("{\"type\":\"nope\"}").is_err());
     }
 

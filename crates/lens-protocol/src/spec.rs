@@ -265,7 +265,10 @@ impl AnalysisSpec {
             let Some(value) = decode(value) else { continue };
             match key {
                 "model" if !value.trim().is_empty() => {
-                    spec.model = value.trim().chars().take(MAX_MODEL_CHARS).collect();
+                    // Trimmed after the cut too: a name cut just before a
+                    // space would read back shorter (state → link → state).
+                    let cut: String = value.trim().chars().take(MAX_MODEL_CHARS).collect();
+                    spec.model = cut.trim_end().to_string();
                     named = true;
                 }
                 "prompt" => {
@@ -426,6 +429,18 @@ mod tests {
             AnalysisSpec::from_fragment(&format!("#{frag}"), &defaults()),
             Some(spec)
         );
+    }
+
+    /// Found by the link harness's round trip: a model name cut at its
+    /// limit just after a space read back one character shorter.
+    #[test]
+    fn a_model_name_cut_at_its_limit_reads_back_the_same() {
+        let long = format!("{} tail", "m".repeat(MAX_MODEL_CHARS - 1));
+        let frag = format!("model={}&prompt=x", long.replace(' ', "%20"));
+        let once = AnalysisSpec::from_fragment(&frag, &defaults()).expect("a link");
+        assert_eq!(once.model, "m".repeat(MAX_MODEL_CHARS - 1));
+        let twice = AnalysisSpec::from_fragment(&once.to_fragment(), &defaults());
+        assert_eq!(twice, Some(once));
     }
 
     #[test]

@@ -2,63 +2,21 @@
 //! numbers are the engine's (exact reconstruction in f64, attribution that
 //! sums to the logit, the spectrum the CLI's `analyze` reports).
 
-use lens_engine::analysis::decode::TokenScore;
-use lens_engine::analysis::steering::SteerOptions;
 use lens_engine::analysis::{AnalyzeOptions, Report};
 use lens_engine::run::analyze;
-use lens_engine::run::{Limits, Session};
+use lens_engine::run::Session;
 use lens_engine::{Model, Precision};
 use lens_protocol::messages::RunRequest;
 use lens_protocol::report::{Layers, Part};
-use lens_protocol::{Reply, Stage, SteerSpec, SvdMode};
+use lens_protocol::{Reply, Stage, SvdMode};
 use lens_testkit::close;
 use lens_testkit::per_run::once_per_run;
 use lens_testkit::real_models::{model_path, GEMMA};
+use lens_testkit::worker::{collect, replies_of, report_of, words};
 use lens_worker::run as worker;
-use std::cell::RefCell;
-use std::rc::Rc;
 
 fn gemma() -> Model {
     Model::load_path(&model_path(GEMMA)).expect("Gemma 3 270M")
-}
-
-type Outcome = (Vec<Reply>, Result<(), worker::Failure>);
-
-/// Runs one worker step, collecting its replies.
-fn replies_of(
-    step: impl FnOnce(worker::Emit, worker::Clock) -> Result<(), worker::Failure>,
-) -> Outcome {
-    let seen = Rc::new(RefCell::new(Vec::new()));
-    let s = seen.clone();
-    let t0 = std::time::Instant::now();
-    let result = step(
-        Rc::new(move |r| s.borrow_mut().push(r)),
-        Rc::new(move || t0.elapsed().as_secs_f64() * 1e3),
-    );
-    let replies = seen.borrow().clone();
-    (replies, result)
-}
-
-fn collect(model: &Model, req: &RunRequest, session: &mut Option<Session>) -> Outcome {
-    replies_of(|emit, now| {
-        lens_gpu::block_on(worker::run(
-            model,
-            req,
-            emit,
-            now,
-            session,
-            worker::Compute::CPU,
-        ))
-    })
-}
-
-/// The Report the page folds from these replies.
-fn report_of(replies: &[Reply]) -> Report {
-    Reply::report_of(replies).expect("a Prediction reply")
-}
-
-fn words(t: &[TokenScore]) -> Vec<&str> {
-    t.iter().map(|t| t.token.as_str()).collect()
 }
 
 /// The run that the tests below look at: short, since the run, the CLI's
@@ -127,21 +85,15 @@ fn without_timings(r: &Report) -> serde_json::Value {
     v
 }
 
-/// The page's Report (the worker's replies through their JSON messages,
-/// folded as the page folds them) and the CLI's `analyze` are one document
+/// The page's Report (the worker's replies, folded as the page folds them) and the CLI's `analyze` are one document
 /// for the same model, prompt and options, field by field, timings aside:
 /// both are the engine's one run driver.
 #[test]
 fn the_pages_report_is_the_clis_document() {
-    let model = gemma();
-    let (replies, result) = collect(&model, &run_request(), &mut None);
-    assert!(result.is_ok(), "{:?}", result.err());
-    let sent: Vec<Reply> = replies
-        .iter()
-        .map(|r| Reply::from_json(&r.to_json()).expect("a reply from its message"))
-        .collect();
-    let page = report_of(&sent);
-    let cli = analyze(&model, PROMPT, &AnalyzeOptions::new(Precision::F64)).expect("analyze");
+    // The shared run's replies have crossed a process boundary as JSON
+    // text, each one as the worker sent it.
+    let page = report_of(&shared_run(&mut None));
+    let cli = analyze(&gemma(), PROMPT, &AnalyzeOptions::new(Precision::F64)).expect("analyze");
     let (page, cli) = (without_timings(&page), without_timings(&cli));
     if page != cli {
         let (p, c) = (page.as_object().unwrap(), cli.as_object().unwrap());
@@ -443,171 +395,4 @@ fn a_run_is_reused_by_layers_and_the_heatmap() {
         )
     });
     assert!(res.is_err(), "a position past the prompt");
-}
-
-#[test]
-fn bad_prompts_fail_with_a_sentence_and_stop_early() {
-    let model = gemma();
-    let mut req = RunRequest {
-        job: 1,
-        prompt: "   ".into(),
-        precision: lens_protocol::Precision::F32,
-        top: 5,
-        full: false,
-        svd: SvdMode::Auto,
-        backend: Default::default(),
-        pool: 1,
-    };
-    let mut session = None;
-    let (replies, result) = collect(&model, &req, &mut session);
-    let err = result.expect_err("empty prompt");
-    assert_eq!(err.kind, lens_protocol::ErrorKind::BadPrompt);
-    assert!(err.message.contains("empty"), "{}", err.message);
-    assert!(replies.is_empty());
-    // Without `full`, the run ends after the contributions.
-    req.prompt = "Hello world".into();
-    let (replies, result) = collect(&model, &req, &mut session);
-    assert!(result.is_ok());
-    assert!(matches!(replies.last(), Some(Reply::Done { job: 1, .. })));
-    assert!(!replies.iter().any(|r| matches!(
-        r,
-        Reply::Part {
-            part: Part::Jacobian(_),
-            ..
-        }
-    )));
-}
-
-#[test]
-fn long_prompts_run_matrix_free_like_the_cli() {
-    let model = gemma();
-    // Short (3 tokens): the worker's Lanczos and the CLI's both run on it.
-    let prompt = "Free the";
-    let req = RunRequest {
-        job: 2,
-        prompt: prompt.into(),
-        precision: lens_protocol::Precision::F64,
-        top: 5,
-        full: true,
-        svd: SvdMode::Krylov,
-        backend: Default::default(),
-        pool: 1,
-    };
-    let mut session = None;
-    let (replies, result) = collect(&model, &req, &mut session);
-    assert!(result.is_ok(), "{:?}", result.err());
-    assert!(!replies.iter().any(|r| matches!(
-        r,
-        Reply::Part {
-            part: Part::Jacobian(_),
-            ..
-        }
-    )));
-    assert!(replies.iter().any(|r| matches!(
-        r,
-        Reply::Progress {
-            stage: Stage::Krylov,
-            ..
-        }
-    )));
-    let page = report_of(&replies);
-    let mut opts = AnalyzeOptions::new(Precision::F64);
-    opts.svd_mode = SvdMode::Krylov;
-    let cli = analyze(&model, prompt, &opts).expect("analyze");
-    // The ordinary error (one forward-mode pass) comes with long prompts too.
-    let (a, b) = (
-        page.reconstruction.ordinary_rel_error.expect("ordinary"),
-        cli.reconstruction.ordinary_rel_error.expect("ordinary"),
-    );
-    assert!(close(a, b, 1e-9), "ordinary {a} vs {b}");
-    let (a, b) = (
-        page.matrix_free.as_ref().expect("mf"),
-        cli.matrix_free.as_ref().expect("mf"),
-    );
-    assert_eq!(a.products, b.products);
-    for (x, y) in a.singular_values.iter().zip(&b.singular_values) {
-        assert!(close(*x, *y, 1e-9), "{x} vs {y}");
-    }
-    assert!(page.svd.is_none() && page.reconstruction.detached_rel_error.is_none());
-    let words_of = |r: &Report| {
-        r.decode
-            .as_ref()
-            .expect("decode")
-            .concat
-            .iter()
-            .map(|p| words(&p.u_tokens).join("|"))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(words_of(&page), words_of(&cli));
-
-    // In auto mode a long prompt goes matrix-free and says why; a full J
-    // that cannot fit is refused when asked for.
-    let d = model.config.hidden;
-    let plan = |n, p, m| lens_engine::run::svd_plan(n, d, p, m, &Limits::TAB);
-    assert_eq!(plan(8, Precision::F64, SvdMode::Auto).ok(), Some(None));
-    let why = plan(
-        lens_engine::run::LONG_PROMPT_TOKENS + 1,
-        Precision::F32,
-        SvdMode::Auto,
-    )
-    .ok()
-    .flatten()
-    .expect("long");
-    assert!(why.contains("tokens"), "{why}");
-    let why = plan(200, Precision::F64, SvdMode::Auto)
-        .ok()
-        .flatten()
-        .expect("big");
-    assert!(why.contains("MB"), "{why}");
-    assert!(plan(200, Precision::F64, SvdMode::Full).is_err());
-    assert!(plan(3, Precision::F64, SvdMode::Krylov)
-        .ok()
-        .flatten()
-        .is_some());
-}
-
-#[test]
-fn steering_in_the_worker_is_the_cli_steering() {
-    let model = gemma();
-    let spec = SteerSpec {
-        source: "The bridge is the Golden".into(),
-        text: "I went to new york to see the".into(),
-        layer: Some(12),
-        lambda: 1.0,
-        tokens: 4,
-    };
-    let (replies, res) =
-        replies_of(|emit, now| worker::steer(&model, 3, Precision::F32, &spec, emit, now));
-    assert!(res.is_ok(), "{:?}", res.err());
-    let steering = replies
-        .iter()
-        .find_map(|r| match r {
-            Reply::Part {
-                part: Part::Steered(s),
-                ..
-            } => Some(s.steering.clone()),
-            _ => None,
-        })
-        .expect("steered");
-    let mut so = SteerOptions::new(&model, &spec.source);
-    (so.layer, so.lambda, so.tokens) = (12, 1.0, 4);
-    let cli = lens_engine::analysis::steering::steer(
-        &model,
-        &spec.text,
-        &so,
-        Precision::F32,
-        Default::default(),
-    )
-    .expect("steer");
-    assert_eq!(steering.steered, cli.steered);
-    assert_eq!(steering.unsteered, cli.unsteered);
-    assert_ne!(steering.steered, steering.unsteered);
-    let bad = SteerSpec {
-        layer: Some(99),
-        ..spec
-    };
-    let (_, res) =
-        replies_of(|emit, now| worker::steer(&model, 4, Precision::F32, &bad, emit, now));
-    let err = res.expect_err("layer 99");
-    assert_eq!(err.kind, lens_protocol::ErrorKind::BadPrompt);
 }
