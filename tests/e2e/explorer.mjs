@@ -194,7 +194,10 @@ await scenario("a share link in a fresh profile, a worker of the pool crashing",
       // first rows request never reaches the engine.
       let crashed = false;
       self.addEventListener("message", (ev) => {
-        if (!crashed && String(ev.data).includes('"type":"rows"')) {
+        // Requests are JS values (serde-wasm-bindgen), alone or beside a
+        // transferred buffer.
+        const msg = Array.isArray(ev.data) ? ev.data[0] : ev.data;
+        if (!crashed && msg?.type === "rows") {
           crashed = true;
           ev.stopImmediatePropagation();
           throw new Error("test: this worker of the pool crashes");
