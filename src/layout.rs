@@ -430,17 +430,26 @@ fn Embedded(v: View) -> impl IntoView {
     }
 }
 
-/// The whole page (or, for an embed link, the one view).
+/// The whole page, or for an embed link the one view. A link pasted into the
+/// tab that changes only `embed=` switches the view without a new run.
 #[component]
 pub fn Layout() -> impl IntoView {
+    let spec = Link::get().spec;
+    let embed = Memo::new(move |_| spec.with(|s| s.embed));
+    move || match embed.get() {
+        Some(v) => view! { <Embedded v=v /> }.into_any(),
+        None => view! { <FullPage /> }.into_any(),
+    }
+}
+
+/// The whole page: picker, prompt, every view, the share bar, the footer.
+#[component]
+fn FullPage() -> impl IntoView {
     let link = Link::get();
     let model = Model::get();
     let jobs = Jobs::get();
     let pool = Pool::get();
     let session = Session::get();
-    if let Some(v) = link.spec.get_untracked().embed {
-        return view! { <Embedded v=v /> }.into_any();
-    }
     let spec = link.spec;
     let status = Signal::derive(move || model.model_state.get().status());
     let current_model = Signal::derive(move || spec.get().model);
