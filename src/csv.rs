@@ -284,6 +284,7 @@ mod tests {
             precision: Precision::F64,
             token_ids: vec![4, 5, 6],
             tokens: tokens.iter().map(|t| t.to_string()).collect(),
+            spans: vec![Some([0, 3]), Some([4, 12]), Some([13, 23])],
             top: vec![TopToken {
                 id: 9,
                 token: "=1+1".into(),

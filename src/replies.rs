@@ -51,6 +51,7 @@ pub(crate) mod tests {
                 precision: Precision::F64,
                 token_ids: vec![2, 7],
                 tokens: vec!["The".into(), " sky".into()],
+                spans: vec![Some([0, 3]), Some([3, 7])],
                 top: vec![TopToken {
                     id: 9,
                     token: " is".into(),

@@ -1,6 +1,7 @@
 //! `linear-lens`: the engine on the command line.
 
 mod bench;
+mod compare;
 mod models;
 mod npy;
 mod serve;
@@ -28,6 +29,73 @@ enum Backend {
     Gpu,
 }
 
+/// What a run computes: `analyze`'s and `compare`'s options.
+#[derive(clap::Args)]
+struct RunArgs {
+    #[arg(long, default_value = "f64")]
+    precision: Precision,
+    /// 1-based layers whose taps (layer/attn/mlp, cumulative/layerwise) to compute, e.g. 1,6,12,18.
+    #[arg(long, value_delimiter = ',')]
+    layers: Vec<usize>,
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// Skip the ordinary (nothing frozen) Jacobian.
+    #[arg(long)]
+    no_ordinary: bool,
+    /// Singular values kept per spectrum (J_cat and each J_i); 0 skips the SVD.
+    #[arg(long, default_value_t = 16)]
+    svd: usize,
+    /// Singular pairs decoded into tokens (J_cat and the last token's J_i).
+    #[arg(long, default_value_t = 5)]
+    decode: usize,
+    /// Token whose logit is attributed to the input tokens, e.g. " Paris" or id:123
+    /// (default: the predicted one).
+    #[arg(long)]
+    target: Option<String>,
+    /// Largest columns and rows of the last token's J_i, decoded; 0 skips.
+    #[arg(long, default_value_t = 5)]
+    columns: usize,
+    /// Leave the attention probabilities out of the report.
+    #[arg(long)]
+    no_attention: bool,
+    /// Do not form J: the top singular triplets of J_cat by block Lanczos on
+    /// probe products (for long prompts).
+    #[arg(long)]
+    matrix_free: bool,
+}
+
+impl RunArgs {
+    fn options(self) -> lens_engine::analysis::AnalyzeOptions {
+        lens_engine::analysis::AnalyzeOptions {
+            top: self.top,
+            layers: self.layers,
+            ordinary: !self.no_ordinary,
+            svd: self.svd,
+            decode: self.decode,
+            target: self.target,
+            columns: self.columns,
+            attention: !self.no_attention,
+            svd_mode: if self.matrix_free {
+                lens_engine::analysis::SvdMode::Krylov
+            } else {
+                lens_engine::analysis::SvdMode::Full
+            },
+            ..lens_engine::analysis::AnalyzeOptions::new(self.precision)
+        }
+    }
+}
+
+/// `text` as JSON to `path` ("-": stdout).
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    if path.as_os_str() == "-" {
+        println!("{text}");
+        Ok(())
+    } else {
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Top next-token predictions for a prompt.
@@ -51,36 +119,8 @@ enum Command {
         model: String,
         #[arg(long)]
         prompt: String,
-        #[arg(long, default_value = "f64")]
-        precision: Precision,
-        /// 1-based layers whose taps (layer/attn/mlp, cumulative/layerwise) to compute, e.g. 1,6,12,18.
-        #[arg(long, value_delimiter = ',')]
-        layers: Vec<usize>,
-        #[arg(long, default_value_t = 5)]
-        top: usize,
-        /// Skip the ordinary (nothing frozen) Jacobian.
-        #[arg(long)]
-        no_ordinary: bool,
-        /// Singular values kept per spectrum (J_cat and each J_i); 0 skips the SVD.
-        #[arg(long, default_value_t = 16)]
-        svd: usize,
-        /// Singular pairs decoded into tokens (J_cat and the last token's J_i).
-        #[arg(long, default_value_t = 5)]
-        decode: usize,
-        /// Token whose logit is attributed to the input tokens, e.g. " Paris" or id:123
-        /// (default: the predicted one).
-        #[arg(long)]
-        target: Option<String>,
-        /// Largest columns and rows of the last token's J_i, decoded; 0 skips.
-        #[arg(long, default_value_t = 5)]
-        columns: usize,
-        /// Leave the attention probabilities out of the report.
-        #[arg(long)]
-        no_attention: bool,
-        /// Do not form J: the top singular triplets of J_cat by block Lanczos on
-        /// probe products (for long prompts).
-        #[arg(long)]
-        matrix_free: bool,
+        #[command(flatten)]
+        run: RunArgs,
         /// Steer the continuation of --prompt with this source prompt's operator
         /// (its cumulative detached Jacobian at --steer-layer).
         #[arg(long)]
@@ -99,6 +139,27 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Backend::Cpu)]
         backend: Backend,
         /// Write the report as JSON to this file ("-" for stdout).
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// Two analyses lined up: prompt A against prompt B (or model A against
+    /// model B), the target logit's exact change split over the aligned tokens.
+    Compare {
+        /// Model A (and B, without --model-b).
+        #[arg(long)]
+        model: String,
+        /// Prompt A.
+        #[arg(long)]
+        prompt: String,
+        /// Prompt B (default: prompt A, to compare two models).
+        #[arg(long)]
+        prompt_b: Option<String>,
+        /// Model B: another model on the same sentence(s), lined up by characters.
+        #[arg(long)]
+        model_b: Option<String>,
+        #[command(flatten)]
+        run: RunArgs,
+        /// Write `{ "a": Report, "b": Report, "comparison": … }` as JSON to this file ("-" for stdout).
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
@@ -268,16 +329,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Analyze {
             model,
             prompt,
-            precision,
-            layers,
-            top,
-            no_ordinary,
-            svd,
-            decode,
-            target,
-            columns,
-            no_attention,
-            matrix_free,
+            run,
             steer_source,
             steer_lambda,
             steer_layer,
@@ -296,21 +348,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 so
             });
             let opts = lens_engine::analysis::AnalyzeOptions {
-                top,
-                layers,
-                ordinary: !no_ordinary,
-                svd,
-                decode,
-                target,
-                columns,
-                attention: !no_attention,
                 steer,
-                svd_mode: if matrix_free {
-                    lens_engine::analysis::SvdMode::Krylov
-                } else {
-                    lens_engine::analysis::SvdMode::Full
-                },
-                ..lens_engine::analysis::AnalyzeOptions::new(precision)
+                ..run.options()
             };
             let gpu = match backend {
                 Backend::Cpu => None,
@@ -320,16 +359,37 @@ fn run(cli: Cli) -> Result<(), String> {
             };
             let report = terminal::run(&m, &prompt, &opts, gpu.as_ref())?;
             match json {
-                Some(path) => {
-                    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-                    if path.as_os_str() == "-" {
-                        println!("{text}");
-                    } else {
-                        std::fs::write(&path, text)
-                            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-                    }
-                }
+                Some(path) => write_json(&path, &report)?,
                 None => print_analysis(&report),
+            }
+            Ok(())
+        }
+        Command::Compare {
+            model,
+            prompt,
+            prompt_b,
+            model_b,
+            run,
+            json,
+        } => {
+            if prompt_b.is_none() && model_b.is_none() {
+                return Err("compare needs --prompt-b, --model-b, or both".into());
+            }
+            let m = load(&model)?;
+            // The same model named twice is one model (aligned by token ids).
+            let mb = match model_b.filter(|b| *b != model) {
+                Some(b) => Some(load(&b)?),
+                None => None,
+            };
+            let prompt_b = prompt_b.unwrap_or_else(|| prompt.clone());
+            let (a, b, comparison) =
+                terminal::compare(&m, &prompt, mb.as_ref(), &prompt_b, &run.options())?;
+            match json {
+                Some(path) => write_json(
+                    &path,
+                    &serde_json::json!({ "a": a.report, "b": b.report, "comparison": comparison }),
+                )?,
+                None => compare::print(&a.report, &b.report, &comparison),
             }
             Ok(())
         }

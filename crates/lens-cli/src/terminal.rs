@@ -2,6 +2,7 @@
 //! the driver, progress and notices on stderr (a progress line only when
 //! stderr is a terminal, so logs and pipes stay clean).
 
+use lens_engine::analysis::compare::{Comparison, Side};
 use lens_engine::analysis::{AnalyzeOptions, Report};
 use lens_engine::run::{self, Accelerator, Compute, Event, Hooks};
 use lens_engine::Model;
@@ -59,6 +60,14 @@ impl Hooks for Terminal {
     }
 }
 
+fn hooks() -> Rc<dyn Hooks> {
+    Rc::new(Terminal {
+        start: Instant::now(),
+        tty: std::io::stderr().is_terminal(),
+        drawn: Cell::new(false),
+    })
+}
+
 /// The run of `prompt` on `gpu` (else this machine's CPU): its Report.
 pub fn run(
     model: &Model,
@@ -66,11 +75,7 @@ pub fn run(
     opts: &AnalyzeOptions,
     gpu: Option<&lens_gpu::Gpu>,
 ) -> Result<Report, String> {
-    let hooks: Rc<dyn Hooks> = Rc::new(Terminal {
-        start: Instant::now(),
-        tty: std::io::stderr().is_terminal(),
-        drawn: Cell::new(false),
-    });
+    let hooks = hooks();
     if let Some(g) = gpu {
         // The adapter's remembered kernel tuning (or one timed now), as
         // `bench --backend gpu` keeps it.
@@ -84,4 +89,19 @@ pub fn run(
     let out = lens_gpu::block_on(run::run(model, prompt, opts, compute, &hooks));
     hooks.emit(Event::Done { ms: 0.0 });
     out.map(|(report, _)| report).map_err(|e| e.to_string())
+}
+
+/// A comparison's two runs on this machine's CPU (`model_b`: none for one
+/// model), with their progress, and the comparison.
+pub fn compare(
+    model: &Model,
+    prompt: &str,
+    model_b: Option<&Model>,
+    prompt_b: &str,
+    opts: &AnalyzeOptions,
+) -> Result<(Side, Side, Comparison), String> {
+    let hooks = hooks();
+    let out = run::compare_here(model, prompt, model_b, prompt_b, opts, &hooks);
+    hooks.emit(Event::Done { ms: 0.0 });
+    out.map_err(|e| e.to_string())
 }

@@ -18,12 +18,21 @@ use lens_report::{
     TokenRow,
 };
 
-/// `J_cat`'s top two left singular vectors: the axes of the layer path.
+/// `J_cat`'s top left singular vectors (as many as the spectrum keeps): the
+/// first two are the axes of the layer path; a comparison reads them all.
 pub type Axes = Vec<Vec<f64>>;
 
 /// The prediction of the frozen forward `tr`: its `top` next tokens.
-pub fn prediction(model: &Model, tr: &Trace, top: usize) -> Result<Prediction> {
+pub fn prediction(model: &Model, prompt: &str, tr: &Trace, top: usize) -> Result<Prediction> {
     let logits = tr.logits(model)?;
+    let spans = model.tokenizer.spans(prompt)?;
+    if spans.len() != tr.ids.len() {
+        return Err(crate::EngineError::Config(format!(
+            "the tokenizer's offsets ({}) do not match its tokens ({})",
+            spans.len(),
+            tr.ids.len()
+        )));
+    }
     Ok(Prediction {
         model: model.name.clone(),
         precision: tr.precision,
@@ -33,6 +42,7 @@ pub fn prediction(model: &Model, tr: &Trace, top: usize) -> Result<Prediction> {
             .iter()
             .map(|&i| model.tokenizer.token_str(i))
             .collect(),
+        spans,
         top: top_k(model, &logits, top),
         ms: 0.0,
     })

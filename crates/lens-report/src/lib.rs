@@ -4,7 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 
+mod compare;
 mod parts;
+pub use compare::{
+    AlignBy, AlignOp, Aligned, CompareTarget, Comparison, DepthPoint, LayersChange,
+    PredictionChange, ShareRow, SpectraChange, WordsPair,
+};
 pub use parts::{
     Contributions, Device, JacobianPart, Layers, Ordinary, Part, Prediction, Spectra, Stage,
     Steered, SvdMode,
@@ -335,6 +340,10 @@ pub struct Report {
     pub precision: Precision,
     pub token_ids: Vec<u32>,
     pub tokens: Vec<String>,
+    /// The characters of the prompt each token covers, `[start, end)`
+    /// (counted in chars); none for a token the tokenizer added (BOS).
+    #[serde(default)]
+    pub spans: Vec<Option<[usize; 2]>>,
     pub top: Vec<TopToken>,
     pub reconstruction: Reconstruction,
     pub per_token: Vec<TokenRow>,

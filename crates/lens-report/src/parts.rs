@@ -124,6 +124,9 @@ pub struct Prediction {
     pub precision: Precision,
     pub token_ids: Vec<u32>,
     pub tokens: Vec<String>,
+    /// The characters of the prompt each token covers (see `Report::spans`).
+    #[serde(default)]
+    pub spans: Vec<Option<[usize; 2]>>,
     pub top: Vec<TopToken>,
     pub ms: f64,
 }
@@ -218,6 +221,7 @@ impl Report {
             precision: p.precision,
             token_ids: p.token_ids,
             tokens: p.tokens,
+            spans: p.spans,
             top: p.top,
             reconstruction: Reconstruction::default(),
             per_token: Vec::new(),
@@ -315,6 +319,7 @@ mod tests {
             precision: Precision::F64,
             token_ids: vec![1, 2],
             tokens: vec!["a".into(), "b".into()],
+            spans: vec![None, Some([0, 1])],
             top: vec![TopToken {
                 id: 3,
                 token: "c".into(),

@@ -90,7 +90,7 @@ pub fn layer_curves(
         row.logit_lens_tokens = decoded.unembed[lens].clone();
     }
     let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-    let path = if axes.len() == 2 {
+    let path = if axes.len() >= 2 {
         path_us
             .iter()
             .zip(

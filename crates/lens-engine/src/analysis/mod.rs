@@ -4,6 +4,7 @@
 
 pub mod attribution;
 pub mod certificate;
+pub mod compare;
 pub mod decode;
 pub mod lanczos;
 pub mod layers;
@@ -156,7 +157,8 @@ pub struct Spectra {
     pub matrix_free: Option<MatrixFree>,
     pub decode: Option<DecodeReport>,
     pub columns: Option<Columns>,
-    /// `u_1`, `u_2` of `J_cat`: the axes of the layer path.
+    /// `J_cat`'s top left singular vectors (`u_1`, `u_2` are the axes of
+    /// the layer path).
     pub axes: Vec<Vec<f64>>,
     /// Time spent decoding (part of the step's time).
     pub decode_ms: f64,
@@ -178,7 +180,9 @@ pub fn spectra(
     if keep == 0 {
         return decode_spectra(model, None, None, None, n, dims[2], opts, now_ms);
     }
-    let cat = decompose_concat(values, dims, opts.decode.max(2), Some(&y))?;
+    // J_cat's top `svd` left vectors are kept (a comparison's subspace; the
+    // path's axes are the first two), `decode` of them decoded.
+    let cat = decompose_concat(values, dims, keep.max(2), Some(&y))?;
     let mut per = Vec::with_capacity(n);
     let mut last = None;
     for i in 0..n {
@@ -256,10 +260,7 @@ fn decode_spectra(
     let t = now_ms();
     let any = concat.is_some();
     let mut queue = Queue::default();
-    let axes: Vec<Vec<f64>> = concat
-        .as_ref()
-        .map(|c| c.u.iter().take(2).cloned().collect())
-        .unwrap_or_default();
+    let axes: Vec<Vec<f64>> = concat.as_ref().map(|c| c.u.clone()).unwrap_or_default();
     let pairs = |q: &mut Queue, dec: Option<Decomposition>, base: usize| {
         dec.map(|d| queue_pairs(q, &d, width, base, opts.decode))
             .unwrap_or_default()

@@ -12,9 +12,11 @@
 //! curves and steering asked for. Each part is emitted as soon as it is
 //! done and folded into the run's Report by `Report::apply`.
 
+mod compare;
 mod compute;
 mod session;
 
+pub use compare::{compare_here, compare_to, options_b, run_side, side, vocabularies};
 pub use compute::{Accelerator, Boxed, Compute, Pool};
 pub use session::{inspect, layers, steer, Session, HEATMAP_CELLS};
 
@@ -296,7 +298,7 @@ async fn run_on(
         }
         None => trace(model, &ids, precision)?,
     };
-    let mut prediction = stages::prediction(model, &tr, opts.top.max(1))?;
+    let mut prediction = stages::prediction(model, prompt, &tr, opts.top.max(1))?;
     let predicted = prediction.top.first().map(|t| t.id).unwrap_or_default();
     prediction.ms = hooks.now_ms() - t;
     let mut report = Report::new(prediction.clone());

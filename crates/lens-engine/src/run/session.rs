@@ -26,7 +26,7 @@ pub struct Session {
     pub precision: Precision,
     pub tr: Trace,
     pub jv: Option<JacobianValues>,
-    /// `J_cat`'s `u_1`, `u_2` (the path's axes).
+    /// `J_cat`'s top left singular vectors (`u_1`, `u_2`: the path's axes).
     pub axes: Vec<Vec<f64>>,
 }
 

@@ -134,6 +134,30 @@ impl LensTokenizer {
         Ok(ids)
     }
 
+    /// The characters of `text` each of [`Tokenizer::encode`]'s tokens covers,
+    /// `[start, end)` counted in chars; none for a token the tokenizer adds
+    /// (BOS and the like). Two tokenizers' tokens of one text line up by these.
+    pub fn spans(&self, text: &str) -> Result<Vec<Option<[usize; 2]>>> {
+        let enc = self
+            .tok
+            .encode_char_offsets(text, true)
+            .map_err(|e| err(format!("cannot tokenize the text: {e}")))?;
+        let mut spans: Vec<Option<[usize; 2]>> = enc
+            .get_offsets()
+            .iter()
+            .zip(enc.get_special_tokens_mask())
+            .map(|(&(s, e), &special)| (special == 0).then_some([s, e]))
+            .collect();
+        if self.force_bos {
+            if let Some(bos) = self.bos {
+                if enc.get_ids().first() != Some(&bos) {
+                    spans.insert(0, None);
+                }
+            }
+        }
+        Ok(spans)
+    }
+
     /// The one token a user names: `text` as the tokenizer splits it (with
     /// no BOS), e.g. `" Paris"`; or `id:N` for a raw id.
     pub fn token_id(&self, text: &str) -> Result<u32> {
