@@ -223,9 +223,12 @@ await scenario("embed mode and snapshots, true and tampered", async () => {
 await scenario("matrix-free mode", async () => {
   // 4. Matrix-free mode: the page says so; σ and decoded words = the CLI's
   // `--matrix-free`.
-  const cliMf = cliRun(["analyze", "--model", MODEL, "--prompt", PROMPT, "--precision", "f64", "--matrix-free", "--no-ordinary"]);
+  // Two tokens: the Lanczos products cost ∝ n, and the page and the CLI
+  // still need hundreds of them.
+  const MF_PROMPT = "Paris";
+  const cliMf = cliRun(["analyze", "--model", MODEL, "--prompt", MF_PROMPT, "--precision", "f64", "--matrix-free", "--no-ordinary"]);
   const ctxM = await browser.newContext();
-  const page = await open(ctxM, link("&svd=krylov&view=spectrum"), LAPTOP);
+  const page = await open(ctxM, `${url}#model=${MODEL}&prompt=${encodeURIComponent(MF_PROMPT)}&precision=f64&svd=krylov&view=spectrum`, LAPTOP);
   await waitReady(page);
   await page.waitForSelector('[data-testid="long-prompt-notice"]', { timeout: RUN_TIMEOUT });
   await waitIdle(page, "decode-row");

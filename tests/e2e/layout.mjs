@@ -236,7 +236,7 @@ await scenario("every embedded view at three sizes", async () => {
   // the page switches the view without a new run, so Gemma runs once here.
   let p;
   for (const v of VIEWS) {
-    const target = link(SHORT, `&embed=${v}${v === "layers" || v === "path" ? "&layers=9,18" : ""}`);
+    const target = link(SHORT, `&embed=${v}${v === "layers" || v === "path" ? "&layers=3,6" : ""}`);
     if (!p) {
       p = await open(ctx, target, SIZES[0]);
       await waitReady(p);

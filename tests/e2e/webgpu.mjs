@@ -33,7 +33,9 @@ if (!url || !bin || !tinyDir) {
 if (shots) mkdirSync(shots, { recursive: true });
 
 const MODEL = "gemma-3-270m";
-const PROMPT = "The capital of"; // 4 tokens: every check holds, each pass costs ∝ n
+// Two tokens (<bos> Paris): every check holds, and each pass on lavapipe
+// (the CPU behind this machine's "GPU") costs ∝ n.
+const PROMPT = "Paris";
 const TINY = "hf%3Atiny%2Fqwen3";
 const TINY_PROMPT = "w5 w17 w42 w8 w23";
 

@@ -5,33 +5,8 @@
 
 use lens_testkit::{prompt, tiny_hf_dir, Family, Spec};
 use serde_json::{json, Value};
-use std::process::{Command, Output};
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_linear-lens"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .expect("the binary runs")
-}
-
-fn report(args: &[&str]) -> Value {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Not a terminal: no progress line on stderr (a GPU driver may still
-    // write its own notes there).
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("\x1b[2K"), "{stderr}");
-    serde_json::from_slice(&out.stdout).expect("one JSON object")
-}
-
-fn num(v: &Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
+mod common;
+use common::{json_of as report, num, run};
 
 #[test]
 fn analyze_json_is_exact_in_both_precisions() {

@@ -4,36 +4,15 @@
 
 use lens_testkit::{tiny_hf_dir, Family, Spec};
 use serde_json::{json, Value};
-use std::process::{Command, Output};
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_linear-lens"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .expect("the binary runs")
-}
-
-fn json_of(args: &[&str]) -> Value {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object")
-}
-
-fn num(v: &Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
+mod common;
+use common::{assert_clean_error, json_of, num, run};
 
 #[test]
 fn one_word_changed_on_one_model() {
     let spec = Spec::new(Family::Llama);
     let dir = tiny_hf_dir("cli-compare-one", &spec, json!({}));
     let model = dir.to_str().unwrap();
-    let doc = json_of(&[
+    let pair = [
         "compare",
         "--model",
         model,
@@ -41,15 +20,9 @@ fn one_word_changed_on_one_model() {
         "w5 w9 w14 w20",
         "--prompt-b",
         "w5 w9 w30 w20",
-        "--svd",
-        "4",
-        "--decode",
-        "2",
-        "--layers",
-        "1",
-        "--json",
-        "-",
-    ]);
+    ];
+    let args = [&pair[..], &["--svd", "4", "--decode", "2", "--layers", "1"]].concat();
+    let doc = json_of(&[&args[..], &["--json", "-"]].concat());
     let (a, b, c) = (&doc["a"], &doc["b"], &doc["comparison"]);
     assert_eq!(c["same_model"], true);
     assert_eq!(c["aligned_by"], "ids");
@@ -108,20 +81,7 @@ fn one_word_changed_on_one_model() {
         a["layers"].as_array().unwrap().len()
     );
     // The summary on the terminal names the change.
-    let out = run(&[
-        "compare",
-        "--model",
-        model,
-        "--prompt",
-        "w5 w9 w14 w20",
-        "--prompt-b",
-        "w5 w9 w30 w20",
-        "--svd",
-        "2",
-        "--decode",
-        "1",
-        "--no-ordinary",
-    ]);
+    let out = run(&args);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && text.contains("substitute") && text.contains("principal angles"),
@@ -176,33 +136,9 @@ fn two_models_line_up_by_characters() {
 fn a_comparison_needs_a_second_prompt_or_model() {
     let spec = Spec::new(Family::Llama);
     let dir = tiny_hf_dir("cli-compare-bad", &spec, json!({}));
-    let out = run(&[
-        "compare",
-        "--model",
-        dir.to_str().unwrap(),
-        "--prompt",
-        "w5 w9",
-    ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--prompt-b") && err.lines().count() == 1,
-        "{err}"
-    );
-    let out = run(&[
-        "compare",
-        "--model",
-        dir.to_str().unwrap(),
-        "--prompt",
-        "w5 w9",
-        "--prompt-b",
-        "w5",
-        "--target",
-        "nonsense words",
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).starts_with("error: "),
-        "one line"
-    );
+    let model = dir.to_str().unwrap();
+    let base = ["compare", "--model", model, "--prompt", "w5 w9"];
+    assert_clean_error(&run(&base), "--prompt-b");
+    let bad_target = [&base[..], &["--prompt-b", "w5", "--target", "two words"]].concat();
+    assert_clean_error(&run(&bad_target), "single token");
 }

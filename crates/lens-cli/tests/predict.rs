@@ -1,26 +1,8 @@
 //! `linear-lens predict` end to end: the JSON a user gets, and the one-line
 //! `error:` a user gets for bad input (never a panic or a backtrace).
 
-use std::process::{Command, Output};
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_linear-lens"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .expect("the binary runs")
-}
-
-/// Exit code non-zero, exactly one stderr line starting `error:`.
-fn assert_clean_error(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success");
-    let lines: Vec<_> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one stderr line, got: {stderr}");
-    assert!(lines[0].starts_with("error: "), "stderr: {stderr}");
-    assert!(lines[0].contains(needle), "`{needle}` not in: {stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"));
-}
+mod common;
+use common::{assert_clean_error, run};
 
 #[test]
 fn predict_json_on_gemma() {

@@ -8,12 +8,11 @@
 use lens_engine::analysis::compare::{principal_angles, Comparison, Side};
 use lens_engine::analysis::AnalyzeOptions;
 use lens_engine::forward::Precision;
-use lens_engine::run::{compare_to, run_side, Event, Hooks};
+use lens_engine::run::{compare_to, quiet, run_side};
 use lens_engine::Model;
 use lens_report::AlignOp;
 use lens_testkit::per_run::once_per_run;
 use lens_testkit::real_models::{model_path, GEMMA, SMOLLM};
-use std::rc::Rc;
 use std::sync::OnceLock;
 
 const A: &str = "The capital of France is";
@@ -21,14 +20,6 @@ const A: &str = "The capital of France is";
 fn gemma() -> &'static Model {
     static M: OnceLock<Model> = OnceLock::new();
     M.get_or_init(|| Model::load_path(&model_path(GEMMA)).expect("gemma loads"))
-}
-
-struct Quiet;
-impl Hooks for Quiet {
-    fn emit(&self, _: Event) {}
-    fn now_ms(&self) -> f64 {
-        0.0
-    }
 }
 
 /// The shares alone (no `J`): what the alignment and the logit need.
@@ -51,10 +42,6 @@ fn with_j() -> AnalyzeOptions {
     }
 }
 
-fn hooks() -> Rc<dyn Hooks> {
-    Rc::new(Quiet)
-}
-
 /// Prompt A's side in f64 with `J`, run once and kept (as the page pins A).
 fn pinned() -> &'static Side {
     static A_SIDE: OnceLock<Side> = OnceLock::new();
@@ -64,14 +51,14 @@ fn pinned() -> &'static Side {
             "compare-side-a",
             |s: &Side| serde_json::to_vec(s).expect("side to JSON"),
             |bytes| serde_json::from_slice(bytes).expect("side from JSON"),
-            || run_side(gemma(), A, &with_j(), &hooks()).expect("run A"),
+            || run_side(gemma(), A, &with_j(), &quiet()).expect("run A"),
         )
     })
 }
 
 /// B against the pinned A, on Gemma.
 fn against_a(b_prompt: &str, opts: &AnalyzeOptions) -> (Side, Comparison) {
-    compare_to(pinned(), gemma(), None, b_prompt, opts, &hooks()).expect("compare")
+    compare_to(pinned(), gemma(), None, b_prompt, opts, &quiet()).expect("compare")
 }
 
 fn ops(c: &Comparison) -> Vec<AlignOp> {
@@ -184,7 +171,7 @@ fn gemma_against_smollm2_lines_up_by_characters() {
         Some(&smol),
         A,
         &shares_only(Precision::F64),
-        &hooks(),
+        &quiet(),
     )
     .expect("compare");
     let a = pinned();

@@ -235,10 +235,9 @@ pub fn run_here(
     jacobian::now(run(model, prompt, opts, Compute::CPU, hooks))
 }
 
-/// The whole analysis on this thread's CPU, its events dropped: the Report
-/// (natively: the clock is the process's).
+/// Hooks that drop every event, on the process's clock (natively).
 #[cfg(not(target_arch = "wasm32"))]
-pub fn analyze(model: &Model, prompt: &str, opts: &AnalyzeOptions) -> Result<Report> {
+pub fn quiet() -> Rc<dyn Hooks> {
     struct Quiet(std::time::Instant);
     impl Hooks for Quiet {
         fn emit(&self, _: Event) {}
@@ -246,8 +245,13 @@ pub fn analyze(model: &Model, prompt: &str, opts: &AnalyzeOptions) -> Result<Rep
             self.0.elapsed().as_secs_f64() * 1e3
         }
     }
-    let hooks: Rc<dyn Hooks> = Rc::new(Quiet(std::time::Instant::now()));
-    Ok(run_here(model, prompt, opts, &hooks)?.0)
+    Rc::new(Quiet(std::time::Instant::now()))
+}
+
+/// The whole analysis on this thread's CPU, its events dropped: the Report.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn analyze(model: &Model, prompt: &str, opts: &AnalyzeOptions) -> Result<Report> {
+    Ok(run_here(model, prompt, opts, &quiet())?.0)
 }
 
 async fn run_on(
