@@ -4,7 +4,7 @@
 //! that does not exist.
 
 use lens_testkit::{prompt, tiny_hf_dir, Family, Spec};
-use serde_json::{json, Value};
+use serde_json::json;
 mod common;
 use common::{json_of as report, num, run};
 

@@ -3,7 +3,7 @@
 //! two models lined up by characters, and the errors a user meets.
 
 use lens_testkit::{tiny_hf_dir, Family, Spec};
-use serde_json::{json, Value};
+use serde_json::json;
 mod common;
 use common::{assert_clean_error, json_of, num, run};
 
