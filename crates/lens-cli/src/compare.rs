@@ -2,7 +2,6 @@
 
 use lens_engine::analysis::compare::Comparison;
 use lens_engine::analysis::Report;
-use lens_report::AlignOp;
 
 pub fn print(a: &Report, b: &Report, c: &Comparison) {
     let t = &c.target;
@@ -23,11 +22,11 @@ pub fn print(a: &Report, b: &Report, c: &Comparison) {
             ""
         }
     );
-    let p = |x: Option<f64>| x.map_or("-".to_string(), |p| format!("{p:.4}"));
+    let num = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
     println!(
         "  A's probability of B's top {}, B's of A's top {}",
-        p(c.prediction.prob_a_of_top_b),
-        p(c.prediction.prob_b_of_top_a)
+        num(c.prediction.prob_a_of_top_b),
+        num(c.prediction.prob_b_of_top_a)
     );
     println!(
         "logit of {:?}: A {:.4}  B {:.4}  change {:+.4} (the shares' change sums to it within {:.1e})",
@@ -37,19 +36,13 @@ pub fn print(a: &Report, b: &Report, c: &Comparison) {
         "aligned by {:?}; per token: share in A, share in B, change",
         c.aligned_by
     );
-    for row in &c.shares {
-        let tok = |r: &Report, i: Option<usize>| {
-            i.map_or(String::new(), |i| format!("{:?}", r.tokens[i]))
-        };
-        let op = c
-            .alignment
-            .iter()
-            .find(|al| al.a == row.a && al.b == row.b)
-            .map_or(AlignOp::Keep, |al| al.op);
-        let num = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
+    let tok =
+        |r: &Report, i: Option<usize>| i.map_or(String::new(), |i| format!("{:?}", r.tokens[i]));
+    // The share rows follow the alignment row for row.
+    for (al, row) in c.alignment.iter().zip(&c.shares) {
         println!(
             "  {:<10} {:>10} {:>10} {:>+10.4}  {} → {}",
-            format!("{op:?}").to_lowercase(),
+            format!("{:?}", al.op).to_lowercase(),
             num(row.share_a),
             num(row.share_b),
             row.change,

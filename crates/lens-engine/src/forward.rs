@@ -55,10 +55,16 @@ pub fn predict(model: &Model, prompt: &str, precision: Precision, k: usize) -> R
     })
 }
 
+/// `ln Σ exp(l)`, shifted by the largest logit so that nothing overflows:
+/// `l − log_sum_exp(logits)` is a token's log-probability.
+pub fn log_sum_exp(logits: &[f64]) -> f64 {
+    let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    max + logits.iter().map(|l| (l - max).exp()).sum::<f64>().ln()
+}
+
 /// The `k` most likely next tokens with softmax probabilities (computed in f64).
 pub fn top_k(model: &Model, logits: &[f64], k: usize) -> Vec<TopToken> {
-    let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+    let lse = log_sum_exp(logits);
     let mut idx: Vec<usize> = (0..logits.len()).collect();
     let k = k.min(idx.len());
     if k == 0 {

@@ -20,7 +20,7 @@ use lens_report::{
 
 /// `J_cat`'s top left singular vectors (as many as the spectrum keeps): the
 /// first two are the axes of the layer path; a comparison reads them all.
-pub type Axes = Vec<Vec<f64>>;
+pub type LeftVectors = Vec<Vec<f64>>;
 
 /// The prediction of the frozen forward `tr`: its `top` next tokens.
 pub fn prediction(model: &Model, prompt: &str, tr: &Trace, top: usize) -> Result<Prediction> {
@@ -129,7 +129,7 @@ pub fn spectra(
     jv: Option<&JacobianValues>,
     opts: &AnalyzeOptions,
     now_ms: &dyn Fn() -> f64,
-) -> Result<(Spectra, Axes)> {
+) -> Result<(Spectra, LeftVectors)> {
     let on_this_thread = &mut crate::analysis::lanczos::OnThisThread;
     crate::jacobian::now(spectra_by(model, tr, jv, opts, now_ms, on_this_thread))
 }
@@ -142,7 +142,7 @@ pub async fn spectra_by(
     opts: &AnalyzeOptions,
     now_ms: &dyn Fn() -> f64,
     products: &mut impl crate::analysis::lanczos::Products,
-) -> Result<(Spectra, Axes)> {
+) -> Result<(Spectra, LeftVectors)> {
     let t = now_ms();
     let sp = match jv {
         Some(jv) => analysis::spectra(model, tr, jv, opts, now_ms)?,
@@ -156,7 +156,7 @@ pub async fn spectra_by(
         svd_ms: now_ms() - t - sp.decode_ms,
         decode_ms: sp.decode_ms,
     };
-    Ok((part, sp.axes))
+    Ok((part, sp.u_cat))
 }
 
 /// The frozen attention probabilities.

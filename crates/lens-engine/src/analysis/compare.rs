@@ -117,8 +117,9 @@ pub fn compare(a: &Side, b: &Side, vocab: Vocabularies) -> Result<Comparison> {
         shares,
         logit_change,
         sum_rel_error: rel((sum_b - sum_a - logit_change).abs(), logit_change),
-        shares_rel_error_a: rel((sum_a - ta.logit).abs(), ta.logit),
-        shares_rel_error_b: rel((sum_b - tb.logit).abs(), tb.logit),
+        // Each run's own measure of the same (`Attribution::sum_rel_error`).
+        shares_rel_error_a: ta.sum_rel_error,
+        shares_rel_error_b: tb.sum_rel_error,
         prediction: PredictionChange {
             top_a: ra.top.clone(),
             top_b: rb.top.clone(),

@@ -159,7 +159,7 @@ pub struct Spectra {
     pub columns: Option<Columns>,
     /// `J_cat`'s top left singular vectors (`u_1`, `u_2` are the axes of
     /// the layer path).
-    pub axes: Vec<Vec<f64>>,
+    pub u_cat: Vec<Vec<f64>>,
     /// Time spent decoding (part of the step's time).
     pub decode_ms: f64,
 }
@@ -260,7 +260,7 @@ fn decode_spectra(
     let t = now_ms();
     let any = concat.is_some();
     let mut queue = Queue::default();
-    let axes: Vec<Vec<f64>> = concat.as_ref().map(|c| c.u.clone()).unwrap_or_default();
+    let u_cat: Vec<Vec<f64>> = concat.as_ref().map(|c| c.u.clone()).unwrap_or_default();
     let pairs = |q: &mut Queue, dec: Option<Decomposition>, base: usize| {
         dec.map(|d| queue_pairs(q, &d, width, base, opts.decode))
             .unwrap_or_default()
@@ -281,7 +281,7 @@ fn decode_spectra(
         matrix_free: None,
         decode,
         columns: lines.map(|l| answer_lines(l, &decoded)),
-        axes,
+        u_cat,
         decode_ms: now_ms() - t,
     })
 }

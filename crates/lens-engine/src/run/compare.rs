@@ -14,12 +14,11 @@ use std::rc::Rc;
 /// singular vectors, its log-probabilities (`J` itself is not kept).
 pub fn side(model: &Model, report: Report, session: &Session) -> Result<Side> {
     let logits = session.tr.logits(model)?;
-    let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+    let lse = crate::forward::log_sum_exp(&logits);
     Ok(Side {
         prompt: session.prompt.clone(),
         report,
-        u: session.axes.clone(),
+        u: session.u_cat.clone(),
         log_probs: logits.into_iter().map(|l| l - lse).collect(),
         depth: model.config.layers,
     })

@@ -420,7 +420,7 @@ async fn run_on(
     };
 
     let now = || hooks.now_ms();
-    let (sp, axes) = match &jv {
+    let (sp, u_cat) = match &jv {
         Some(jv) => {
             hooks.emit(Event::Progress {
                 stage: Stage::Svd,
@@ -445,7 +445,7 @@ async fn run_on(
         emit(Part::Attention(stages::attention(tr)?), &mut report);
     }
     session.jv = jv;
-    session.axes = axes;
+    session.u_cat = u_cat;
     check_cancel(hooks)?;
 
     if !opts.layers.is_empty() {

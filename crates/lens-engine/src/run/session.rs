@@ -27,7 +27,7 @@ pub struct Session {
     pub tr: Trace,
     pub jv: Option<JacobianValues>,
     /// `J_cat`'s top left singular vectors (`u_1`, `u_2`: the path's axes).
-    pub axes: Vec<Vec<f64>>,
+    pub u_cat: Vec<Vec<f64>>,
 }
 
 impl Session {
@@ -37,7 +37,7 @@ impl Session {
             precision: tr.precision,
             tr,
             jv: None,
-            axes: Vec::new(),
+            u_cat: Vec::new(),
         }
     }
 
@@ -78,12 +78,12 @@ pub(super) fn layers_part(
     }
     let t = hooks.now_ms();
     let mut part = progress::scoped(progress_of(hooks, Stage::Layers), || {
-        if s.axes.len() < 2 {
+        if s.u_cat.len() < 2 {
             let mf =
                 lanczos::top_triplets(model, &s.tr, lanczos::KrylovOptions::new(2), opts.pass)?;
-            s.axes = mf.triplets.into_iter().map(|t| t.u).collect();
+            s.u_cat = mf.triplets.into_iter().map(|t| t.u).collect();
         }
-        stages::layers(model, &s.tr, layers, opts, &s.axes)
+        stages::layers(model, &s.tr, layers, opts, &s.u_cat)
     })?;
     part.ms = hooks.now_ms() - t;
     Ok(part)
