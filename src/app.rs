@@ -7,6 +7,7 @@
 //! (what is on screen).
 
 use crate::browser;
+use crate::compare::Compare;
 use crate::jobs::Jobs;
 use crate::layout::Layout;
 use crate::loading::{Loadable, Model};
@@ -15,7 +16,7 @@ use crate::session::Session;
 use crate::url_sync::Link;
 use crate::worker_client::Engine;
 use lens_protocol::catalog::HF_BASE;
-use lens_protocol::{AnalysisSpec, Catalog, Reply};
+use lens_protocol::{AnalysisSpec, Catalog, Reply, Snapshot};
 use leptos::prelude::*;
 use std::rc::Rc;
 
@@ -32,19 +33,26 @@ pub fn App() -> impl IntoView {
     let defaults = AnalysisSpec::new(&catalog.default, DEFAULT_PROMPT);
     let from_link = AnalysisSpec::from_fragment(&browser::fragment(), &defaults);
     let linked = from_link.is_some();
-    let link = Link::new(from_link.unwrap_or(defaults), linked);
+    let spec = from_link.unwrap_or(defaults);
+    // A comparison link: side A runs first (on A's model), then B.
+    let side_a = spec.compare.as_ref();
+    let compare = Compare::new(
+        side_a.and_then(|c| c.snapshot.as_deref()).and_then(Snapshot::parse),
+        side_a.is_some(),
+    );
+    let first_model = spec.model_a().to_string();
+    let link = Link::new(spec, linked);
     let model = Model::new(catalog, hf_base);
     let (jobs, pool) = (Jobs::new(), Pool::new());
-    let session = Session::new(link, model, jobs, pool);
+    let session = Session::new(link, model, jobs, pool, compare);
     provide_context(link);
+    provide_context(compare);
     provide_context(model);
     provide_context(jobs);
     provide_context(pool);
     provide_context(session);
 
-    model
-        .loaded
-        .set_value(Some(Loadable::Remote(link.spec.get_untracked().model)));
+    model.loaded.set_value(Some(Loadable::Remote(first_model)));
     let on_reply = Rc::new(move |r: Reply, buffer| session.on_reply(r, buffer));
     let on_crash = Rc::new(move |msg: String| session.on_crash(msg));
     model

@@ -243,6 +243,9 @@ pub fn csv(view: View, report: &Report, inspect: Option<&(Heatmap, Columns)>) ->
                 }
             }
         }
+        // Two Reports, not one: the comparison's numbers are in its own
+        // table and its JSON export.
+        View::Compare => return None,
         View::Steering => {
             let st = report.steering.as_ref()?;
             put(vec![

@@ -93,6 +93,7 @@ impl Jobs {
                 Task::Layers => Stage::Layers,
                 Task::Inspect => Stage::Inspect,
                 Task::Steer => Stage::Steering,
+                Task::Pin => Stage::Predict,
             },
             done: 0,
             total: 1,

@@ -5,6 +5,7 @@
 //! the `Session` for what it does; the views in `views/` only draw.
 
 use crate::browser;
+use crate::compare::Compare;
 use crate::classroom::{ClassroomBar, ClassroomNav, EmbeddingBars, STEPS};
 use crate::export::ExportBar;
 use crate::jobs::Jobs;
@@ -14,7 +15,8 @@ use crate::pool::Pool;
 use crate::run_state::{run_precision, Results, APP_VERSION};
 use crate::session::Session;
 use crate::url_sync::{Link, LinkKind};
-use crate::view_data::view_title;
+use crate::view_data::{compare_data, view_title};
+use crate::views::compare::CompareView;
 use crate::views::attention::AttentionView;
 use crate::views::backend::{
     BackendFallback, BackendSelect, EngineLabel, GpuPrecisionNote, GpuWorkDetails, PrecisionSelect,
@@ -49,7 +51,13 @@ fn link_to(kind: LinkKind, link: Link, jobs: Jobs, model: Model) -> String {
         jobs.results
             .with(|r| r.report.as_ref().map(|r| Snapshot::of(r).to_json()))
     };
-    link.link(kind, snapshot, model.model_sha256.get())
+    let compare = Compare::get();
+    let snapshot_a = || {
+        compare
+            .pinned
+            .with(|p| p.as_ref().map(|p| Snapshot::of(&p.side.report).to_json()))
+    };
+    link.link(kind, snapshot, snapshot_a, model.model_sha256.get())
 }
 
 /// One view by name: the page's slots, the embed mode and the classroom
@@ -147,6 +155,22 @@ fn render(v: View) -> AnyView {
             });
             view! { <HeatmapView data=data tokens=tokens pending=pending /> }.into_any()
         }
+        View::Compare => {
+            let compare = Compare::get();
+            let data = Signal::derive(move || {
+                let c = compare.comparison.get()?;
+                let pinned = compare.pinned.get()?;
+                results.with(|r| {
+                    let b = r.report.as_ref()?;
+                    Some(compare_data(&c, &pinned.side.report, &pinned.side.prompt, b, &r.prompt))
+                })
+            });
+            let pinned = Signal::derive(move || {
+                compare.pinned.with(|p| p.as_ref().map(|p| p.side.prompt.clone()))
+            });
+            let on_clear = Callback::new(move |()| session.clear_pin());
+            view! { <CompareView data=data pinned=pinned on_clear=on_clear /> }.into_any()
+        }
         View::Steering => {
             let steer = Signal::derive(move || spec.get().steer);
             let on_change = Callback::new(move |st: SteerSpec| {
@@ -233,6 +257,11 @@ fn PromptBar() -> impl IntoView {
         spec.update(|s| s.backend = b);
         link.sync_url();
     });
+    let compare = Compare::get();
+    let pinned = Signal::derive(move || compare.pinned.with(Option::is_some));
+    let can_pin = Signal::derive(move || {
+        model.is_ready() && jobs.running.get().is_none() && jobs.results.with(Results::has_full_j)
+    });
     view! {
         <form class="prompt-bar" on:submit=move |ev| { ev.prevent_default(); session.start_run(); }>
             <label for="prompt">"Prompt"</label>
@@ -256,8 +285,26 @@ fn PromptBar() -> impl IntoView {
                 <BackendSelect choice=choice on_change=on_backend />
                 <button type="submit" data-testid="run-button"
                     disabled=move || !model.is_ready() || jobs.running.get().is_some()>
-                    {move || if jobs.running.get().is_some() { "Computing…" } else { "Run" }}
+                    {move || match (jobs.running.get().is_some(), pinned.get()) {
+                        (true, _) => "Computing…",
+                        (false, true) => "Run B",
+                        (false, false) => "Run",
+                    }}
                 </button>
+                {move || if pinned.get() {
+                    view! {
+                        <button type="button" class="secondary" data-testid="compare-clear-bar"
+                            title="Drop side A and show one analysis again"
+                            on:click=move |_| session.clear_pin()>"Clear A"</button>
+                    }.into_any()
+                } else {
+                    view! {
+                        <button type="button" class="secondary" data-testid="compare-button"
+                            title="Pin this analysis as A, then change the prompt or the model and run B"
+                            disabled=move || !can_pin.get()
+                            on:click=move |_| session.pin()>"Compare"</button>
+                    }.into_any()
+                }}
             </div>
             <GpuPrecisionNote gpu=on_webgpu />
         </form>
@@ -362,6 +409,7 @@ fn AllViews() -> impl IntoView {
             }).collect_view()}
         </nav>
         {slot(View::Tokens)}
+        {slot(View::Compare)}
         <div class="grid2">
             {slot(View::Prediction)}
             {slot(View::Spectrum)}

@@ -12,6 +12,8 @@ mod app;
 mod browser;
 #[cfg(target_arch = "wasm32")]
 mod classroom;
+#[cfg(target_arch = "wasm32")]
+mod compare;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod csv;
 #[cfg(target_arch = "wasm32")]

@@ -3,6 +3,7 @@
 //! run's worker goes. Plain data, tested natively; `session` acts on it.
 
 use crate::run_state::Task;
+use lens_protocol::report::Part;
 use lens_protocol::{ErrorKind, Reply, Stage};
 
 /// Jobs posted to the worker and not finished, in order, and the last id
@@ -30,6 +31,11 @@ impl JobQueue {
 
     pub fn contains(&self, job: u32) -> bool {
         self.jobs.iter().any(|(k, _)| *k == job)
+    }
+
+    /// What queued job `job` computes.
+    pub fn task_of(&self, job: u32) -> Option<Task> {
+        self.jobs.iter().find(|(k, _)| *k == job).map(|(_, t)| *t)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -100,13 +106,26 @@ pub fn route(r: &Reply, queue: &JobQueue, pooled: Option<u32>) -> Route {
         Reply::Failed { job: None, .. } => Route::ModelFailed,
         Reply::Progress { job: Some(j), .. } if mine(*j) => Route::Progress(*j),
         Reply::Failed { job: Some(j), .. } if mine(*j) => Route::JobFailed(*j),
-        r => match r.job().filter(|&j| mine(j)) {
-            Some(job) => Route::Job {
+        r => match r.job().and_then(|j| queue.task_of(j).map(|t| (j, t))) {
+            Some((job, task)) => Route::Job {
                 job,
-                ends: r.ends_job(),
+                ends: ends(task, r),
             },
             None => Route::Stale,
         },
+    }
+}
+
+/// Whether `r` is the last reply of a job of `task` (a failure ends any).
+/// A run's layer curves (a comparison's B asks for them) do not end it.
+pub fn ends(task: Task, r: &Reply) -> bool {
+    match (task, r) {
+        (_, Reply::Done { .. }) => true,
+        (Task::Layers, Reply::Part { part, .. }) => matches!(part, Part::Layers(_)),
+        (Task::Steer, Reply::Part { part, .. }) => matches!(part, Part::Steered(_)),
+        (Task::Inspect, Reply::Inspect { .. }) => true,
+        (Task::Pin, Reply::Pinned { .. }) => true,
+        _ => false,
     }
 }
 
@@ -205,6 +224,20 @@ mod tests {
             }),
         };
         assert_eq!(route(&layers, &q, None), Route::Job { job: 2, ends: true });
+        // A comparison's run asks for its layer curves: they do not end it.
+        let Reply::Part { part, .. } = layers.clone() else {
+            unreachable!()
+        };
+        let in_run = Reply::Part { job: 1, part };
+        assert_eq!(route(&in_run, &q, None), Route::Job { job: 1, ends: false });
+        let q = queue(&[Task::Pin]);
+        let pinned = Reply::Pinned {
+            job: 1,
+            u: Vec::new(),
+            depth: 18,
+        };
+        assert_eq!(route(&pinned, &q, None), Route::Job { job: 1, ends: true });
+        let q = queue(&[Task::Run, Task::Layers]);
         let long = Reply::LongPrompt {
             job: 1,
             tokens: 60,

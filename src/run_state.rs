@@ -41,6 +41,8 @@ pub enum Task {
     Layers,
     Inspect,
     Steer,
+    /// The last run kept as a comparison's side A.
+    Pin,
 }
 
 #[derive(Clone, Debug, PartialEq)]

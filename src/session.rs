@@ -6,6 +6,7 @@
 //! this only ties them together.
 
 use crate::browser;
+use crate::compare::{Compare, Pinned};
 use crate::jobs::Jobs;
 use crate::loading::{files_of, Loadable, Model};
 use crate::messages;
@@ -15,7 +16,9 @@ use crate::run_state::{run_precision, ModelState, Results, Task};
 use crate::url_sync::Link;
 use js_sys::ArrayBuffer;
 use lens_protocol::messages::RunRequest;
-use lens_protocol::{AnalysisSpec, Reply, Request, Snapshot, View};
+use lens_protocol::report::Side;
+use lens_protocol::{AnalysisSpec, CompareSpec, Reply, Request, Snapshot, View};
+use std::sync::Arc;
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -29,15 +32,17 @@ pub(crate) struct Session {
     model: Model,
     jobs: Jobs,
     pool: Pool,
+    compare: Compare,
 }
 
 impl Session {
-    pub fn new(link: Link, model: Model, jobs: Jobs, pool: Pool) -> Self {
+    pub fn new(link: Link, model: Model, jobs: Jobs, pool: Pool, compare: Compare) -> Self {
         Session {
             link,
             model,
             jobs,
             pool,
+            compare,
         }
     }
 
@@ -107,7 +112,9 @@ impl Session {
         });
     }
 
-    /// Runs the analysis the link state describes.
+    /// Runs the analysis the link state describes: against the pinned side
+    /// A when there is one; a comparison link's A first when it is not
+    /// pinned yet.
     pub fn start_run(&self) {
         if !self.jobs.idle() {
             // A new analysis (a link pasted into this tab) while the worker
@@ -122,25 +129,141 @@ impl Session {
             return;
         }
         let s = self.link.spec.get_untracked();
+        let pinned = self.compare.pinned.get_untracked();
+        // A comparison link's side A, not pinned yet: A's prompt first.
+        let side_a = s.compare.clone().filter(|_| pinned.is_none());
+        let prompt = side_a.as_ref().map_or(s.prompt.clone(), |a| a.prompt.clone());
+        let precision = side_a
+            .as_ref()
+            .and_then(|a| a.precision)
+            .unwrap_or_else(|| run_precision(&s));
+        self.compare.then_b.set_value(side_a.is_some());
         self.jobs.error.set(None);
         self.pool.pool_note.set(None);
-        self.jobs
-            .results
-            .set(Results::asking(&s.prompt, run_precision(&s)));
+        self.compare.comparison.set(None);
+        self.jobs.results.set(Results::asking(&prompt, precision));
+        if let Some(a) = &pinned {
+            // The link names A's precision where B runs at another.
+            let a_precision = (a.precision != precision).then_some(a.precision);
+            self.link.spec.update(|x| {
+                if let Some(c) = x.compare.as_mut() {
+                    c.precision = a_precision;
+                }
+            });
+        }
         self.link.sync_url();
-        let pool = self.pool.workers();
-        self.enqueue(Task::Run, |job| {
-            Request::Run(RunRequest {
-                job,
-                prompt: s.prompt.clone(),
-                precision: run_precision(&s),
-                top: TOP_K,
-                full: true,
-                svd: s.svd,
-                backend: s.backend,
-                pool,
-            })
+        let run = |job| RunRequest {
+            job,
+            prompt: prompt.clone(),
+            precision,
+            top: TOP_K,
+            full: true,
+            svd: s.svd,
+            backend: s.backend,
+            pool: self.pool.workers(),
+            target: s.target.clone(),
+        };
+        let Some(a) = pinned else {
+            return self.enqueue(Task::Run, |job| Request::Run(run(job)));
+        };
+        let job = self.jobs.enqueue(Task::Run);
+        let request = Request::Compare {
+            run: run(job),
+            layers: s.layers.clone(),
+            a: Box::new(a.side.clone()),
+            same_model: a.model == s.model,
+        };
+        let bytes = js_sys::Uint8Array::from(a.log_probs.as_slice());
+        if let Some(e) = self.model.engine.get_value() {
+            e.post_buffer(&request, &bytes.buffer());
+        }
+    }
+
+    /// Keeps the run on screen as the comparison's side A.
+    pub fn pin(&self) {
+        if !self.jobs.results.with_untracked(Results::has_full_j) || !self.model.ready() {
+            return;
+        }
+        self.enqueue(Task::Pin, |job| Request::Pin { job });
+    }
+
+    /// The worker's part of side A is in: A is pinned (in the link too);
+    /// a comparison link goes on to B (on B's model when it is another).
+    fn on_pinned(&self, u: Vec<Vec<f64>>, depth: usize, log_probs: Option<ArrayBuffer>) {
+        let Some(report) = self.jobs.results.with_untracked(|r| r.report.clone()) else {
+            return;
+        };
+        let s = self.link.spec.get_untracked();
+        let prompt = self.jobs.results.with_untracked(|r| r.prompt.clone());
+        let pinned = Pinned {
+            side: Side {
+                prompt: prompt.clone(),
+                report,
+                u,
+                log_probs: Vec::new(),
+                depth,
+            },
+            log_probs: log_probs
+                .map(|b| js_sys::Uint8Array::new(&b).to_vec())
+                .unwrap_or_default(),
+            model: s.model_a().to_string(),
+            precision: self.jobs.job_precision(&s),
+        };
+        let then_b = self.compare.then_b.get_value();
+        self.compare.then_b.set_value(false);
+        if !then_b {
+            // Pinned by hand: the page's own analysis becomes A.
+            self.link.spec.update(|s| {
+                s.compare = Some(CompareSpec {
+                    prompt,
+                    model: None,
+                    precision: None,
+                    snapshot: None,
+                });
+                s.view = View::Compare;
+            });
+            self.link.sync_url();
+        }
+        let model_a = pinned.model.clone();
+        self.compare.pinned.set(Some(Arc::new(pinned)));
+        if !then_b {
+            return;
+        }
+        if model_a == s.model {
+            self.start_run();
+        } else {
+            // B's model replaces A's in a fresh worker; A stays pinned here.
+            self.load_then_run(&s.model);
+        }
+    }
+
+    /// A fresh worker loads model `id` (a comparison's A or B, the link's
+    /// model kept as it is), and the run starts once it is ready.
+    fn load_then_run(&self, id: &str) {
+        match self.model.resolve(id) {
+            Ok((_, what)) => {
+                self.jobs.results.set(Results::default());
+                self.model.loaded.set_value(Some(what));
+                self.link.run_when_ready.set_value(true);
+                self.workers().restart_engine();
+            }
+            Err(m) => self.jobs.error.set(Some(m)),
+        }
+    }
+
+    /// Drops side A: the page shows one analysis again.
+    pub fn clear_pin(&self) {
+        self.compare.pinned.set(None);
+        self.compare.comparison.set(None);
+        self.compare.snapshot_a.set(None);
+        self.compare.then_b.set_value(false);
+        self.link.spec.update(|s| {
+            s.compare = None;
+            if s.view == View::Compare {
+                s.view = View::Prediction;
+            }
         });
+        self.link.sync_url();
     }
 
     /// After a run: the selected token's `J_i`, then whatever the link asked
@@ -165,7 +288,13 @@ impl Session {
             self.run_steering();
         }
         if let Some(report) = results.with_untracked(|r| r.report.clone()) {
-            self.link.check_snapshot(&Snapshot::of(&report));
+            if self.compare.then_b.get_value() {
+                // A comparison link's side A: checked, then pinned.
+                self.compare.check_snapshot_a(&Snapshot::of(&report));
+                self.pin();
+            } else {
+                self.link.check_snapshot(&Snapshot::of(&report));
+            }
         }
     }
 
@@ -177,6 +306,8 @@ impl Session {
             (Route::Pool, r) => self.workers().on_lead_reply(r, buffer),
             (Route::Model, Reply::Started) => {
                 let id = self.link.spec.with_untracked(|s| s.model.clone());
+                // (`id` names local files; a catalog model loads what
+                // `loaded` holds: a comparison link's A first.)
                 if let Err(m) = self.model.load_current(id) {
                     self.jobs.error.set(Some(m));
                 }
@@ -204,6 +335,14 @@ impl Session {
             (Route::JobFailed(j), Reply::Failed { kind, message, .. }) => {
                 self.workers().job_ended(j);
                 self.jobs.failed(j, kind, &message);
+            }
+            (Route::Job { job, ends }, Reply::Pinned { u, depth, .. }) => {
+                self.jobs.finish(job);
+                debug_assert!(ends);
+                self.on_pinned(u, depth, buffer);
+            }
+            (Route::Job { .. }, Reply::Comparison { comparison, .. }) => {
+                self.compare.comparison.set(Some(*comparison));
             }
             (Route::Job { job, ends }, r) => {
                 let done = matches!(r, Reply::Done { .. });
@@ -273,10 +412,16 @@ impl Session {
         self.workers().restart_engine();
     }
 
-    /// Replaces the model: results dropped, a fresh worker loads `what`.
+    /// Replaces the model: results dropped, a fresh worker loads `what`
+    /// (a pinned side A stays: B will run on the new model).
     fn switch_model(&self, model_id: String, what: Loadable) {
         self.jobs.error.set(None);
+        let model_a = self.compare.pinned.with_untracked(|p| p.as_ref().map(|p| p.model.clone()));
+        self.compare.comparison.set(None);
         self.link.spec.update(|s| {
+            if let (Some(c), Some(a)) = (s.compare.as_mut(), model_a) {
+                c.model = (a != model_id).then_some(a);
+            }
             s.model = model_id;
             s.token = None;
         });
@@ -319,16 +464,48 @@ impl Session {
         if s == current {
             return;
         }
-        let model_changed = s.model != current.model;
+        // Another side A: the pinned one is dropped, the link's is run first.
+        let side_a = |x: &AnalysisSpec| {
+            x.compare
+                .as_ref()
+                .map(|c| (c.prompt.clone(), x.model_a().to_string(), c.precision))
+        };
+        let a_changed = side_a(&s) != side_a(&current);
+        if a_changed {
+            self.compare.pinned.set(None);
+            self.compare.comparison.set(None);
+            self.compare.snapshot_a.set(
+                s.compare
+                    .as_ref()
+                    .and_then(|c| c.snapshot.as_deref())
+                    .and_then(Snapshot::parse)
+                    .map(|x| (x, crate::views::snapshot::SnapshotCheck::Pending)),
+            );
+        }
+        // The model the next run needs: A's while A is not pinned.
+        let need = |x: &AnalysisSpec, pinned: bool| {
+            if x.compare.is_some() && !pinned {
+                x.model_a().to_string()
+            } else {
+                x.model.clone()
+            }
+        };
+        let pinned = self.compare.is_pinned();
+        let loaded = match self.model.loaded.get_value() {
+            Some(Loadable::Remote(id)) => id,
+            _ => current.model.clone(),
+        };
+        let model_changed = need(&s, pinned) != loaded;
         let rerun = model_changed
+            || a_changed
             || s.prompt != current.prompt
             || s.precision != current.precision
             || s.svd != current.svd
-            || s.backend != current.backend;
+            || s.backend != current.backend
+            || s.target != current.target;
         self.link.set_spec(s.clone());
         if model_changed {
-            self.pick(s.model);
-            self.link.run_when_ready.set_value(true);
+            self.load_then_run(&need(&s, pinned));
         } else if rerun {
             self.start_run();
         } else {

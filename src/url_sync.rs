@@ -71,23 +71,36 @@ impl Link {
 
     /// A link of `kind` to this analysis (tracks the state it reads):
     /// `snapshot` is the run's, as JSON; `model_sha256` the loaded file's.
+    /// `snapshot_a` is a comparison's side A's.
     pub fn link(
         &self,
         kind: LinkKind,
         snapshot: impl Fn() -> Option<String>,
+        snapshot_a: impl Fn() -> Option<String>,
         model_sha256: Option<String>,
     ) -> String {
         let mut s = self.spec.get();
+        let with_results = |s: &mut lens_protocol::AnalysisSpec| {
+            s.snapshot = snapshot();
+            if let Some(c) = s.compare.as_mut() {
+                c.snapshot = snapshot_a();
+            }
+        };
         match kind {
-            LinkKind::Analysis => s.snapshot = None,
+            LinkKind::Analysis => {
+                s.snapshot = None;
+                if let Some(c) = s.compare.as_mut() {
+                    c.snapshot = None;
+                }
+            }
             LinkKind::Snapshot => {
-                s.snapshot = snapshot();
+                with_results(&mut s);
                 s.embed = None;
             }
             LinkKind::Embed => {
                 s.embed = Some(s.view);
                 s.classroom = None;
-                s.snapshot = snapshot();
+                with_results(&mut s);
             }
             LinkKind::FullPage => s.embed = None,
         }
@@ -130,16 +143,19 @@ impl Link {
 
     /// The run's Report against the link's snapshot, once it is in.
     pub fn check_snapshot(&self, computed: &Snapshot) {
-        self.snapshot.update(|snap| {
-            if let Some((link, check)) = snap {
-                let d = link.disagreements(computed);
-                *check = if d.is_empty() {
-                    SnapshotCheck::Confirmed
-                } else {
-                    SnapshotCheck::Mismatch(d)
-                };
-            }
-        });
+        self.snapshot.update(|snap| check(snap, computed));
+    }
+}
+
+/// A link's snapshot (if any) checked against the recomputed one.
+pub(crate) fn check(snap: &mut Option<(Snapshot, SnapshotCheck)>, computed: &Snapshot) {
+    if let Some((link, check)) = snap {
+        let d = link.disagreements(computed);
+        *check = if d.is_empty() {
+            SnapshotCheck::Confirmed
+        } else {
+            SnapshotCheck::Mismatch(d)
+        };
     }
 }
 

@@ -4,7 +4,9 @@
 //! the unit tests here run natively.
 
 use crate::run_state::Results;
-use lens_protocol::report::{Certificate, MatrixFree, Report, Spectrum, TopToken};
+use lens_protocol::report::{
+    AlignOp, Certificate, Comparison, DepthPoint, MatrixFree, Report, Spectrum, TopToken,
+};
 use lens_protocol::View;
 
 /// The top next tokens.
@@ -69,6 +71,105 @@ pub struct SpectrumData {
     pub matrix_free: Option<MatrixFree>,
 }
 
+/// One aligned row of a comparison: A's token over B's, each side's share
+/// of the target's logit and the change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompareRow {
+    pub a: Option<String>,
+    pub b: Option<String>,
+    pub op: AlignOp,
+    pub share_a: Option<f64>,
+    pub share_b: Option<f64>,
+    pub change: f64,
+}
+
+/// One layer curve of a comparison's side: a tap kind and mode, its
+/// points as (depth 0..1, stable rank, layer).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DepthCurve {
+    pub label: String,
+    pub points: Vec<(f64, f64, usize)>,
+}
+
+/// What the comparison view draws: the Comparison, each aligned row with
+/// its tokens' texts, the layer curves grouped, the angles in degrees.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompareData {
+    pub comparison: Comparison,
+    pub prompt_a: String,
+    pub prompt_b: String,
+    pub model_a: String,
+    pub model_b: String,
+    pub rows: Vec<CompareRow>,
+    /// The largest `|change|` (bars scale to it; 0 when nothing moved).
+    pub max_change: f64,
+    /// The row whose share moved most.
+    pub moved_most: Option<usize>,
+    pub angles_deg: Option<Vec<f64>>,
+    pub curves_a: Vec<DepthCurve>,
+    pub curves_b: Vec<DepthCurve>,
+}
+
+fn curves(points: &[DepthPoint]) -> Vec<DepthCurve> {
+    let mut out: Vec<DepthCurve> = Vec::new();
+    for p in points {
+        let label = format!("{} ({})", p.kind.name(), p.mode);
+        let at = (p.depth, p.stable_rank, p.layer);
+        match out.iter_mut().find(|c| c.label == label) {
+            Some(c) => c.points.push(at),
+            None => out.push(DepthCurve {
+                label,
+                points: vec![at],
+            }),
+        }
+    }
+    for c in out.iter_mut() {
+        c.points.sort_by(|x, y| x.0.total_cmp(&y.0));
+    }
+    out
+}
+
+/// The comparison of side A (`a`, its prompt) with the run on screen (`b`).
+pub(crate) fn compare_data(c: &Comparison, a: &Report, prompt_a: &str, b: &Report, prompt_b: &str) -> CompareData {
+    let text = |r: &Report, i: Option<usize>| i.and_then(|i| r.tokens.get(i).cloned());
+    let rows: Vec<CompareRow> = c
+        .alignment
+        .iter()
+        .zip(&c.shares)
+        .map(|(al, sh)| CompareRow {
+            a: text(a, al.a),
+            b: text(b, al.b),
+            op: al.op,
+            share_a: sh.share_a,
+            share_b: sh.share_b,
+            change: sh.change,
+        })
+        .collect();
+    let max_change = rows.iter().map(|r| r.change.abs()).fold(0.0, f64::max);
+    let moved_most = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.change != 0.0)
+        .max_by(|x, y| x.1.change.abs().total_cmp(&y.1.change.abs()))
+        .map(|(i, _)| i);
+    CompareData {
+        comparison: c.clone(),
+        prompt_a: prompt_a.to_string(),
+        prompt_b: prompt_b.to_string(),
+        model_a: a.model.clone(),
+        model_b: b.model.clone(),
+        rows,
+        max_change,
+        moved_most,
+        angles_deg: c
+            .principal_angles
+            .as_ref()
+            .map(|v| v.iter().map(|r| r.to_degrees()).collect()),
+        curves_a: curves(&c.layers.a),
+        curves_b: curves(&c.layers.b),
+    }
+}
+
 /// A view's title, as the tabs and messages name it.
 pub(crate) fn view_title(v: View) -> &'static str {
     match v {
@@ -82,6 +183,7 @@ pub(crate) fn view_title(v: View) -> &'static str {
         View::Attention => "Attention",
         View::Heatmap => "Heatmap",
         View::Steering => "Steering",
+        View::Compare => "Compare",
     }
 }
 
@@ -299,5 +401,74 @@ mod tests {
             r.spectrum(Some(9)).and_then(|s| s.token).map(|t| t.0),
             Some(1)
         );
+    }
+
+    #[test]
+    fn a_comparison_lines_up_tokens_and_finds_the_largest_move() {
+        use lens_protocol::report::{
+            AlignBy, Aligned, CompareTarget, LayersChange, PredictionChange, ShareRow,
+            SpectraChange, TapKind,
+        };
+        let r = results(vec![prediction(), contributions()]);
+        let a = r.report.expect("report");
+        let mut b = a.clone();
+        b.tokens = vec!["The".into(), " sea".into(), " today".into()];
+        let point = |layer: usize, depth: f64| DepthPoint {
+            layer,
+            depth,
+            kind: TapKind::Layer,
+            mode: "cumulative".into(),
+            stable_rank: 1.0 + depth,
+        };
+        let c = Comparison {
+            same_model: true,
+            aligned_by: AlignBy::Ids,
+            target: CompareTarget {
+                id: 9,
+                id_b: 9,
+                token: " is".into(),
+                logit_a: 3.0,
+                logit_b: 2.0,
+            },
+            alignment: vec![
+                Aligned { a: Some(0), b: Some(0), op: AlignOp::Keep },
+                Aligned { a: Some(1), b: Some(1), op: AlignOp::Substitute },
+                Aligned { a: None, b: Some(2), op: AlignOp::Insert },
+            ],
+            shares: vec![
+                ShareRow { a: Some(0), b: Some(0), share_a: Some(0.5), share_b: Some(0.25), change: -0.25 },
+                ShareRow { a: Some(1), b: Some(1), share_a: Some(2.5), share_b: Some(1.0), change: -1.5 },
+                ShareRow { a: None, b: Some(2), share_a: None, share_b: Some(0.75), change: 0.75 },
+            ],
+            logit_change: -1.0,
+            sum_rel_error: 0.0,
+            shares_rel_error_a: 0.0,
+            shares_rel_error_b: 0.0,
+            prediction: PredictionChange {
+                top_a: a.top.clone(),
+                top_b: a.top.clone(),
+                prob_a_of_top_b: Some(0.4),
+                prob_b_of_top_a: Some(0.4),
+                flipped: false,
+            },
+            spectra: SpectraChange::default(),
+            principal_angles: Some(vec![0.0, std::f64::consts::FRAC_PI_2]),
+            words: Vec::new(),
+            shared_words: Vec::new(),
+            layers: LayersChange {
+                a: vec![point(6, 0.5), point(3, 0.25)],
+                b: vec![point(3, 0.25)],
+            },
+        };
+        let d = compare_data(&c, &a, "The sky", &b, "The sea today");
+        assert_eq!(d.rows[1].a.as_deref(), Some(" sky"));
+        assert_eq!(d.rows[1].b.as_deref(), Some(" sea"));
+        assert_eq!((d.rows[2].a.clone(), d.rows[2].b.as_deref()), (None, Some(" today")));
+        assert_eq!(d.moved_most, Some(1));
+        assert_eq!(d.max_change, 1.5);
+        assert_eq!(d.angles_deg, Some(vec![0.0, 90.0]));
+        // Curves ordered by depth, one per tap kind and mode.
+        assert_eq!(d.curves_a.len(), 1);
+        assert_eq!(d.curves_a[0].points.iter().map(|p| p.2).collect::<Vec<_>>(), vec![3, 6]);
     }
 }

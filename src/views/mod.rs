@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod backend;
+pub mod compare;
 pub mod decode;
 pub mod exactness;
 pub mod format;

@@ -17,4 +17,4 @@ pub use lens_report as report;
 pub use lens_report::Device;
 pub use messages::{ErrorKind, Reply, Request, Stage};
 pub use snapshot::Snapshot;
-pub use spec::{AnalysisSpec, BackendChoice, Precision, SteerSpec, SvdMode, View};
+pub use spec::{AnalysisSpec, BackendChoice, CompareSpec, Precision, SteerSpec, SvdMode, View};

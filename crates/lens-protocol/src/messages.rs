@@ -6,7 +6,7 @@
 use crate::catalog::ModelRequest;
 use crate::spec::{BackendChoice, Precision, SteerSpec, SvdMode};
 pub use lens_report::Stage;
-use lens_report::{Columns, Device, Heatmap, Part, Prediction, Report};
+use lens_report::{Columns, Comparison, Device, Heatmap, Part, Prediction, Report, Side};
 use serde::{Deserialize, Serialize};
 
 /// Page → worker.
@@ -76,6 +76,21 @@ pub enum Request {
     /// f64), little-endian bytes beside this message as a transferred
     /// `ArrayBuffer`.
     Assembled { job: u32 },
+    /// Keep the last run as a comparison's side A: the worker answers with
+    /// what the page keeps of it beside A's Report (`Reply::Pinned`).
+    Pin { job: u32 },
+    /// Run `run.prompt` as side B against the pinned side A (A is not run
+    /// again), B's layers at A's `layers`; the comparison comes in
+    /// `Reply::Comparison` before `Done`. A's log-probabilities (f64,
+    /// little-endian) travel beside this message as a transferred
+    /// `ArrayBuffer` (`a.log_probs` is empty here).
+    Compare {
+        run: RunRequest,
+        layers: Vec<usize>,
+        a: Box<Side>,
+        /// B runs on A's model (one tokenizer, one vocabulary).
+        same_model: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,6 +111,10 @@ pub struct RunRequest {
     /// past one, the page hands `J`'s rows out in chunks.
     #[serde(default = "one")]
     pub pool: usize,
+    /// The token whose logit is attributed (`" Paris"`, `id:N`); `None`:
+    /// the predicted one.
+    #[serde(default)]
+    pub target: Option<String>,
 }
 
 fn one() -> usize {
@@ -223,6 +242,19 @@ pub enum Reply {
         count: usize,
         ms: f64,
     },
+    /// The last run, kept as side A: `J_cat`'s top left singular vectors
+    /// and the model's depth; its log-probabilities (f64, little-endian)
+    /// beside this message as a transferred `ArrayBuffer`.
+    Pinned {
+        job: u32,
+        u: Vec<Vec<f64>>,
+        depth: usize,
+    },
+    /// A comparison's B run against the pinned A.
+    Comparison {
+        job: u32,
+        comparison: Box<Comparison>,
+    },
     Done {
         job: u32,
         ms: f64,
@@ -250,7 +282,9 @@ impl Request {
             | Request::Steer { job, .. }
             | Request::Rows { job, .. }
             | Request::Products { job, .. }
-            | Request::Assembled { job } => Some(*job),
+            | Request::Assembled { job }
+            | Request::Pin { job } => Some(*job),
+            Request::Compare { run, .. } => Some(run.job),
         }
     }
 
@@ -284,6 +318,8 @@ impl Reply {
             | Reply::ProductsWanted { job, .. }
             | Reply::Joining { job }
             | Reply::Rows { job, .. }
+            | Reply::Pinned { job, .. }
+            | Reply::Comparison { job, .. }
             | Reply::Done { job, .. } => Some(*job),
         }
     }
@@ -313,19 +349,6 @@ impl Reply {
         report
     }
 
-    /// Whether this reply ends its job, so the worker moves on to the next
-    /// (a failure ends it too).
-    pub fn ends_job(&self) -> bool {
-        matches!(
-            self,
-            Reply::Part {
-                part: Part::Layers(_) | Part::Steered(_),
-                ..
-            } | Reply::Inspect { .. }
-                | Reply::Done { .. }
-        )
-    }
-
     /// JSON text (tests, the fuzz harness); the page and the worker send
     /// JS values (`wire`). Non-finite numbers become `null` here.
     pub fn to_json(&self) -> Result<String, String> {
@@ -352,6 +375,7 @@ mod tests {
             svd: SvdMode::Krylov,
             backend: Default::default(),
             pool: 2,
+            target: Some(" Paris".into()),
         });
         assert_eq!(Request::from_json(&r.to_json().unwrap()), Ok(r));
         let p = Reply::Part {
@@ -389,14 +413,5 @@ mod tests {
             memory_limit: None,
         };
         assert_eq!(load.job(), None);
-        assert!(Reply::Done { job: 7, ms: 1.0 }.ends_job());
-        let ordinary = Reply::Part {
-            job: 7,
-            part: Part::Ordinary(lens_report::Ordinary {
-                rel_error: 0.1,
-                ms: 1.0,
-            }),
-        };
-        assert!(!ordinary.ends_job());
     }
 }

@@ -28,10 +28,12 @@ pub enum View {
     Attention,
     Heatmap,
     Steering,
+    /// Two runs compared (A pinned, B the run on screen).
+    Compare,
 }
 
 impl View {
-    pub const ALL: [View; 10] = [
+    pub const ALL: [View; 11] = [
         View::Prediction,
         View::Exactness,
         View::Tokens,
@@ -42,6 +44,7 @@ impl View {
         View::Attention,
         View::Heatmap,
         View::Steering,
+        View::Compare,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +59,7 @@ impl View {
             View::Attention => "attention",
             View::Heatmap => "heatmap",
             View::Steering => "steering",
+            View::Compare => "compare",
         }
     }
 
@@ -121,6 +125,19 @@ impl Default for SteerSpec {
     }
 }
 
+/// A comparison's side A, pinned while the page's prompt (and model,
+/// precision) is side B: `a_prompt=…&a_model=…&a_precision=…&a_snap=…`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompareSpec {
+    pub prompt: String,
+    /// A's model when it is not B's.
+    pub model: Option<String>,
+    /// A's precision when it is not B's.
+    pub precision: Option<Precision>,
+    /// A's results as the link's author saw them (like `snapshot`).
+    pub snapshot: Option<String>,
+}
+
 /// Most layers a link may ask for.
 pub const MAX_LAYERS: usize = 128;
 /// Most tokens a steered continuation may have.
@@ -155,6 +172,11 @@ pub struct AnalysisSpec {
     /// The results as the link's author saw them (raw JSON, parsed by the
     /// page as untrusted data).
     pub snapshot: Option<String>,
+    /// The token whose logit is attributed (`target=`; `None`: the
+    /// predicted one).
+    pub target: Option<String>,
+    /// A comparison: side A pinned, this analysis side B.
+    pub compare: Option<CompareSpec>,
     /// The app version that made the link (`v=`): opened on another, the
     /// page says that the numbers may differ.
     pub made_with: Option<String>,
@@ -180,9 +202,19 @@ impl AnalysisSpec {
             classroom: None,
             embed: None,
             snapshot: None,
+            target: None,
+            compare: None,
             made_with: None,
             model_sha256: None,
         }
+    }
+
+    /// The model side A runs on.
+    pub fn model_a(&self) -> &str {
+        self.compare
+            .as_ref()
+            .and_then(|c| c.model.as_deref())
+            .unwrap_or(&self.model)
     }
 
     /// The fragment (without `#`); settings at their defaults are left out.
@@ -237,6 +269,21 @@ impl AnalysisSpec {
         if let Some(v) = self.embed {
             put("embed", v.as_str().into());
         }
+        if let Some(t) = &self.target {
+            put("target", encode(t));
+        }
+        if let Some(c) = &self.compare {
+            put("a_prompt", encode(&c.prompt));
+            if let Some(m) = &c.model {
+                put("a_model", encode(m));
+            }
+            if let Some(p) = c.precision {
+                put("a_precision", p.name().into());
+            }
+            if let Some(snap) = &c.snapshot {
+                put("a_snap", encode(snap));
+            }
+        }
         if let Some(v) = &self.made_with {
             put("v", encode(v));
         }
@@ -258,7 +305,15 @@ impl AnalysisSpec {
         spec.snapshot = None;
         spec.made_with = None;
         spec.model_sha256 = None;
+        spec.target = None;
+        spec.compare = None;
         let mut named = false;
+        let mut a = CompareSpec {
+            prompt: String::new(),
+            model: None,
+            precision: None,
+            snapshot: None,
+        };
         let text = |v: &str| -> String { v.chars().take(MAX_PROMPT_CHARS).collect() };
         for pair in fragment.split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -333,8 +388,21 @@ impl AnalysisSpec {
                         .filter(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
                 }
                 "snap" if value.len() <= MAX_SNAPSHOT_CHARS => spec.snapshot = Some(value),
+                "target" if !value.is_empty() => {
+                    spec.target = Some(value.chars().take(MAX_MODEL_CHARS).collect())
+                }
+                "a_prompt" => a.prompt = text(&value),
+                "a_model" if !value.trim().is_empty() => {
+                    let cut: String = value.trim().chars().take(MAX_MODEL_CHARS).collect();
+                    a.model = Some(cut.trim_end().to_string());
+                }
+                "a_precision" => a.precision = Precision::parse(&value),
+                "a_snap" if value.len() <= MAX_SNAPSHOT_CHARS => a.snapshot = Some(value),
                 _ => {}
             }
+        }
+        if !a.prompt.trim().is_empty() {
+            spec.compare = Some(a);
         }
         named.then_some(spec)
     }
@@ -423,6 +491,13 @@ mod tests {
         spec.snapshot = Some(r#"{"top":" the","sigma":[12.3]}"#.into());
         spec.made_with = Some("0.1.0+1a2b3c4d5e6f".into());
         spec.model_sha256 = Some("a5".repeat(32));
+        spec.target = Some(" Paris & co".into());
+        spec.compare = Some(CompareSpec {
+            prompt: "The capital of Italy is".into(),
+            model: Some("smollm2-135m".into()),
+            precision: Some(Precision::F32),
+            snapshot: Some(r#"{"top":" Rome"}"#.into()),
+        });
         let frag = spec.to_fragment();
         assert!(!frag.contains('<') && !frag.contains(' ') && !frag.contains('#'));
         assert_eq!(

@@ -2,7 +2,7 @@
 //! model A and model B), as plain data. The engine fills it from what each
 //! run already has; the CLI prints it; the page draws it.
 
-use crate::{TapKind, TopToken};
+use crate::{Report, TapKind, TopToken};
 use serde::{Deserialize, Serialize};
 
 /// How two aligned tokens relate.
@@ -138,4 +138,29 @@ pub struct Comparison {
     /// The words both sides' decoded vectors name.
     pub shared_words: Vec<String>,
     pub layers: LayersChange,
+}
+
+/// What a comparison keeps of one run: its prompt and Report, `J_cat`'s top
+/// left singular vectors, its next-token log-probabilities and its model's
+/// depth. Not its `J` (`lens_engine::run::side` makes one from a run). The
+/// page keeps A's between runs; `log_probs` crosses to the worker as bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Side {
+    pub prompt: String,
+    pub report: Report,
+    /// `J_cat`'s top left singular vectors (`d` each), as many as the run kept.
+    pub u: Vec<Vec<f64>>,
+    /// `log p(token)` over the vocabulary, for the last position.
+    pub log_probs: Vec<f64>,
+    /// The model's layers.
+    pub depth: usize,
+}
+
+impl Side {
+    /// This side's probability of token `id` (none for no id, or one out of
+    /// its vocabulary).
+    pub fn prob(&self, id: Option<u32>) -> Option<f64> {
+        id.and_then(|i| self.log_probs.get(i as usize))
+            .map(|l| l.exp())
+    }
 }

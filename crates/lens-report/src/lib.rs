@@ -8,7 +8,7 @@ mod compare;
 mod parts;
 pub use compare::{
     AlignBy, AlignOp, Aligned, CompareTarget, Comparison, DepthPoint, LayersChange,
-    PredictionChange, ShareRow, SpectraChange, WordsPair,
+    PredictionChange, ShareRow, Side, SpectraChange, WordsPair,
 };
 pub use parts::{
     Contributions, Device, JacobianPart, Layers, Ordinary, Part, Prediction, Spectra, Stage,

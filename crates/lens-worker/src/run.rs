@@ -54,6 +54,7 @@ impl Hooks for Replies {
                 columns,
                 ms,
             },
+            Event::Comparison(comparison) => Reply::Comparison { job, comparison },
             Event::Done { ms } => Reply::Done { job, ms },
         })
     }
@@ -85,6 +86,7 @@ pub fn request_options(req: &RunRequest, memory_limit: Option<u64>) -> AnalyzeOp
         top: req.top.clamp(1, 50),
         full: req.full,
         svd_mode: req.svd,
+        target: req.target.clone(),
         ..page_options(req.precision, memory_limit)
     }
 }
@@ -99,13 +101,35 @@ pub struct Compute<'a> {
     pub memory_limit: Option<u64>,
 }
 
-impl Compute<'_> {
+impl<'a> Compute<'a> {
     pub const CPU: Compute<'static> = Compute {
         gpu: None,
         fallback: None,
         pool: None,
         memory_limit: None,
     };
+
+    /// The page's pool as the engine's `run::Pool` for `job`.
+    fn pooled(&self, job: u32, emit: &Emit, now_ms: &Clock) -> Option<Pooled<'a>> {
+        self.pool.map(|pool| Pooled {
+            job,
+            pool,
+            emit: emit.clone(),
+            now_ms: now_ms.clone(),
+        })
+    }
+
+    /// Where the engine's run computes.
+    fn engine<'p>(self, pooled: &'p Option<Pooled<'a>>) -> run::Compute<'p>
+    where
+        'a: 'p,
+    {
+        run::Compute {
+            gpu: self.gpu,
+            fallback: self.fallback,
+            pool: pooled.as_ref().map(|p| p as &dyn run::Pool),
+        }
+    }
 }
 
 /// Runs `req` on `model` by the engine's run driver, each event sent as a
@@ -120,19 +144,61 @@ pub async fn run(
 ) -> Result<(), Failure> {
     *session = None;
     let opts = request_options(req, compute.memory_limit);
-    let pooled = compute.pool.map(|pool| Pooled {
-        job: req.job,
-        pool,
-        emit: emit.clone(),
-        now_ms: now_ms.clone(),
-    });
-    let engine = run::Compute {
-        gpu: compute.gpu,
-        fallback: compute.fallback,
-        pool: pooled.as_ref().map(|p| p as &dyn run::Pool),
-    };
+    let pooled = compute.pooled(req.job, &emit, &now_ms);
     let hooks = hooks(req.job, emit, now_ms);
-    let (_, s) = run::run(model, &req.prompt, &opts, engine, &hooks).await?;
+    let (_, s) = run::run(model, &req.prompt, &opts, compute.engine(&pooled), &hooks).await?;
+    *session = Some(s);
+    Ok(())
+}
+
+/// What the page keeps of the last run as a comparison's side A (beside
+/// its Report): `J_cat`'s top left singular vectors, the model's depth and
+/// the log-probabilities.
+pub fn pin(model: &Model, session: &Option<Session>) -> Result<(Vec<Vec<f64>>, usize, Vec<f64>), Failure> {
+    let Some(s) = session else {
+        return Err(Failure {
+            kind: lens_protocol::ErrorKind::Engine,
+            message: "there is no finished run to compare with: run the prompt first".into(),
+        });
+    };
+    Ok((s.u_cat.clone(), model.config.layers, run::log_probs(model, s)?))
+}
+
+/// Runs `req` as a comparison's side B against side `a` (the page's pinned
+/// run, with its log-probabilities put back), B's layers at A's `layers`;
+/// the comparison is a reply before `Done`.
+#[allow(clippy::too_many_arguments)]
+pub async fn compare(
+    model: &Model,
+    req: &RunRequest,
+    layers: Vec<usize>,
+    a: &lens_engine::analysis::compare::Side,
+    same_model: bool,
+    emit: Emit,
+    now_ms: Clock,
+    session: &mut Option<Session>,
+    compute: Compute<'_>,
+) -> Result<(), Failure> {
+    *session = None;
+    let opts = AnalyzeOptions {
+        layers,
+        ..request_options(req, compute.memory_limit)
+    };
+    let pooled = compute.pooled(req.job, &emit, &now_ms);
+    let hooks = hooks(req.job, emit, now_ms);
+    // A's model may be gone (another was picked): B's top token is looked
+    // for among A's listed top tokens.
+    let (_, s, _) = run::compare_on(
+        a,
+        run::LookupA::Listed,
+        model,
+        same_model,
+        &req.prompt,
+        &opts,
+        compute.engine(&pooled),
+        &hooks,
+    )
+    .await?;
     *session = Some(s);
     Ok(())
 }

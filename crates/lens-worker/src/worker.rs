@@ -2,7 +2,7 @@
 
 use crate::fetch::{self, js_error, scope, Failure};
 use crate::link::{post_rows, to_inbox, PageLink};
-use crate::outbox::post;
+use crate::outbox::{post, post_with_bytes};
 use js_sys::{Array, Uint8Array};
 use lens_engine::memory::MemoryNeed;
 use lens_engine::Model;
@@ -69,8 +69,17 @@ async fn choose(choice: BackendChoice) -> Result<(Option<Rc<Gpu>>, Option<String
     }
 }
 
-/// A run on the loaded model, on the backend it asks for.
-async fn run_request(req: RunRequest) {
+/// A comparison's side B: A's layers, A's side (its log-probabilities
+/// back in place), whether B runs on A's model.
+struct Against {
+    layers: Vec<usize>,
+    a: Box<lens_engine::analysis::compare::Side>,
+    same_model: bool,
+}
+
+/// A run on the loaded model, on the backend it asks for (against a
+/// pinned side A for a comparison).
+async fn run_request(req: RunRequest, against: Option<Against>) {
     let job = req.job;
     let Some(model) = MODEL.with(|m| m.borrow().clone()) else {
         return fail(
@@ -101,7 +110,23 @@ async fn run_request(req: RunRequest) {
             pool: Some(&link),
             memory_limit: LIMIT.with(|l| l.get()),
         };
-        let out = run::run(&model, &req, emit, clock(), &mut session, compute).await;
+        let out = match against {
+            None => run::run(&model, &req, emit, clock(), &mut session, compute).await,
+            Some(c) => {
+                run::compare(
+                    &model,
+                    &req,
+                    c.layers,
+                    &c.a,
+                    c.same_model,
+                    emit,
+                    clock(),
+                    &mut session,
+                    compute,
+                )
+                .await
+            }
+        };
         drop(link);
         if gpu.as_ref().is_some_and(|g| g.lost().is_some()) {
             // The next run asks for a new device.
@@ -185,7 +210,33 @@ pub fn start() {
                     fail(None, f);
                 }
             }),
-            Request::Run(req) => spawn_local(run_request(req)),
+            Request::Run(req) => spawn_local(run_request(req, None)),
+            Request::Compare {
+                run,
+                layers,
+                mut a,
+                same_model,
+            } => {
+                // One vector over A's vocabulary (none: no probabilities of
+                // the other's top token, the rest of the comparison stands).
+                let bytes = buffer_bytes(files).unwrap_or_default();
+                a.log_probs = pool::block_of_bytes(&bytes, bytes.len() / 8)
+                    .ok()
+                    .and_then(|mut b| b.pop())
+                    .unwrap_or_default();
+                let against = Against {
+                    layers,
+                    a,
+                    same_model,
+                };
+                spawn_local(run_request(run, Some(against)))
+            }
+            Request::Pin { job } => with_model(job, |m, _, s| {
+                let (u, depth, log_probs) = run::pin(m, s)?;
+                let bytes = pool::block_bytes(&[log_probs]);
+                post_with_bytes(&Reply::Pinned { job, u, depth }, bytes);
+                Ok(())
+            }),
             Request::Layers {
                 job,
                 prompt,

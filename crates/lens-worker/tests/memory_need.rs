@@ -116,6 +116,7 @@ fn the_estimate_covers_the_measured_peak() {
             svd,
             backend: Default::default(),
             pool: 1,
+            target: None,
         };
         let full_j = lens_engine::run::svd_plan(
             n,

@@ -26,6 +26,7 @@ fn run_on_gpu(model: &Model, prompt: &str, full: bool) -> Vec<Reply> {
         svd: SvdMode::Full,
         backend: lens_protocol::BackendChoice::Webgpu,
         pool: 1,
+        target: None,
     };
     let compute = worker::Compute {
         gpu: Some(&g as &dyn lens_engine::run::Accelerator),
@@ -98,6 +99,7 @@ fn a_lost_device_falls_back_to_the_cpu() {
         svd: SvdMode::Full,
         backend: lens_protocol::BackendChoice::Webgpu,
         pool: 1,
+        target: None,
     };
     let compute = worker::Compute {
         gpu: Some(&g as &dyn lens_engine::run::Accelerator),

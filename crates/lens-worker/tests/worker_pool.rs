@@ -183,6 +183,7 @@ fn run(
         svd,
         backend: Default::default(),
         pool: pool.map_or(1, |p| p.workers()),
+        target: None,
     };
     let compute = worker::Compute {
         gpu: None,

@@ -30,6 +30,7 @@ fn bad_prompts_fail_with_a_sentence_and_stop_early() {
         svd: SvdMode::Auto,
         backend: Default::default(),
         pool: 1,
+        target: None,
     };
     let mut session = None;
     let (replies, result) = collect(&model, &req, &mut session);
@@ -70,6 +71,7 @@ fn long_prompts_run_matrix_free_like_the_cli() {
         svd: SvdMode::Krylov,
         backend: Default::default(),
         pool: 1,
+        target: None,
     };
     let mut session = None;
     let (replies, result) = collect(&model, &req, &mut session);

@@ -34,6 +34,7 @@ fn run_request() -> RunRequest {
         svd: SvdMode::Auto,
         backend: Default::default(),
         pool: 1,
+        target: None,
     }
 }
 

@@ -8,7 +8,7 @@
 
 use super::svd::decompose;
 use crate::error::{EngineError, Result};
-pub use lens_report::Comparison;
+pub use lens_report::{Comparison, Side};
 use lens_report::{
     AlignBy, AlignOp, Aligned, CompareTarget, DepthPoint, LayersChange, PredictionChange, Report,
     ShareRow, SpectraChange, WordsPair,
@@ -18,30 +18,6 @@ use std::collections::BTreeSet;
 /// Past this many cells (characters of A × characters of B) the character
 /// alignment of two tokenizers' prompts is refused (~ two 5,000-char prompts).
 const MAX_CHAR_CELLS: usize = 25_000_000;
-
-/// What a comparison keeps of one run: its prompt and Report, `J_cat`'s top
-/// left singular vectors, its next-token log-probabilities and its model's
-/// depth. Not its `J` (`lens_engine::run::side` makes one from a run).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Side {
-    pub prompt: String,
-    pub report: Report,
-    /// `J_cat`'s top left singular vectors (`d` each), as many as the run kept.
-    pub u: Vec<Vec<f64>>,
-    /// `log p(token)` over the vocabulary, for the last position.
-    pub log_probs: Vec<f64>,
-    /// The model's layers.
-    pub depth: usize,
-}
-
-impl Side {
-    /// This side's probability of token `id` (none for no id, or one out of
-    /// its vocabulary).
-    pub fn prob(&self, id: Option<u32>) -> Option<f64> {
-        id.and_then(|i| self.log_probs.get(i as usize))
-            .map(|l| l.exp())
-    }
-}
 
 /// What the caller knows of the two vocabularies.
 #[derive(Debug, Clone, Copy, Default)]

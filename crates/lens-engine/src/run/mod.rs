@@ -16,7 +16,10 @@ mod compare;
 mod compute;
 mod session;
 
-pub use compare::{compare_here, compare_to, options_b, run_side, side, vocabularies};
+pub use compare::{
+    compare_here, compare_on, compare_to, log_probs, options_b, run_side, side, vocabularies,
+    LookupA,
+};
 pub use compute::{Accelerator, Boxed, Compute, Pool};
 pub use session::{inspect, layers, steer, Session, HEATMAP_CELLS};
 
@@ -71,6 +74,8 @@ pub enum Event {
         columns: Columns,
         ms: f64,
     },
+    /// Two runs compared (a comparison's B run, said before its `Done`).
+    Comparison(Box<lens_report::Comparison>),
     /// The run is over.
     Done { ms: f64 },
 }
