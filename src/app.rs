@@ -37,7 +37,9 @@ pub fn App() -> impl IntoView {
     // A comparison link: side A runs first (on A's model), then B.
     let side_a = spec.compare.as_ref();
     let compare = Compare::new(
-        side_a.and_then(|c| c.snapshot.as_deref()).and_then(Snapshot::parse),
+        side_a
+            .and_then(|c| c.snapshot.as_deref())
+            .and_then(Snapshot::parse),
         side_a.is_some(),
     );
     let first_model = spec.model_a().to_string();

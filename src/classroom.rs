@@ -16,6 +16,17 @@ pub const PRESETS: [&str; 6] = [
     "Water freezes at zero degrees",
 ];
 
+/// Pairs of prompts one word apart (A, B) for the comparison step: on
+/// Gemma 3 270M the place name carries most of the logit's change.
+pub const COMPARE_PRESETS: [(&str, &str); 3] = [
+    ("The capital of France is", "The capital of Italy is"),
+    (
+        "The bridge out of Marin is the",
+        "The bridge out of Oakland is the",
+    ),
+    ("The opposite of hot is", "The opposite of up is"),
+];
+
 pub struct Step {
     pub title: &'static str,
     pub text: &'static str,
@@ -23,7 +34,7 @@ pub struct Step {
     pub view: Option<View>,
 }
 
-pub const STEPS: [Step; 9] = [
+pub const STEPS: [Step; 10] = [
     Step {
         title: "Tokenize",
         text: "The prompt is cut into tokens. Each token becomes one input vector; the model \
@@ -78,6 +89,11 @@ pub const STEPS: [Step; 9] = [
         text: "One prompt's linear map, added to another text's hidden state while it \
                writes, steers what it says.",
         view: Some(View::Steering),
+    },
+    Step {
+        title: "Change one word",
+        text: "Pin a prompt as A, change one word and run it as B. Before the reveal: which                token's share of the prediction will move most? Each bar is one token's exact                change; together they add up to the logit's change.",
+        view: Some(View::Compare),
     },
 ];
 

@@ -5,8 +5,8 @@
 //! the `Session` for what it does; the views in `views/` only draw.
 
 use crate::browser;
-use crate::compare::Compare;
 use crate::classroom::{ClassroomBar, ClassroomNav, EmbeddingBars, STEPS};
+use crate::compare::Compare;
 use crate::export::ExportBar;
 use crate::jobs::Jobs;
 use crate::loading::Model;
@@ -16,11 +16,11 @@ use crate::run_state::{run_precision, Results, APP_VERSION};
 use crate::session::Session;
 use crate::url_sync::{Link, LinkKind};
 use crate::view_data::{compare_data, view_title};
-use crate::views::compare::CompareView;
 use crate::views::attention::AttentionView;
 use crate::views::backend::{
     BackendFallback, BackendSelect, EngineLabel, GpuPrecisionNote, GpuWorkDetails, PrecisionSelect,
 };
+use crate::views::compare::CompareView;
 use crate::views::decode::DecodeView;
 use crate::views::exactness::ExactnessView;
 use crate::views::heatmap::HeatmapView;
@@ -30,7 +30,7 @@ use crate::views::model_picker::ModelPicker;
 use crate::views::path::PathView;
 use crate::views::prediction::PredictionView;
 use crate::views::progress::ProgressView;
-use crate::views::snapshot::SnapshotView;
+use crate::views::snapshot::{SnapshotCheck, SnapshotView};
 use crate::views::spectrum::SpectrumView;
 use crate::views::steering::SteeringView;
 use crate::views::token_strip::TokenStrip;
@@ -162,14 +162,54 @@ fn render(v: View) -> AnyView {
                 let pinned = compare.pinned.get()?;
                 results.with(|r| {
                     let b = r.report.as_ref()?;
-                    Some(compare_data(&c, &pinned.side.report, &pinned.side.prompt, b, &r.prompt))
+                    Some(compare_data(
+                        &c,
+                        &pinned.side.report,
+                        &pinned.side.prompt,
+                        b,
+                        &r.prompt,
+                    ))
                 })
             });
             let pinned = Signal::derive(move || {
-                compare.pinned.with(|p| p.as_ref().map(|p| p.side.prompt.clone()))
+                compare
+                    .pinned
+                    .with(|p| p.as_ref().map(|p| p.side.prompt.clone()))
             });
             let on_clear = Callback::new(move |()| session.clear_pin());
-            view! { <CompareView data=data pinned=pinned on_clear=on_clear /> }.into_any()
+            let on_pin = Callback::new(move |()| session.pin());
+            let on_pair = Callback::new(move |(a, b): (String, String)| session.compare_pair(a, b));
+            let can_pin = Signal::derive(move || {
+                model.is_ready()
+                    && jobs.running.get().is_none()
+                    && results.with(Results::has_full_j)
+            });
+            let snapshot_a = Signal::derive(move || {
+                compare.snapshot_a.with(|s| {
+                    s.as_ref().map(|(_, check)| match check {
+                        SnapshotCheck::Pending => (
+                            "pending",
+                            "A's results from the link: being recomputed here…".to_string(),
+                        ),
+                        SnapshotCheck::Confirmed => (
+                            "confirmed",
+                            "✓ A recomputed on this device: the link's results agree.".to_string(),
+                        ),
+                        SnapshotCheck::Mismatch(d) => (
+                            "mismatch",
+                            format!(
+                                "A's results in the link disagree with the recomputation: {}",
+                                d.join("; ")
+                            ),
+                        ),
+                    })
+                })
+            });
+            view! {
+                <CompareView data=data pinned=pinned can_pin=can_pin on_pin=on_pin on_pair=on_pair
+                    on_clear=on_clear snapshot_a=snapshot_a />
+            }
+            .into_any()
         }
         View::Steering => {
             let steer = Signal::derive(move || spec.get().steer);

@@ -229,7 +229,13 @@ mod tests {
             unreachable!()
         };
         let in_run = Reply::Part { job: 1, part };
-        assert_eq!(route(&in_run, &q, None), Route::Job { job: 1, ends: false });
+        assert_eq!(
+            route(&in_run, &q, None),
+            Route::Job {
+                job: 1,
+                ends: false
+            }
+        );
         let q = queue(&[Task::Pin]);
         let pinned = Reply::Pinned {
             job: 1,

@@ -18,8 +18,8 @@ use js_sys::ArrayBuffer;
 use lens_protocol::messages::RunRequest;
 use lens_protocol::report::Side;
 use lens_protocol::{AnalysisSpec, CompareSpec, Reply, Request, Snapshot, View};
-use std::sync::Arc;
 use leptos::prelude::*;
+use std::sync::Arc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
@@ -132,7 +132,9 @@ impl Session {
         let pinned = self.compare.pinned.get_untracked();
         // A comparison link's side A, not pinned yet: A's prompt first.
         let side_a = s.compare.clone().filter(|_| pinned.is_none());
-        let prompt = side_a.as_ref().map_or(s.prompt.clone(), |a| a.prompt.clone());
+        let prompt = side_a
+            .as_ref()
+            .map_or(s.prompt.clone(), |a| a.prompt.clone());
         let precision = side_a
             .as_ref()
             .and_then(|a| a.precision)
@@ -249,6 +251,23 @@ impl Session {
             }
             Err(m) => self.jobs.error.set(Some(m)),
         }
+    }
+
+    /// Compares prompt `a` (run and pinned first) with prompt `b` on the
+    /// model loaded (the classroom's pairs).
+    pub fn compare_pair(&self, a: String, b: String) {
+        self.clear_pin();
+        self.link.spec.update(|s| {
+            s.compare = Some(CompareSpec {
+                prompt: a,
+                model: None,
+                precision: None,
+                snapshot: None,
+            });
+            s.prompt = b;
+            s.view = View::Compare;
+        });
+        self.start_run();
     }
 
     /// Drops side A: the page shows one analysis again.
@@ -416,7 +435,10 @@ impl Session {
     /// (a pinned side A stays: B will run on the new model).
     fn switch_model(&self, model_id: String, what: Loadable) {
         self.jobs.error.set(None);
-        let model_a = self.compare.pinned.with_untracked(|p| p.as_ref().map(|p| p.model.clone()));
+        let model_a = self
+            .compare
+            .pinned
+            .with_untracked(|p| p.as_ref().map(|p| p.model.clone()));
         self.compare.comparison.set(None);
         self.link.spec.update(|s| {
             if let (Some(c), Some(a)) = (s.compare.as_mut(), model_a) {

@@ -130,7 +130,13 @@ fn curves(points: &[DepthPoint]) -> Vec<DepthCurve> {
 }
 
 /// The comparison of side A (`a`, its prompt) with the run on screen (`b`).
-pub(crate) fn compare_data(c: &Comparison, a: &Report, prompt_a: &str, b: &Report, prompt_b: &str) -> CompareData {
+pub(crate) fn compare_data(
+    c: &Comparison,
+    a: &Report,
+    prompt_a: &str,
+    b: &Report,
+    prompt_b: &str,
+) -> CompareData {
     let text = |r: &Report, i: Option<usize>| i.and_then(|i| r.tokens.get(i).cloned());
     let rows: Vec<CompareRow> = c
         .alignment
@@ -431,14 +437,44 @@ mod tests {
                 logit_b: 2.0,
             },
             alignment: vec![
-                Aligned { a: Some(0), b: Some(0), op: AlignOp::Keep },
-                Aligned { a: Some(1), b: Some(1), op: AlignOp::Substitute },
-                Aligned { a: None, b: Some(2), op: AlignOp::Insert },
+                Aligned {
+                    a: Some(0),
+                    b: Some(0),
+                    op: AlignOp::Keep,
+                },
+                Aligned {
+                    a: Some(1),
+                    b: Some(1),
+                    op: AlignOp::Substitute,
+                },
+                Aligned {
+                    a: None,
+                    b: Some(2),
+                    op: AlignOp::Insert,
+                },
             ],
             shares: vec![
-                ShareRow { a: Some(0), b: Some(0), share_a: Some(0.5), share_b: Some(0.25), change: -0.25 },
-                ShareRow { a: Some(1), b: Some(1), share_a: Some(2.5), share_b: Some(1.0), change: -1.5 },
-                ShareRow { a: None, b: Some(2), share_a: None, share_b: Some(0.75), change: 0.75 },
+                ShareRow {
+                    a: Some(0),
+                    b: Some(0),
+                    share_a: Some(0.5),
+                    share_b: Some(0.25),
+                    change: -0.25,
+                },
+                ShareRow {
+                    a: Some(1),
+                    b: Some(1),
+                    share_a: Some(2.5),
+                    share_b: Some(1.0),
+                    change: -1.5,
+                },
+                ShareRow {
+                    a: None,
+                    b: Some(2),
+                    share_a: None,
+                    share_b: Some(0.75),
+                    change: 0.75,
+                },
             ],
             logit_change: -1.0,
             sum_rel_error: 0.0,
@@ -463,12 +499,18 @@ mod tests {
         let d = compare_data(&c, &a, "The sky", &b, "The sea today");
         assert_eq!(d.rows[1].a.as_deref(), Some(" sky"));
         assert_eq!(d.rows[1].b.as_deref(), Some(" sea"));
-        assert_eq!((d.rows[2].a.clone(), d.rows[2].b.as_deref()), (None, Some(" today")));
+        assert_eq!(
+            (d.rows[2].a.clone(), d.rows[2].b.as_deref()),
+            (None, Some(" today"))
+        );
         assert_eq!(d.moved_most, Some(1));
         assert_eq!(d.max_change, 1.5);
         assert_eq!(d.angles_deg, Some(vec![0.0, 90.0]));
         // Curves ordered by depth, one per tap kind and mode.
         assert_eq!(d.curves_a.len(), 1);
-        assert_eq!(d.curves_a[0].points.iter().map(|p| p.2).collect::<Vec<_>>(), vec![3, 6]);
+        assert_eq!(
+            d.curves_a[0].points.iter().map(|p| p.2).collect::<Vec<_>>(),
+            vec![3, 6]
+        );
     }
 }

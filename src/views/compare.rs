@@ -7,6 +7,7 @@
 use super::format::{sci, shown};
 use super::numbers_table::NumbersTable;
 use super::plot::{category, diverging, nice_ticks, px, shown_text, tick_label, Linear};
+use crate::classroom::COMPARE_PRESETS;
 use crate::view_data::{CompareData, CompareRow, DepthCurve};
 use lens_protocol::report::AlignOp;
 use leptos::prelude::*;
@@ -66,8 +67,10 @@ fn strips(d: &CompareData) -> impl IntoView {
 
 /// One bar per aligned row: `share_B − share_A`, centred on zero.
 fn bars(d: &CompareData) -> impl IntoView {
+    // Narrower than the other plots: its text stays legible on a phone.
+    const W: f64 = 420.0;
     let row_h = 22.0;
-    let (label_w, num_w) = (170.0, 84.0);
+    let (label_w, num_w) = (150.0, 64.0);
     let h = row_h * d.rows.len() as f64 + 8.0;
     let max = d.max_change.max(1e-300);
     let x = Linear::new((-max, max), (label_w + 4.0, W - num_w - 4.0));
@@ -96,7 +99,7 @@ fn bars(d: &CompareData) -> impl IntoView {
                     data-share-b=r.share_b.map(|v| format!("{v:e}")).unwrap_or_default()
                     data-change=format!("{:e}", r.change)>
                     <title>{format!("{}: A {} → B {} ({:+.4})", label(r), share(r.share_a), share(r.share_b), r.change)}</title>
-                    <text x=px(label_w) y=px(y + 15.0) text-anchor="end" class="tick">{super::plot::clip(&label(r), 24)}</text>
+                    <text x=px(label_w) y=px(y + 15.0) text-anchor="end" class="tick">{super::plot::clip(&label(r), 22)}</text>
                     <rect x=px(x0) y=px(y + 3.0) width=px((x1 - x0).max(0.5)) height=px(row_h - 6.0)
                         fill=fill />
                     <text x=px(W - 2.0) y=px(y + 15.0) text-anchor="end" class="tick">{format!("{:+.3}", r.change)}</text>
@@ -105,7 +108,7 @@ fn bars(d: &CompareData) -> impl IntoView {
         })
         .collect_view();
     view! {
-        <svg class="plot" viewBox=format!("0 0 {W} {}", px(h)) role="img"
+        <svg class="plot cmp-bars" viewBox=format!("0 0 {W} {}", px(h)) role="img"
             aria-label="Each aligned token's change of the target's logit share, B minus A">
             <line x1=px(zero) x2=px(zero) y1="0" y2=px(h) class="axis" />
             {rows}
@@ -117,13 +120,23 @@ fn bars(d: &CompareData) -> impl IntoView {
 fn spectra(d: &CompareData) -> impl IntoView {
     let s = &d.comparison.spectra;
     let (h, pad_l, pad_b) = (200.0, 46.0, 24.0);
-    let all: Vec<f64> = s.sigma_a.iter().chain(&s.sigma_b).copied().filter(|v| *v > 0.0).collect();
+    let all: Vec<f64> = s
+        .sigma_a
+        .iter()
+        .chain(&s.sigma_b)
+        .copied()
+        .filter(|v| *v > 0.0)
+        .collect();
     if all.is_empty() {
-        return view! { <p class="hint">"No spectrum on one side (a run without the full J)."</p> }.into_any();
+        return view! { <p class="hint">"No spectrum on one side (a run without the full J)."</p> }
+            .into_any();
     }
     let top = all.iter().copied().fold(0.0, f64::max);
     let bottom = all.iter().copied().fold(top, f64::min).max(top * 1e-6);
-    let (lo, hi) = ((bottom * 0.5).log10().floor(), top.log10().ceil().max((bottom * 0.5).log10().floor() + 1.0));
+    let (lo, hi) = (
+        (bottom * 0.5).log10().floor(),
+        top.log10().ceil().max((bottom * 0.5).log10().floor() + 1.0),
+    );
     let n = s.sigma_a.len().max(s.sigma_b.len()).max(2);
     let x = Linear::new((1.0, n as f64), (pad_l + 8.0, W - 12.0));
     let y = move |v: f64| {
@@ -176,7 +189,11 @@ fn layer_curves(d: &CompareData) -> impl IntoView {
         return view! { <p class="hint">"No layer curves: compute some layers for A before pinning it."</p> }.into_any();
     }
     let (h, pad_l, pad_b) = (200.0, 40.0, 28.0);
-    let pts = d.curves_a.iter().chain(&d.curves_b).flat_map(|c| c.points.iter());
+    let pts = d
+        .curves_a
+        .iter()
+        .chain(&d.curves_b)
+        .flat_map(|c| c.points.iter());
     let top = pts.map(|p| p.1).fold(1.0, f64::max);
     let x = Linear::new((0.0, 1.0), (pad_l + 6.0, W - 12.0));
     let y = Linear::new((0.0, top * 1.1), (h - pad_b, 10.0));
@@ -253,13 +270,41 @@ fn words(d: &CompareData) -> impl IntoView {
     }
 }
 
+/// Where the check of a link's snapshot of side A stands, as a line.
+fn snapshot_line(state: Option<(&'static str, String)>) -> impl IntoView {
+    state.map(|(state, text)| {
+        view! { <p class="notice" data-testid="compare-snapshot-a" data-state=state>{text}</p> }
+    })
+}
+
 #[component]
 pub fn CompareView(
     data: Signal<Option<CompareData>>,
-    /// Side A is pinned (and B not run yet, when `data` is none).
+    /// Side A's prompt, once pinned (B not run yet, when `data` is none).
     pinned: Signal<Option<String>>,
+    /// A run is on screen that can be pinned.
+    can_pin: Signal<bool>,
+    on_pin: Callback<()>,
+    /// Run a preset pair: A pinned, then B.
+    on_pair: Callback<(String, String)>,
     on_clear: Callback<()>,
+    /// A link's snapshot of A: its check's state and a sentence.
+    snapshot_a: Signal<Option<(&'static str, String)>>,
 ) -> impl IntoView {
+    let pairs = move || {
+        COMPARE_PRESETS
+            .iter()
+            .map(|(a, b)| {
+                let (a, b) = (a.to_string(), b.to_string());
+                let label = format!("{a} → {b}");
+                view! {
+                    <button type="button" class="secondary" data-testid="compare-pair"
+                        disabled=move || !can_pin.get()
+                        on:click=move |_| on_pair.run((a.clone(), b.clone()))>{label}</button>
+                }
+            })
+            .collect_view()
+    };
     move || {
         let Some(d) = data.get() else {
             let text = match pinned.get() {
@@ -267,16 +312,29 @@ pub fn CompareView(
                     "A is pinned: “{p}”. Change the prompt (one word is enough), or the model or \
                      the precision, and run it: the page lines the two up."
                 ),
-                None => "Press “Compare” after a run to pin it as A, then run B.".into(),
+                None => "Pin the run on screen as A, then change the prompt and run B; or run \
+                         one of these pairs."
+                    .into(),
             };
             return view! {
                 <section class="card placeholder" data-testid="view-compare">
                     <h2>"Compare A and B"</h2>
                     <p class="hint" data-testid="compare-hint">{text}</p>
-                    {pinned.get().map(|_| view! {
-                        <button type="button" class="secondary" data-testid="compare-clear"
-                            on:click=move |_| on_clear.run(())>"Clear A"</button>
-                    })}
+                    {snapshot_line(snapshot_a.get())}
+                    {match pinned.get() {
+                        Some(_) => view! {
+                            <button type="button" class="secondary" data-testid="compare-clear"
+                                on:click=move |_| on_clear.run(())>"Clear A"</button>
+                        }.into_any(),
+                        None => view! {
+                            <p class="cmp-actions">
+                                <button type="button" data-testid="compare-pin"
+                                    disabled=move || !can_pin.get()
+                                    on:click=move |_| on_pin.run(())>"Pin this run as A"</button>
+                                {pairs()}
+                            </p>
+                        }.into_any(),
+                    }}
                 </section>
             }
             .into_any();
@@ -285,7 +343,9 @@ pub fn CompareView(
         let t = &c.target;
         let pa = &c.prediction;
         let top = |v: &[lens_protocol::report::TopToken]| {
-            v.first().map(|t| (t.token.clone(), t.prob)).unwrap_or_default()
+            v.first()
+                .map(|t| (t.token.clone(), t.prob))
+                .unwrap_or_default()
         };
         let ((ta, pta), (tb, ptb)) = (top(&pa.top_a), top(&pa.top_b));
         let angles = d.angles_deg.clone();
@@ -315,7 +375,10 @@ pub fn CompareView(
         let models = if c.same_model {
             d.model_a.clone()
         } else {
-            format!("A on {}, B on {} (aligned by characters)", d.model_a, d.model_b)
+            format!(
+                "A on {}, B on {} (aligned by characters)",
+                d.model_a, d.model_b
+            )
         };
         view! {
             <section class="card compare-card" data-testid="view-compare"
@@ -324,6 +387,7 @@ pub fn CompareView(
                 data-angles=angles_json data-same-model=c.same_model.to_string()>
                 <h2>"Compare A and B"</h2>
                 <p class="hint">{models}</p>
+                {snapshot_line(snapshot_a.get())}
                 <dl class="cmp-prompts">
                     <dt>"A"</dt><dd data-testid="compare-prompt-a">{d.prompt_a.clone()}</dd>
                     <dt>"B"</dt><dd data-testid="compare-prompt-b">{d.prompt_b.clone()}</dd>

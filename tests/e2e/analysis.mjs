@@ -251,7 +251,7 @@ await scenario("classroom mode by keyboard", async () => {
   await waitReady(page);
   await waitIdle(page, "token-strip");
   await page.waitForSelector('[data-testid="classroom-step"][data-step="0"]');
-  const pictures = ["token-strip", "view-embed", "view-attention", "view-heatmap", "view-exactness", "view-spectrum", "view-decode", "view-layers", "view-steering"];
+  const pictures = ["token-strip", "view-embed", "view-attention", "view-heatmap", "view-exactness", "view-spectrum", "view-decode", "view-layers", "view-steering", "view-compare"];
   let walked = 0;
   for (let k = 0; k < pictures.length; k++) {
     if (k > 0) {

@@ -151,17 +151,28 @@ pub async fn run(
     Ok(())
 }
 
-/// What the page keeps of the last run as a comparison's side A (beside
-/// its Report): `J_cat`'s top left singular vectors, the model's depth and
-/// the log-probabilities.
-pub fn pin(model: &Model, session: &Option<Session>) -> Result<(Vec<Vec<f64>>, usize, Vec<f64>), Failure> {
+/// What the page keeps of a run as a comparison's side A, beside its
+/// Report: `J_cat`'s top left singular vectors, the model's depth, the
+/// log-probabilities.
+pub struct Kept {
+    pub u: Vec<Vec<f64>>,
+    pub depth: usize,
+    pub log_probs: Vec<f64>,
+}
+
+/// What the page keeps of the last run as side A.
+pub fn pin(model: &Model, session: &Option<Session>) -> Result<Kept, Failure> {
     let Some(s) = session else {
         return Err(Failure {
             kind: lens_protocol::ErrorKind::Engine,
             message: "there is no finished run to compare with: run the prompt first".into(),
         });
     };
-    Ok((s.u_cat.clone(), model.config.layers, run::log_probs(model, s)?))
+    Ok(Kept {
+        u: s.u_cat.clone(),
+        depth: model.config.layers,
+        log_probs: run::log_probs(model, s)?,
+    })
 }
 
 /// Runs `req` as a comparison's side B against side `a` (the page's pinned

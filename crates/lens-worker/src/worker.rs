@@ -232,8 +232,9 @@ pub fn start() {
                 spawn_local(run_request(run, Some(against)))
             }
             Request::Pin { job } => with_model(job, |m, _, s| {
-                let (u, depth, log_probs) = run::pin(m, s)?;
-                let bytes = pool::block_bytes(&[log_probs]);
+                let kept = run::pin(m, s)?;
+                let bytes = pool::block_bytes(&[kept.log_probs]);
+                let (u, depth) = (kept.u, kept.depth);
                 post_with_bytes(&Reply::Pinned { job, u, depth }, bytes);
                 Ok(())
             }),

@@ -8,11 +8,11 @@
 
 use super::svd::decompose;
 use crate::error::{EngineError, Result};
-pub use lens_report::{Comparison, Side};
 use lens_report::{
     AlignBy, AlignOp, Aligned, CompareTarget, DepthPoint, LayersChange, PredictionChange, Report,
     ShareRow, SpectraChange, WordsPair,
 };
+pub use lens_report::{Comparison, Side};
 use std::collections::BTreeSet;
 
 /// Past this many cells (characters of A × characters of B) the character

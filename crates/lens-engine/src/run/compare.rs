@@ -85,7 +85,13 @@ pub enum LookupA<'a> {
 }
 
 /// What the two vocabularies say of each other's top token.
-pub fn vocabularies(a: &Side, b: &Side, lookup_a: LookupA, model_b: &Model, same_model: bool) -> Vocabularies {
+pub fn vocabularies(
+    a: &Side,
+    b: &Side,
+    lookup_a: LookupA,
+    model_b: &Model,
+    same_model: bool,
+) -> Vocabularies {
     let top_a = a.report.top.first();
     let top_b = b.report.top.first();
     if same_model {
@@ -97,7 +103,12 @@ pub fn vocabularies(a: &Side, b: &Side, lookup_a: LookupA, model_b: &Model, same
     }
     let top_b_in_a = top_b.and_then(|t| match lookup_a {
         LookupA::Tokenizer(m) => m.tokenizer.token_id(&t.token).ok(),
-        LookupA::Listed => a.report.top.iter().find(|x| x.token == t.token).map(|x| x.id),
+        LookupA::Listed => a
+            .report
+            .top
+            .iter()
+            .find(|x| x.token == t.token)
+            .map(|x| x.id),
     });
     Vocabularies {
         same_model,
@@ -148,7 +159,14 @@ pub async fn compare_on(
         inner: hooks.clone(),
         done: Cell::new(None),
     });
-    let (report, session) = run(model_b, prompt_b, &opts_b, compute, &(held.clone() as Rc<dyn Hooks>)).await?;
+    let (report, session) = run(
+        model_b,
+        prompt_b,
+        &opts_b,
+        compute,
+        &(held.clone() as Rc<dyn Hooks>),
+    )
+    .await?;
     let b = side(model_b, report, &session)?;
     let vocab = vocabularies(a, &b, lookup_a, model_b, same_model);
     let comparison = compare(a, &b, vocab)?;

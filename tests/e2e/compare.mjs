@@ -1,0 +1,141 @@
+// Browser end-to-end test of the comparison (issue 29): on Gemma 3 270M in
+// f64, a run pinned as A, one word changed and run as B; the page's shares,
+// logit change and principal angles = the CLI's `compare --json` to 1e-9;
+// screenshots at a projector's 1280×720 and a phone's 390×844 with nothing
+// wider than the screen; the embed link (both prompts, both snapshots) in a
+// fresh profile inside another origin's iframe, both sides recomputed and
+// their snapshots confirmed.
+//
+//   LINEAR_LENS_BIN=target/release/linear-lens \
+//     node tests/e2e/compare.mjs http://127.0.0.1:8080/ [screenshot-dir]
+
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { check, cliJson, finish, hubStandIn, launch, open, relClose, scenario, t, waitIdle, waitReady, RUN_TIMEOUT } from "./lib.mjs";
+
+const url = process.argv[2];
+const shots = process.argv[3] ?? process.env.SCREENSHOT_DIR ?? "";
+const bin = process.env.LINEAR_LENS_BIN;
+if (!url || !bin) {
+  console.error("usage: LINEAR_LENS_BIN=… node tests/e2e/compare.mjs URL [screenshot-dir]");
+  process.exit(2);
+}
+if (shots) mkdirSync(shots, { recursive: true });
+
+const MODEL = "gemma-3-270m";
+// Two tokens each (BOS + the word): a substitution, and each pass costs ∝ n.
+const A = "Paris";
+const B = "Rome";
+const LAYERS = "3,6";
+const PROJECTOR = { width: 1280, height: 720 };
+const PHONE = { width: 390, height: 844 };
+
+const cli = cliJson(bin, ["compare", "--model", MODEL, "--prompt", A, "--prompt-b", B, "--precision", "f64", "--layers", LAYERS, "--json", "-"]);
+const want = cli.comparison;
+
+/// The comparison as the page shows it.
+async function shown(target) {
+  const view = await target.waitForSelector('[data-testid="view-compare"][data-sum-rel-error]', { timeout: RUN_TIMEOUT });
+  const rows = await target.$$eval('[data-testid="compare-row"]', (els) => els.map((e) => ({
+    op: e.dataset.op, a: e.dataset.a, b: e.dataset.b,
+    shareA: e.dataset.shareA === "" ? null : Number(e.dataset.shareA),
+    shareB: e.dataset.shareB === "" ? null : Number(e.dataset.shareB),
+    change: Number(e.dataset.change),
+  })));
+  const angles = JSON.parse((await view.getAttribute("data-angles")) || "null");
+  return {
+    rows, angles,
+    logitChange: Number(await view.getAttribute("data-logit-change")),
+    sumRelError: Number(await view.getAttribute("data-sum-rel-error")),
+    shared: JSON.parse(await target.getAttribute('[data-testid="compare-words"]', "data-shared")),
+  };
+}
+
+/// The page's comparison against the CLI's.
+function sameAsCli(p, where) {
+  const close = (x, y) => (x === null && y === null) || (x !== null && y !== null && Math.abs(x - y) <= 1e-9 * Math.max(1, Math.abs(y)));
+  const ops = want.alignment.map((r) => r.op);
+  check(p.rows.length === want.shares.length && p.rows.every((r, i) => r.op === ops[i]),
+    `${where}: the alignment = the CLI's (${p.rows.map((r) => `${r.op}:${JSON.stringify(r.a)}→${JSON.stringify(r.b)}`).join(", ")})`);
+  check(p.rows.every((r, i) => close(r.shareA, want.shares[i].share_a) && close(r.shareB, want.shares[i].share_b) && close(r.change, want.shares[i].change)),
+    `${where}: every aligned token's share in A and in B = the CLI's to 1e-9`);
+  check(relClose(p.logitChange, want.logit_change, 1e-9) && p.sumRelError <= 1e-10,
+    `${where}: the logit's change ${p.logitChange.toFixed(6)} = the CLI's, the shares' changes sum to it (${p.sumRelError.toExponential(1)} ≤ 1e-10)`);
+  check(Array.isArray(p.angles) && p.angles.length === want.principal_angles.length && p.angles.every((a, k) => Math.abs(a - want.principal_angles[k]) <= 1e-9),
+    `${where}: ${p.angles?.length} principal angles = the CLI's to 1e-9 (${p.angles?.map((a) => (a * 180 / Math.PI).toFixed(1)).join("°, ")}°)`);
+  check(JSON.stringify(p.shared) === JSON.stringify(want.shared_words), `${where}: the shared words = the CLI's (${p.shared.slice(0, 5).join(" ")})`);
+}
+
+const browser = await launch();
+let embedLink = "";
+
+await scenario("pin A, change one word, run B: the comparison = the CLI's", async () => {
+  const ctx = await browser.newContext();
+  const t0 = Date.now();
+  const page = await open(ctx, `${url}#model=${MODEL}&prompt=${encodeURIComponent(A)}&precision=f64&layers=${LAYERS}`, PROJECTOR);
+  await waitReady(page);
+  await waitIdle(page, "layer-point");
+  await page.click('[data-testid="compare-button"]');
+  await page.waitForFunction(() => document.querySelector('[data-testid="compare-hint"]')?.textContent.startsWith("A is pinned"), null, { timeout: 30_000 });
+  const hint = await page.textContent('[data-testid="compare-hint"]');
+  check(hint.includes(A) && (await page.textContent('[data-testid="run-button"]')).includes("Run B") && page.url().includes("a_prompt="),
+    `A pinned: the page says so, Run becomes "Run B", the link carries A (${JSON.stringify(hint.slice(0, 60))})`);
+  await page.fill('[data-testid="prompt-input"]', B);
+  const tb = Date.now();
+  await page.click('[data-testid="run-button"]');
+  const p = await shown(page);
+  await waitIdle(page, "view-compare");
+  console.log(`A and its layers in ${t(tb - t0)}; B and the comparison in ${t(Date.now() - tb)}`);
+  sameAsCli(p, "page");
+  const flipped = await page.getAttribute('[data-testid="compare-prediction"]', "data-flipped");
+  check(flipped === String(want.prediction.flipped), `the prediction's flip = the CLI's (${flipped})`);
+  const curves = await page.$$eval('[data-testid="compare-layers"] circle', (els) => els.length);
+  check(curves === want.layers.a.length + want.layers.b.length, `both layer curves drawn on the depth axis (${curves} points)`);
+
+  for (const [name, size] of [["projector", PROJECTOR], ["phone", PHONE]]) {
+    await page.setViewportSize(size);
+    await page.waitForTimeout(300);
+    const fit = await page.evaluate(() => {
+      const v = document.querySelector('[data-testid="view-compare"]').getBoundingClientRect();
+      return { right: v.right, width: innerWidth, page: document.documentElement.scrollWidth };
+    });
+    check(fit.right <= fit.width + 1 && fit.page <= fit.width + 1, `${name} ${size.width}×${size.height}: the comparison fits the screen's width (${JSON.stringify(fit)})`);
+    if (shots) await (await page.$("#view-compare")).screenshot({ path: join(shots, `compare-${name}.png`) });
+  }
+  await page.setViewportSize(PROJECTOR);
+  await page.click('[data-testid="view-tab-compare"]');
+  embedLink = await page.getAttribute('[data-testid="embed-link"]', "href");
+  check(/[#&]a_prompt=/.test(embedLink) && /[#&]a_snap=/.test(embedLink) && /[#&]snap=/.test(embedLink) && embedLink.includes("embed=compare"),
+    `the embed link carries both prompts and both snapshots (${embedLink.length} characters)`);
+
+  // Clear A: one analysis again, the link without A.
+  await page.click('[data-testid="compare-clear"]');
+  await page.waitForSelector('[data-testid="compare-button"]', { timeout: 5000 });
+  check(!page.url().includes("a_prompt="), "Clear A: the page and its link hold one analysis again");
+  await ctx.close();
+});
+
+await scenario("the embed link in a fresh profile, in another origin's iframe", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "compare-post-"));
+  const post = join(dir, "post.html");
+  writeFileSync(post, `<!doctype html><title>slides</title><iframe src="${embedLink}" width="1000" height="700"></iframe>`);
+  const other = await hubStandIn(null, { "/post.html": post });
+  const ctx = await browser.newContext();
+  const page = await open(ctx, `${other.base}/post.html`, PROJECTOR);
+  const frame = page.frameLocator("iframe");
+  await frame.locator('[data-testid="compare-snapshot-a"]').waitFor({ timeout: 60_000 });
+  const f = page.frames().find((x) => x.url().startsWith(url));
+  const p = await shown(f);
+  sameAsCli(p, "embed");
+  await f.waitForFunction(() => document.querySelector('[data-testid="snapshot"]')?.dataset.state !== "pending", null, { timeout: RUN_TIMEOUT });
+  const [stateA, stateB] = [await f.getAttribute('[data-testid="compare-snapshot-a"]', "data-state"), await f.getAttribute('[data-testid="snapshot"]', "data-state")];
+  check(stateA === "confirmed" && stateB === "confirmed" && !(await f.$('[data-testid="prompt-input"]')),
+    `embed: the comparison alone in ${other.base}'s iframe, A's and B's snapshots confirmed (${stateA}, ${stateB})`);
+  if (shots) await page.screenshot({ path: join(shots, "compare-embed.png") });
+  other.close();
+  await ctx.close();
+});
+
+await browser.close();
+finish();
