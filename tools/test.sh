@@ -64,12 +64,12 @@ url=$(grep -m1 '^serving ' "$log" | cut -d' ' -f2)
 # (two suites side by side: 1.5 s; alone: 0.1 s). Then two lanes side by
 # side. Each suite's log is printed whole once all are done.
 logs=$(mktemp -d)
-# The layout suite's screenshots (every size and mode) are kept as the
+# The layout and compare suites' screenshots (every size and mode) are kept as the
 # run's artefacts: $SCREENSHOT_DIR when set, else target/artefacts/screenshots.
 artefacts="${SCREENSHOT_DIR:-$PWD/target/artefacts/screenshots}"
 suite() {
   local shots="${SCREENSHOT_DIR:-}"
-  [ "$1" = layout ] && shots="$artefacts"
+  case "$1" in layout | compare) shots="$artefacts" ;; esac
   if LINEAR_LENS_BIN="$bin" TINY_QWEN3_DIR="$tiny" node "tests/e2e/$1.mjs" "$url" "$shots" \
     >"$logs/$1.log" 2>&1; then
     touch "$logs/$1.ok"
@@ -91,12 +91,12 @@ fuzz() {
   fi
   echo "   fuzz finished ($(date +%T))"
 }
-{ suite webgpu; suite site; fuzz; } &
+{ suite webgpu; suite site; suite compare; fuzz; } &
 lane=$!
 { suite analysis; suite layout; }
 wait "$lane"
 failed=0
-for s in explorer analysis webgpu site layout fuzz; do
+for s in explorer analysis webgpu site compare layout fuzz; do
   echo; echo "== $([ $s = fuzz ] || echo "browser suite: ")$s"; cat "$logs/$s.log"
   [ -f "$logs/$s.ok" ] || failed=1
 done

@@ -65,16 +65,10 @@ fn strips(d: &CompareData) -> impl IntoView {
     }
 }
 
-/// One bar per aligned row: `share_B − share_A`, centred on zero.
+/// One bar per aligned row: `share_B − share_A`, centred on zero. HTML,
+/// not SVG: the labels stay legible from a projector to a phone.
 fn bars(d: &CompareData) -> impl IntoView {
-    // Narrower than the other plots: its text stays legible on a phone.
-    const W: f64 = 420.0;
-    let row_h = 22.0;
-    let (label_w, num_w) = (150.0, 64.0);
-    let h = row_h * d.rows.len() as f64 + 8.0;
     let max = d.max_change.max(1e-300);
-    let x = Linear::new((-max, max), (label_w + 4.0, W - num_w - 4.0));
-    let zero = x.at(0.0);
     let label = |r: &CompareRow| {
         let a = r.a.as_deref().map(shown_text).unwrap_or_else(|| "·".into());
         let b = r.b.as_deref().map(shown_text).unwrap_or_else(|| "·".into());
@@ -87,32 +81,38 @@ fn bars(d: &CompareData) -> impl IntoView {
     let rows = d
         .rows
         .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let y = 4.0 + row_h * i as f64;
-            let (x0, x1) = (zero.min(x.at(r.change)), zero.max(x.at(r.change)));
+        .map(|r| {
+            // Percent of the track: zero in the middle, ±max at the ends.
+            let half = 50.0 * r.change.abs() / max;
+            let left = if r.change >= 0.0 { 50.0 } else { 50.0 - half };
             let fill = if r.change >= 0.0 { category(0) } else { category(1) };
+            let title = format!(
+                "{}: A {} → B {} ({:+.4})",
+                label(r),
+                share(r.share_a),
+                share(r.share_b),
+                r.change
+            );
             view! {
-                <g data-testid="compare-row" data-op=op_name(r.op)
+                <div class="cmp-bar-row" data-testid="compare-row" data-op=op_name(r.op)
                     data-a=r.a.clone().unwrap_or_default() data-b=r.b.clone().unwrap_or_default()
                     data-share-a=r.share_a.map(|v| format!("{v:e}")).unwrap_or_default()
                     data-share-b=r.share_b.map(|v| format!("{v:e}")).unwrap_or_default()
-                    data-change=format!("{:e}", r.change)>
-                    <title>{format!("{}: A {} → B {} ({:+.4})", label(r), share(r.share_a), share(r.share_b), r.change)}</title>
-                    <text x=px(label_w) y=px(y + 15.0) text-anchor="end" class="tick">{super::plot::clip(&label(r), 22)}</text>
-                    <rect x=px(x0) y=px(y + 3.0) width=px((x1 - x0).max(0.5)) height=px(row_h - 6.0)
-                        fill=fill />
-                    <text x=px(W - 2.0) y=px(y + 15.0) text-anchor="end" class="tick">{format!("{:+.3}", r.change)}</text>
-                </g>
+                    data-change=format!("{:e}", r.change) title=title>
+                    <span class="cmp-bar-label">{super::plot::clip(&label(r), 28)}</span>
+                    <span class="cmp-bar-track">
+                        <span class="cmp-bar" style=format!("left:{left:.2}%;width:{:.2}%;background:{fill}", half.max(0.3))></span>
+                    </span>
+                    <span class="cmp-bar-value">{format!("{:+.3}", r.change)}</span>
+                </div>
             }
         })
         .collect_view();
     view! {
-        <svg class="plot cmp-bars" viewBox=format!("0 0 {W} {}", px(h)) role="img"
+        <div class="cmp-bars" role="img"
             aria-label="Each aligned token's change of the target's logit share, B minus A">
-            <line x1=px(zero) x2=px(zero) y1="0" y2=px(h) class="axis" />
             {rows}
-        </svg>
+        </div>
     }
 }
 

@@ -44,7 +44,16 @@ fn the_worker_compares_b_with_a_pinned_page_side_as_the_engine_does() {
     assert!(result.is_ok(), "{:?}", result.err());
     let mut report = Some(report_of(&replies));
     let (layer_replies, result) = replies_of(|emit, now| {
-        worker::layers(&model, 2, &a_text, Precision::F64, &layers, emit, now, &mut session)
+        worker::layers(
+            &model,
+            2,
+            &a_text,
+            Precision::F64,
+            &layers,
+            emit,
+            now,
+            &mut session,
+        )
     });
     assert!(result.is_ok(), "{:?}", result.err());
     layer_replies.iter().for_each(|r| r.fold_into(&mut report));
@@ -86,7 +95,10 @@ fn the_worker_compares_b_with_a_pinned_page_side_as_the_engine_does() {
     let Reply::Comparison { comparison, .. } = &replies[c_at] else {
         unreachable!()
     };
-    assert!(session.is_some(), "B's session is kept for its on-demand stages");
+    assert!(
+        session.is_some(),
+        "B's session is kept for its on-demand stages"
+    );
     let b_report = report_of(&replies);
     assert!(!b_report.layers.is_empty(), "B's run computed A's layers");
 
@@ -103,7 +115,11 @@ fn the_worker_compares_b_with_a_pinned_page_side_as_the_engine_does() {
         assert_eq!((got.a, got.b), (w.a, w.b));
         assert!((got.change - w.change).abs() <= 1e-12 * w.change.abs().max(1.0));
     }
-    assert!(comparison.sum_rel_error <= 1e-10, "{}", comparison.sum_rel_error);
+    assert!(
+        comparison.sum_rel_error <= 1e-10,
+        "{}",
+        comparison.sum_rel_error
+    );
     let (ga, wa) = (
         comparison.principal_angles.as_ref().expect("one model"),
         want.principal_angles.as_ref().expect("one model"),
