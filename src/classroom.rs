@@ -16,8 +16,12 @@ pub const PRESETS: [&str; 6] = [
     "Water freezes at zero degrees",
 ];
 
-/// Pairs of prompts one word apart (A, B) for the comparison step: on
-/// Gemma 3 270M the place name carries most of the logit's change.
+/// Pairs of prompts one word apart (A, B) for the comparison step. On
+/// Gemma 3 270M in f64: France → Italy lowers " the" by 1.25, Marin →
+/// Oakland raises " only" by 1.05, hot → up flips the prediction (" cold"
+/// → " down", −12.9); in each the first token's share (`<bos>`, where
+/// attention rests) moves more than the changed word's: the reveal a class
+/// does not expect.
 pub const COMPARE_PRESETS: [(&str, &str); 3] = [
     ("The capital of France is", "The capital of Italy is"),
     (

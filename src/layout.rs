@@ -179,6 +179,7 @@ fn render(v: View) -> AnyView {
             let on_clear = Callback::new(move |()| session.clear_pin());
             let on_pin = Callback::new(move |()| session.pin());
             let on_pair = Callback::new(move |(a, b): (String, String)| session.compare_pair(a, b));
+            let on_target = Callback::new(move |id: u32| session.retarget(id));
             let can_pin = Signal::derive(move || {
                 model.is_ready()
                     && jobs.running.get().is_none()
@@ -207,7 +208,7 @@ fn render(v: View) -> AnyView {
             });
             view! {
                 <CompareView data=data pinned=pinned can_pin=can_pin on_pin=on_pin on_pair=on_pair
-                    on_clear=on_clear snapshot_a=snapshot_a />
+                    on_clear=on_clear on_target=on_target snapshot_a=snapshot_a />
             }
             .into_any()
         }

@@ -270,6 +270,19 @@ impl Session {
         self.start_run();
     }
 
+    /// Attributes token `id` (of A's vocabulary): a pinned A is run again
+    /// for it, then B.
+    pub fn retarget(&self, id: u32) {
+        self.link
+            .spec
+            .update(|s| s.target = Some(format!("id:{id}")));
+        if self.compare.is_pinned() {
+            self.compare.pinned.set(None);
+            self.compare.comparison.set(None);
+        }
+        self.start_run();
+    }
+
     /// Drops side A: the page shows one analysis again.
     pub fn clear_pin(&self) {
         self.compare.pinned.set(None);

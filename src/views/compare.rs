@@ -288,6 +288,8 @@ pub fn CompareView(
     /// Run a preset pair: A pinned, then B.
     on_pair: Callback<(String, String)>,
     on_clear: Callback<()>,
+    /// Attribute another token (by id): A and B run again for it.
+    on_target: Callback<u32>,
     /// A link's snapshot of A: its check's state and a sentence.
     snapshot_a: Signal<Option<(&'static str, String)>>,
 ) -> impl IntoView {
@@ -402,6 +404,23 @@ pub fn CompareView(
                     {format!("A predicts “{}” ({:.1} %), B predicts “{}” ({:.1} %)", shown_text(&ta), pta * 100.0, shown_text(&tb), ptb * 100.0)}
                     {if pa.flipped { ": the prediction flipped. " } else { ". " }}
                     {format!("A's probability of B's top token: {}; B's of A's: {}.", prob(pa.prob_a_of_top_b), prob(pa.prob_b_of_top_a))}
+                </p>
+                <p>
+                    <label for="compare-target">"The token whose logit is split: "</label>
+                    <select id="compare-target" data-testid="compare-target"
+                        on:change=move |ev| {
+                            if let Ok(id) = event_target_value(&ev).parse() {
+                                on_target.run(id);
+                            }
+                        }>
+                        {pa.top_a.iter().map(|x| {
+                            let selected = x.id == t.id;
+                            view! { <option value=x.id.to_string() selected=selected>{format!("{} (A: {:.1} %)", shown_text(&x.token), x.prob * 100.0)}</option> }
+                        }).collect_view()}
+                        {(!pa.top_a.iter().any(|x| x.id == t.id)).then(|| view! {
+                            <option value=t.id.to_string() selected=true>{shown_text(&t.token)}</option>
+                        })}
+                    </select>
                 </p>
                 {strips(&d)}
                 <h3>"Each token's share of the logit: B − A"</h3>

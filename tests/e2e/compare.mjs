@@ -137,5 +137,35 @@ await scenario("the embed link in a fresh profile, in another origin's iframe", 
   await ctx.close();
 });
 
+await scenario("another target on a tiny Qwen 3: A and B run again for it, = the CLI's", async () => {
+  // A comparison link on a tiny random Qwen 3 (the hub stand-in): A, then
+  // B; then another of A's top tokens picked as the target: both sides
+  // attribute it, as `compare --target id:N` does.
+  const tinyDir = process.env.TINY_QWEN3_DIR;
+  if (!tinyDir) return check(false, "TINY_QWEN3_DIR names the tiny model");
+  const hub = await hubStandIn(tinyDir);
+  const [ta, tb] = ["w5 w17 w42 w8", "w5 w17 w9 w8 w23"];
+  const ctx = await browser.newContext();
+  const page = await open(ctx, `${url}?hf_base=${encodeURIComponent(hub.base)}#model=hf%3Atiny%2Fqwen3&prompt=${encodeURIComponent(tb)}` +
+    `&a_prompt=${encodeURIComponent(ta)}&precision=f64&view=compare`, PROJECTOR);
+  await waitReady(page);
+  const first = await shown(page);
+  await waitIdle(page, "view-compare");
+  const options = await page.$$eval('[data-testid="compare-target"] option', (os) => os.map((o) => [o.value, o.selected]));
+  const other = options.find(([, selected]) => !selected)?.[0];
+  await page.selectOption('[data-testid="compare-target"]', other);
+  await page.waitForFunction((v) => document.querySelector('[data-testid="compare-target"]')?.value === v &&
+    document.querySelector('[data-testid="view-compare"][data-sum-rel-error]'), other, { timeout: RUN_TIMEOUT });
+  const p = await shown(page);
+  const cliT = cliJson(bin, ["compare", "--model", tinyDir, "--prompt", ta, "--prompt-b", tb, "--precision", "f64", "--target", `id:${other}`, "--json", "-"]).comparison;
+  const ops = cliT.alignment.map((r) => r.op);
+  check(first.rows.some((r) => r.op === "insert") && p.rows.every((r, i) => r.op === ops[i]) && cliT.target.id === Number(other) &&
+    p.rows.every((r, i) => Math.abs(r.change - cliT.shares[i].change) <= 1e-9 * Math.max(1, Math.abs(cliT.shares[i].change))) &&
+    relClose(p.logitChange, cliT.logit_change, 1e-9) && page.url().includes(`target=id%3A${other}`),
+    `another target (id ${other}): the page's shares and logit change ${p.logitChange.toFixed(4)} = compare --target id:${other}'s, the link names it`);
+  hub.close();
+  await ctx.close();
+});
+
 await browser.close();
 finish();
