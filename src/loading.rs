@@ -183,9 +183,11 @@ impl Model {
         });
     }
 
-    /// The worker has the model: say what it is (and what a link made
-    /// elsewhere means for it). Returns the model's size in bytes.
-    pub fn arrived(&self, ready: Reply, link: &Link) -> Option<u64> {
+    /// The worker has the model: say what it is (and, when it is the
+    /// link's own model, `links_model`, what a link made elsewhere means
+    /// for it; a comparison link's A on another model is not). Returns the
+    /// model's size in bytes.
+    pub fn arrived(&self, ready: Reply, link: &Link, links_model: bool) -> Option<u64> {
         let Reply::ModelReady {
             name,
             sha256,
@@ -203,13 +205,16 @@ impl Model {
         };
         // A link made elsewhere: say what differs, once; the page's own
         // links record this version and this file from now on.
-        let notes = link_notes(&link.spec.get_untracked(), APP_VERSION, sha256.as_deref());
-        link.link_note
-            .set((!notes.is_empty()).then(|| notes.join(" ")));
+        if links_model {
+            let notes = link_notes(&link.spec.get_untracked(), APP_VERSION, sha256.as_deref());
+            link.link_note
+                .set((!notes.is_empty()).then(|| notes.join(" ")));
+        }
         self.model_sha256.set(sha256);
-        if link
-            .spec
-            .with_untracked(|s| s.made_with.is_some() || s.model_sha256.is_some())
+        if links_model
+            && link
+                .spec
+                .with_untracked(|s| s.made_with.is_some() || s.model_sha256.is_some())
         {
             link.spec.update(|s| {
                 s.made_with = None;

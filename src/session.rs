@@ -400,7 +400,11 @@ impl Session {
     /// The worker has the model: say what it is, start the pool's
     /// helpers, and run what waits for it.
     fn on_model_ready(&self, ready: Reply) {
-        let Some(bytes) = self.model.arrived(ready, &self.link) else {
+        // A comparison link's side A on another model than the link's.
+        let side_a_first = self.compare.then_b.get_value()
+            && !self.compare.is_pinned()
+            && self.link.spec.with_untracked(|s| s.model_a() != s.model);
+        let Some(bytes) = self.model.arrived(ready, &self.link, !side_a_first) else {
             return;
         };
         self.workers().start_helpers(bytes);

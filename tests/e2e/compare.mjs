@@ -2,9 +2,11 @@
 // f64, a run pinned as A, one word changed and run as B; the page's shares,
 // logit change and principal angles = the CLI's `compare --json` to 1e-9;
 // screenshots at a projector's 1280×720 and a phone's 390×844 with nothing
-// wider than the screen; the embed link (both prompts, both snapshots) in a
-// fresh profile inside another origin's iframe, both sides recomputed and
-// their snapshots confirmed.
+// wider than the screen; then SmolLM2 picked while A stays pinned, B on it
+// (two tokenizers, aligned by characters) = `compare --model-b`; that
+// embed link (both prompts, both models, both snapshots) in a fresh profile
+// inside another origin's iframe: A on Gemma, then B on SmolLM2, both
+// snapshots confirmed; another target on a tiny model = `--target id:N`.
 //
 //   LINEAR_LENS_BIN=target/release/linear-lens \
 //     node tests/e2e/compare.mjs http://127.0.0.1:8080/ [screenshot-dir]
@@ -31,8 +33,11 @@ const LAYERS = "3,6";
 const PROJECTOR = { width: 1280, height: 720 };
 const PHONE = { width: 390, height: 844 };
 
-const cli = cliJson(bin, ["compare", "--model", MODEL, "--prompt", A, "--prompt-b", B, "--precision", "f64", "--layers", LAYERS, "--json", "-"]);
-const want = cli.comparison;
+const MODEL_B = "smollm2-135m";
+const cliCompare = (extra) => cliJson(bin, ["compare", "--model", MODEL, "--prompt", A, "--precision", "f64", "--layers", LAYERS, ...extra, "--json", "-"]).comparison;
+// One model, one word changed; two models, one sentence.
+const oneModel = cliCompare(["--prompt-b", B]);
+const twoModels = cliCompare(["--prompt-b", A, "--model-b", MODEL_B]);
 
 /// The comparison as the page shows it.
 async function shown(target) {
@@ -52,8 +57,8 @@ async function shown(target) {
   };
 }
 
-/// The page's comparison against the CLI's.
-function sameAsCli(p, where) {
+/// The page's comparison against the CLI's (`want`).
+function sameAsCli(p, want, where) {
   const close = (x, y) => (x === null && y === null) || (x !== null && y !== null && Math.abs(x - y) <= 1e-9 * Math.max(1, Math.abs(y)));
   const ops = want.alignment.map((r) => r.op);
   check(p.rows.length === want.shares.length && p.rows.every((r, i) => r.op === ops[i]),
@@ -62,8 +67,12 @@ function sameAsCli(p, where) {
     `${where}: every aligned token's share in A and in B = the CLI's to 1e-9`);
   check(relClose(p.logitChange, want.logit_change, 1e-9) && p.sumRelError <= 1e-10,
     `${where}: the logit's change ${p.logitChange.toFixed(6)} = the CLI's, the shares' changes sum to it (${p.sumRelError.toExponential(1)} ≤ 1e-10)`);
-  check(Array.isArray(p.angles) && p.angles.length === want.principal_angles.length && p.angles.every((a, k) => Math.abs(a - want.principal_angles[k]) <= 1e-9),
-    `${where}: ${p.angles?.length} principal angles = the CLI's to 1e-9 (${p.angles?.map((a) => (a * 180 / Math.PI).toFixed(1)).join("°, ")}°)`);
+  if (want.principal_angles === null) {
+    check(p.angles === null, `${where}: two models, no principal angles (as the CLI)`);
+  } else {
+    check(Array.isArray(p.angles) && p.angles.length === want.principal_angles.length && p.angles.every((a, k) => Math.abs(a - want.principal_angles[k]) <= 1e-9),
+      `${where}: ${p.angles?.length} principal angles = the CLI's to 1e-9 (${p.angles?.map((a) => (a * 180 / Math.PI).toFixed(1)).join("°, ")}°)`);
+  }
   check(JSON.stringify(p.shared) === JSON.stringify(want.shared_words), `${where}: the shared words = the CLI's (${p.shared.slice(0, 5).join(" ")})`);
 }
 
@@ -87,11 +96,11 @@ await scenario("pin A, change one word, run B: the comparison = the CLI's", asyn
   const p = await shown(page);
   await waitIdle(page, "view-compare");
   console.log(`A and its layers in ${t(tb - t0)}; B and the comparison in ${t(Date.now() - tb)}`);
-  sameAsCli(p, "page");
+  sameAsCli(p, oneModel, "page");
   const flipped = await page.getAttribute('[data-testid="compare-prediction"]', "data-flipped");
-  check(flipped === String(want.prediction.flipped), `the prediction's flip = the CLI's (${flipped})`);
+  check(flipped === String(oneModel.prediction.flipped), `the prediction's flip = the CLI's (${flipped})`);
   const curves = await page.$$eval('[data-testid="compare-layers"] circle', (els) => els.length);
-  check(curves === want.layers.a.length + want.layers.b.length, `both layer curves drawn on the depth axis (${curves} points)`);
+  check(curves === oneModel.layers.a.length + oneModel.layers.b.length, `both layer curves drawn on the depth axis (${curves} points)`);
 
   for (const [name, size] of [["projector", PROJECTOR], ["phone", PHONE]]) {
     await page.setViewportSize(size);
@@ -104,10 +113,26 @@ await scenario("pin A, change one word, run B: the comparison = the CLI's", asyn
     if (shots) await (await page.$("#view-compare")).screenshot({ path: join(shots, `compare-${name}.png`) });
   }
   await page.setViewportSize(PROJECTOR);
+
+  // Two models on one sentence: another model picked while A is pinned;
+  // B runs there, aligned by characters, its layers at A's depths.
+  await page.selectOption('[data-testid="model-select"]', MODEL_B);
+  await page.waitForFunction(() => /^ready: SmolLM2/.test(document.querySelector('[data-testid="model-status"]')?.textContent ?? ""), null, { timeout: RUN_TIMEOUT });
+  check(page.url().includes("a_model=gemma-3-270m") && !!(await page.$('[data-testid="compare-hint"]')),
+    "another model picked: A stays pinned, the link names A's model");
+  await page.fill('[data-testid="prompt-input"]', A);
+  await page.click('[data-testid="run-button"]');
+  await page.waitForSelector('[data-testid="view-compare"][data-same-model="false"]', { timeout: RUN_TIMEOUT });
+  const two = await shown(page);
+  await waitIdle(page, "view-compare");
+  sameAsCli(two, twoModels, "two models");
+  const layersB = await page.$$eval('[data-testid="compare-layers"] circle', (els) => els.length);
+  check(layersB === twoModels.layers.a.length + twoModels.layers.b.length, `two models: both layer curves on the depth axis (${layersB} points)`);
+  if (shots) await (await page.$("#view-compare")).screenshot({ path: join(shots, "compare-two-models.png") });
   await page.click('[data-testid="view-tab-compare"]');
   embedLink = await page.getAttribute('[data-testid="embed-link"]', "href");
-  check(/[#&]a_prompt=/.test(embedLink) && /[#&]a_snap=/.test(embedLink) && /[#&]snap=/.test(embedLink) && embedLink.includes("embed=compare"),
-    `the embed link carries both prompts and both snapshots (${embedLink.length} characters)`);
+  check(/[#&]a_prompt=/.test(embedLink) && /[#&]a_model=/.test(embedLink) && /[#&]a_snap=/.test(embedLink) && /[#&]snap=/.test(embedLink) && embedLink.includes("embed=compare"),
+    `the embed link carries both prompts, both models and both snapshots (${embedLink.length} characters)`);
 
   // Clear A: one analysis again, the link without A.
   await page.click('[data-testid="compare-clear"]');
@@ -116,7 +141,7 @@ await scenario("pin A, change one word, run B: the comparison = the CLI's", asyn
   await ctx.close();
 });
 
-await scenario("the embed link in a fresh profile, in another origin's iframe", async () => {
+await scenario("the two-model embed link in a fresh profile, in another origin's iframe", async () => {
   const dir = mkdtempSync(join(tmpdir(), "compare-post-"));
   const post = join(dir, "post.html");
   writeFileSync(post, `<!doctype html><title>slides</title><iframe src="${embedLink}" width="1000" height="700"></iframe>`);
@@ -126,8 +151,9 @@ await scenario("the embed link in a fresh profile, in another origin's iframe", 
   const frame = page.frameLocator("iframe");
   await frame.locator('[data-testid="compare-snapshot-a"]').waitFor({ timeout: 60_000 });
   const f = page.frames().find((x) => x.url().startsWith(url));
+  await f.waitForSelector('[data-testid="view-compare"][data-same-model="false"]', { timeout: RUN_TIMEOUT });
   const p = await shown(f);
-  sameAsCli(p, "embed");
+  sameAsCli(p, twoModels, "embed");
   await f.waitForFunction(() => document.querySelector('[data-testid="snapshot"]')?.dataset.state !== "pending", null, { timeout: RUN_TIMEOUT });
   const [stateA, stateB] = [await f.getAttribute('[data-testid="compare-snapshot-a"]', "data-state"), await f.getAttribute('[data-testid="snapshot"]', "data-state")];
   check(stateA === "confirmed" && stateB === "confirmed" && !(await f.$('[data-testid="prompt-input"]')),
