@@ -1,6 +1,7 @@
 //! The numbers of a view as CSV (the export's "Numbers of this view"):
 //! plain text from the Report, built and tested natively.
 
+use crate::view_data::CompareData;
 use lens_protocol::report::{Columns, Heatmap, Report};
 use lens_protocol::View;
 
@@ -29,6 +30,30 @@ fn num(x: f64) -> String {
 
 fn opt(x: Option<f64>) -> String {
     x.map(num).unwrap_or_default()
+}
+
+/// The compare view's numbers: each aligned row's tokens, operation, the
+/// target's share in A and in B, and the change.
+pub fn comparison(d: &CompareData) -> String {
+    let mut out = row(&[
+        "a_token".into(),
+        "b_token".into(),
+        "op".into(),
+        "share_a".into(),
+        "share_b".into(),
+        "change".into(),
+    ]);
+    for r in &d.rows {
+        out.push_str(&row(&[
+            r.a.clone().unwrap_or_default(),
+            r.b.clone().unwrap_or_default(),
+            format!("{:?}", r.op).to_lowercase(),
+            opt(r.share_a),
+            opt(r.share_b),
+            num(r.change),
+        ]));
+    }
+    out
 }
 
 /// The CSV of `view`'s numbers; `None` when the view has none yet.
@@ -243,8 +268,7 @@ pub fn csv(view: View, report: &Report, inspect: Option<&(Heatmap, Columns)>) ->
                 }
             }
         }
-        // Two Reports, not one: the comparison's numbers are in its own
-        // table and its JSON export.
+        // Two Reports, not one: `comparison` below.
         View::Compare => return None,
         View::Steering => {
             let st = report.steering.as_ref()?;
@@ -349,5 +373,37 @@ mod tests {
         assert_eq!(csv(View::Heatmap, &r, None), None);
         assert_eq!(csv(View::Steering, &r, None), None);
         assert_eq!(csv(View::Layers, &r, None), None);
+    }
+
+    #[test]
+    fn the_comparison_has_a_row_per_aligned_token() {
+        use crate::view_data::CompareRow;
+        use lens_protocol::report::AlignOp;
+        let rows = vec![
+            CompareRow {
+                a: Some("x".into()),
+                b: Some("y".into()),
+                op: AlignOp::Substitute,
+                share_a: Some(0.5),
+                share_b: Some(0.25),
+                change: -0.25,
+            },
+            CompareRow {
+                a: None,
+                b: Some(" z".into()),
+                op: AlignOp::Insert,
+                share_a: None,
+                share_b: Some(1.0),
+                change: 1.0,
+            },
+        ];
+        let d = CompareData {
+            rows,
+            ..crate::view_data::tests::compare_fixture()
+        };
+        assert_eq!(
+            comparison(&d),
+            "a_token,b_token,op,share_a,share_b,change\nx,y,substitute,5e-1,2.5e-1,\"-2.5e-1\"\n,\" z\",insert,,1e0,1e0\n"
+        );
     }
 }

@@ -152,12 +152,15 @@ pub async fn save_png(name: &str, svg: &str, w: f64, h: f64) -> Result<(), Strin
 }
 
 /// The export buttons: they save what `results` holds for `view`; failures
-/// go to `on_error` as a sentence.
+/// go to `on_error` as a sentence. For the compare view, `comparison`
+/// gives its JSON (`{a, b, comparison}`, as `linear-lens compare --json`)
+/// and its CSV, once B is compared.
 #[component]
 pub fn ExportBar(
     results: RwSignal<Results>,
     view: Signal<View>,
     on_error: Callback<String>,
+    comparison: Callback<(), Option<(String, String)>>,
 ) -> impl IntoView {
     let report_error = move |r: Result<(), String>| {
         if let Err(e) = r {
@@ -170,6 +173,13 @@ pub fn ExportBar(
             <span class="exports-label">"Export:"</span>
             <button type="button" class="secondary" data-testid="export-json" disabled=move || !has()
                 on:click=move |_| {
+                    if view.get_untracked() == View::Compare {
+                        match comparison.run(()) {
+                            Some((json, _)) => report_error(save_text("linear-lens-comparison.json", "application/json", &json)),
+                            None => on_error.run("Run B against the pinned A first: there is no comparison yet.".into()),
+                        }
+                        return;
+                    }
                     let json = results.with_untracked(|r| {
                         r.report.as_ref().map(|r| serde_json::to_string_pretty(r).unwrap_or_default())
                     });
@@ -180,9 +190,13 @@ pub fn ExportBar(
             <button type="button" class="secondary" data-testid="export-csv" disabled=move || !has()
                 on:click=move |_| {
                     let v = view.get_untracked();
-                    let out = results.with_untracked(|r| {
-                        r.report.as_ref().map(|rep| csv(v, rep, r.inspect.as_ref()))
-                    });
+                    let out = if v == View::Compare {
+                        Some(comparison.run(()).map(|(_, csv)| csv))
+                    } else {
+                        results.with_untracked(|r| {
+                            r.report.as_ref().map(|rep| csv(v, rep, r.inspect.as_ref()))
+                        })
+                    };
                     match out {
                         Some(Some(text)) => report_error(save_text(
                             &format!("linear-lens-{}.csv", v.as_str()), "text/csv", &text)),

@@ -477,8 +477,23 @@ fn ShareBar() -> impl IntoView {
         Callback::new(move |e: String| jobs.error.set(Some(messages::export_failed(&e))));
     let view_in_focus = Signal::derive(move || link.spec.get().view);
     let (copied, set_copied) = signal(false);
+    let compare = Compare::get();
+    // The comparison as `linear-lens compare --json` writes it, and its CSV.
+    let comparison = Callback::new(move |()| {
+        let c = compare.comparison.get_untracked()?;
+        let a = compare.pinned.get_untracked()?;
+        jobs.results.with_untracked(|r| {
+            let b = r.report.as_ref()?;
+            let json = serde_json::json!({ "a": &a.side.report, "b": b, "comparison": &c });
+            let d = compare_data(&c, &a.side.report, &a.side.prompt, b, &r.prompt);
+            Some((
+                serde_json::to_string_pretty(&json).unwrap_or_default(),
+                crate::csv::comparison(&d),
+            ))
+        })
+    });
     view! {
-        <ExportBar results=jobs.results view=view_in_focus on_error=on_export_error />
+        <ExportBar results=jobs.results view=view_in_focus on_error=on_export_error comparison=comparison />
         <p class="share">
             <a data-testid="share-link" href=move || link_to(LinkKind::Analysis, link, jobs, model)>"Link to this analysis"</a>
             " · "

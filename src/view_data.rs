@@ -317,7 +317,7 @@ impl Results {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::replies::tests::{contributions, jacobian, prediction, spectra};
     use lens_protocol::{Precision, Reply};
@@ -409,8 +409,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_comparison_lines_up_tokens_and_finds_the_largest_move() {
+    /// A comparison of "The sky" (A) with "The sea today" (B).
+    pub(crate) fn compare_fixture() -> CompareData {
         use lens_protocol::report::{
             AlignBy, Aligned, CompareTarget, LayersChange, PredictionChange, ShareRow,
             SpectraChange, TapKind,
@@ -496,7 +496,12 @@ mod tests {
                 b: vec![point(3, 0.25)],
             },
         };
-        let d = compare_data(&c, &a, "The sky", &b, "The sea today");
+        compare_data(&c, &a, "The sky", &b, "The sea today")
+    }
+
+    #[test]
+    fn a_comparison_lines_up_tokens_and_finds_the_largest_move() {
+        let d = compare_fixture();
         assert_eq!(d.rows[1].a.as_deref(), Some(" sky"));
         assert_eq!(d.rows[1].b.as_deref(), Some(" sea"));
         assert_eq!(

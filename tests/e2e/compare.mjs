@@ -11,7 +11,7 @@
 //   LINEAR_LENS_BIN=target/release/linear-lens \
 //     node tests/e2e/compare.mjs http://127.0.0.1:8080/ [screenshot-dir]
 
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { check, cliJson, finish, hubStandIn, launch, open, relClose, scenario, t, waitIdle, waitReady, RUN_TIMEOUT } from "./lib.mjs";
@@ -80,7 +80,7 @@ const browser = await launch();
 let embedLink = "";
 
 await scenario("pin A, change one word, run B: the comparison = the CLI's", async () => {
-  const ctx = await browser.newContext();
+  const ctx = await browser.newContext({ acceptDownloads: true });
   const t0 = Date.now();
   const page = await open(ctx, `${url}#model=${MODEL}&prompt=${encodeURIComponent(A)}&precision=f64&layers=${LAYERS}`, PROJECTOR);
   await waitReady(page);
@@ -113,6 +113,21 @@ await scenario("pin A, change one word, run B: the comparison = the CLI's", asyn
     if (shots) await (await page.$("#view-compare")).screenshot({ path: join(shots, `compare-${name}.png`) });
   }
   await page.setViewportSize(PROJECTOR);
+
+  // The exports of the compare view: the CLI's JSON document, and a CSV.
+  await page.click('[data-testid="view-tab-compare"]');
+  const saved = async (testid) => {
+    const [d] = await Promise.all([page.waitForEvent("download", { timeout: 30_000 }), page.click(`[data-testid="${testid}"]`)]);
+    return [d.suggestedFilename(), readFileSync(await d.path(), "utf8")];
+  };
+  const [jsonName, jsonText] = await saved("export-json");
+  const doc = JSON.parse(jsonText);
+  const [csvName, csvText] = await saved("export-csv");
+  const csvRows = csvText.trim().split("\n");
+  check(jsonName === "linear-lens-comparison.json" && doc.a?.tokens && doc.b?.tokens &&
+    doc.comparison.shares.every((r, i) => Math.abs(r.change - oneModel.shares[i].change) <= 1e-12 * Math.max(1, Math.abs(r.change))) &&
+    csvName === "linear-lens-compare.csv" && csvRows.length === 1 + oneModel.shares.length && csvRows[0].startsWith("a_token,b_token,op"),
+    `export: ${jsonName} is {a, b, comparison} as the CLI writes it; ${csvName} has a row per aligned token`);
 
   // Two models on one sentence: another model picked while A is pinned;
   // B runs there, aligned by characters, its layers at A's depths.
