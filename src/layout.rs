@@ -183,7 +183,7 @@ fn render(v: View) -> AnyView {
             let can_pin = Signal::derive(move || {
                 model.is_ready()
                     && jobs.running.get().is_none()
-                    && results.with(Results::has_full_j)
+                    && results.with(Results::has_spectrum)
             });
             let snapshot_a = Signal::derive(move || {
                 compare.snapshot_a.with(|s| {
@@ -301,7 +301,7 @@ fn PromptBar() -> impl IntoView {
     let compare = Compare::get();
     let pinned = Signal::derive(move || compare.pinned.with(Option::is_some));
     let can_pin = Signal::derive(move || {
-        model.is_ready() && jobs.running.get().is_none() && jobs.results.with(Results::has_full_j)
+        model.is_ready() && jobs.running.get().is_none() && jobs.results.with(Results::has_spectrum)
     });
     view! {
         <form class="prompt-bar" on:submit=move |ev| { ev.prevent_default(); session.start_run(); }>

@@ -183,7 +183,7 @@ impl Session {
 
     /// Keeps the run on screen as the comparison's side A.
     pub fn pin(&self) {
-        if !self.jobs.results.with_untracked(Results::has_full_j) || !self.model.ready() {
+        if !self.jobs.results.with_untracked(Results::has_spectrum) || !self.model.ready() {
             return;
         }
         self.enqueue(Task::Pin, |job| Request::Pin { job });

@@ -314,6 +314,14 @@ impl Results {
     pub(crate) fn has_full_j(&self) -> bool {
         self.report.as_ref().is_some_and(|r| r.svd.is_some())
     }
+
+    /// The run found `J_cat`'s top singular vectors (from the full `J`, or
+    /// matrix-free): it can be a comparison's side A.
+    pub(crate) fn has_spectrum(&self) -> bool {
+        self.report
+            .as_ref()
+            .is_some_and(|r| r.svd.is_some() || r.matrix_free.is_some())
+    }
 }
 
 #[cfg(test)]
@@ -394,8 +402,10 @@ pub(crate) mod tests {
 
     #[test]
     fn the_spectrum_reads_the_selected_token_or_the_last() {
+        let before = results(vec![prediction(), contributions(), jacobian()]);
+        assert!(!before.has_full_j() && !before.has_spectrum());
         let r = results(vec![prediction(), contributions(), jacobian(), spectra()]);
-        assert!(r.has_full_j());
+        assert!(r.has_full_j() && r.has_spectrum());
         let s = r.spectrum(None).expect("spectrum");
         assert_eq!(s.singular_values, vec![4.0, 1.0]);
         assert_eq!(s.ms, 7.0);
