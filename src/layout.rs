@@ -44,6 +44,13 @@ fn analysed(jobs: Jobs, model: Model) -> Signal<bool> {
     Signal::derive(move || jobs.results.with(|r| r.report.is_some()) && model.is_ready())
 }
 
+/// A finished run on screen that can be pinned as a comparison's side A.
+fn can_pin(jobs: Jobs, model: Model) -> Signal<bool> {
+    Signal::derive(move || {
+        model.is_ready() && jobs.running.get().is_none() && jobs.results.with(Results::has_spectrum)
+    })
+}
+
 /// A link of `kind` to the page's analysis (with its results' snapshot
 /// and the loaded model's SHA-256).
 fn link_to(kind: LinkKind, link: Link, jobs: Jobs, model: Model) -> String {
@@ -180,11 +187,7 @@ fn render(v: View) -> AnyView {
             let on_pin = Callback::new(move |()| session.pin());
             let on_pair = Callback::new(move |(a, b): (String, String)| session.compare_pair(a, b));
             let on_target = Callback::new(move |id: u32| session.retarget(id));
-            let can_pin = Signal::derive(move || {
-                model.is_ready()
-                    && jobs.running.get().is_none()
-                    && results.with(Results::has_spectrum)
-            });
+            let can_pin = can_pin(jobs, model);
             let snapshot_a = Signal::derive(move || {
                 compare.snapshot_a.with(|s| {
                     s.as_ref().map(|(_, check)| match check {
@@ -300,9 +303,7 @@ fn PromptBar() -> impl IntoView {
     });
     let compare = Compare::get();
     let pinned = Signal::derive(move || compare.pinned.with(Option::is_some));
-    let can_pin = Signal::derive(move || {
-        model.is_ready() && jobs.running.get().is_none() && jobs.results.with(Results::has_spectrum)
-    });
+    let can_pin = can_pin(jobs, model);
     view! {
         <form class="prompt-bar" on:submit=move |ev| { ev.prevent_default(); session.start_run(); }>
             <label for="prompt">"Prompt"</label>

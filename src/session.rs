@@ -216,12 +216,7 @@ impl Session {
         if !then_b {
             // Pinned by hand: the page's own analysis becomes A.
             self.link.spec.update(|s| {
-                s.compare = Some(CompareSpec {
-                    prompt,
-                    model: None,
-                    precision: None,
-                    snapshot: None,
-                });
+                s.compare = Some(CompareSpec::of(prompt));
                 s.view = View::Compare;
             });
             self.link.sync_url();
@@ -258,12 +253,7 @@ impl Session {
     pub fn compare_pair(&self, a: String, b: String) {
         self.clear_pin();
         self.link.spec.update(|s| {
-            s.compare = Some(CompareSpec {
-                prompt: a,
-                model: None,
-                precision: None,
-                snapshot: None,
-            });
+            s.compare = Some(CompareSpec::of(a));
             s.prompt = b;
             s.view = View::Compare;
         });

@@ -138,6 +138,18 @@ pub struct CompareSpec {
     pub snapshot: Option<String>,
 }
 
+impl CompareSpec {
+    /// Side A as `prompt` on B's model and precision.
+    pub fn of(prompt: String) -> Self {
+        CompareSpec {
+            prompt,
+            model: None,
+            precision: None,
+            snapshot: None,
+        }
+    }
+}
+
 /// Most layers a link may ask for.
 pub const MAX_LAYERS: usize = 128;
 /// Most tokens a steered continuation may have.
