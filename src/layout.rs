@@ -311,7 +311,10 @@ fn PromptBar() -> impl IntoView {
                 <input id="prompt" type="text" data-testid="prompt-input" autocomplete="off"
                     spellcheck="false" maxlength="4000"
                     prop:value=move || spec.get().prompt
-                    on:input=move |ev| spec.update(|s| s.prompt = event_target_value(&ev)) />
+                    on:input=move |ev| {
+                        spec.update(|s| s.prompt = event_target_value(&ev));
+                        session.typed();
+                    } />
                 <PrecisionSelect precision=precision gpu=on_webgpu on_change=on_precision />
                 <select data-testid="svd-select" aria-label="how the SVD is found"
                     prop:value=move || spec.get().svd.as_str()

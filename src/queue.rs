@@ -49,6 +49,12 @@ impl JobQueue {
         was_front
     }
 
+    /// Drops the live jobs (a run asked for, a newer prompt typed): the
+    /// worker still ends them, their replies now stale.
+    pub fn drop_live(&mut self) {
+        self.jobs.retain(|(_, t)| *t != Task::Live);
+    }
+
     /// The worker is gone (a crash, a cancel, a restart): its jobs with it.
     pub fn clear(&mut self) {
         self.jobs.clear();
@@ -133,6 +139,17 @@ pub fn ends(task: Task, r: &Reply) -> bool {
 mod tests {
     use super::*;
     use lens_protocol::report::{Layers, Part};
+
+    #[test]
+    fn live_jobs_give_way_and_their_replies_go_stale() {
+        let mut q = queue(&[Task::Live]);
+        let (run, front) = q.push(Task::Run);
+        assert!(!front);
+        q.drop_live();
+        assert_eq!(q.front(), Some((run, Task::Run)));
+        let late = Reply::Done { job: 1, ms: 3.0 };
+        assert_eq!(route(&late, &q, None), Route::Stale);
+    }
 
     fn queue(tasks: &[Task]) -> JobQueue {
         let mut q = JobQueue::default();

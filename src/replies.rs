@@ -38,8 +38,8 @@ pub(crate) mod tests {
     use super::*;
     use lens_protocol::report::Report;
     use lens_protocol::report::{
-        Attribution, Contributions, JacobianPart, Layers, Part, Prediction, Spectra, Spectrum,
-        SvdReport, TokenRow, TopToken,
+        Attribution, Contributions, JacobianPart, Layers, Part, Prediction, Shares, Spectra,
+        Spectrum, SvdReport, TokenRow, TopToken,
     };
     use lens_protocol::Precision;
 
@@ -70,6 +70,25 @@ pub(crate) mod tests {
             jacobian_fro_norm: None,
             contribution_norm: 2.0,
             projection_on_y: 0.5,
+        }
+    }
+
+    /// The shares by one transpose pass: the contributions' attribution
+    /// to rounding, without the `c_i`.
+    pub(crate) fn shares() -> Reply {
+        Reply::Part {
+            job: 1,
+            part: Part::Shares(Shares {
+                attribution: Attribution {
+                    target_id: 9,
+                    target_token: " is".into(),
+                    logit: 3.0,
+                    per_token: vec![0.5, 2.5],
+                    sum_rel_error: 0.0,
+                },
+                attribution_predicted: None,
+                ms: 8.0,
+            }),
         }
     }
 

@@ -43,6 +43,9 @@ pub enum Task {
     Steer,
     /// The last run kept as a comparison's side A.
     Pin,
+    /// The prompt as typed: its prediction and shares (no progress bar;
+    /// replaced, never queued, by the next pause in typing).
+    Live,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -39,10 +39,9 @@ pub struct StripRow {
     pub id: u32,
     /// `w_t · c_i` for the attributed token `t` (these sum to its logit).
     pub attribution: f64,
-    /// `‖c_i‖`.
-    pub contribution_norm: f64,
-    /// `c_i · y / ‖y‖`.
-    pub projection_on_y: f64,
+    /// `‖c_i‖` and `c_i · y / ‖y‖`, once the contributions are in (the
+    /// shares come first, without the `c_i`).
+    pub contribution: Option<(f64, f64)>,
 }
 
 /// The prompt's tokens and, once the contributions are in, their shares.
@@ -198,6 +197,12 @@ fn has_contributions(rep: &Report) -> bool {
     !rep.per_token.is_empty()
 }
 
+/// Whether each token's share of the target's logit is in `rep` (the
+/// shares part, or the contributions).
+fn has_shares(rep: &Report) -> bool {
+    !rep.tokens.is_empty() && rep.attribution.per_token.len() == rep.tokens.len()
+}
+
 impl Results {
     pub(crate) fn prediction(&self) -> Option<PredictionData> {
         let rep = self.report.as_ref()?;
@@ -253,16 +258,19 @@ impl Results {
 
     pub(crate) fn strip(&self) -> Option<StripData> {
         let rep = self.report.as_ref()?;
-        let rows = has_contributions(rep).then(|| {
-            rep.per_token
+        let rows = has_shares(rep).then(|| {
+            rep.tokens
                 .iter()
+                .zip(&rep.attribution.per_token)
                 .enumerate()
-                .map(|(i, t)| StripRow {
-                    token: t.token.clone(),
+                .map(|(i, (token, &attribution))| StripRow {
+                    token: token.clone(),
                     id: rep.token_ids.get(i).copied().unwrap_or_default(),
-                    attribution: rep.attribution.per_token.get(i).copied().unwrap_or(0.0),
-                    contribution_norm: t.contribution_norm,
-                    projection_on_y: t.projection_on_y,
+                    attribution,
+                    contribution: rep
+                        .per_token
+                        .get(i)
+                        .map(|t| (t.contribution_norm, t.projection_on_y)),
                 })
                 .collect()
         });
@@ -327,7 +335,7 @@ impl Results {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::replies::tests::{contributions, jacobian, prediction, spectra};
+    use crate::replies::tests::{contributions, jacobian, prediction, shares, spectra};
     use lens_protocol::{Precision, Reply};
 
     fn results(replies: Vec<Reply>) -> Results {
@@ -354,11 +362,18 @@ pub(crate) mod tests {
         assert!(strip.rows.is_none() && strip.fro_norms.is_none());
         assert_eq!(r.prediction().map(|p| p.ms), Some(12.0));
 
-        let r = results(vec![prediction(), contributions(), jacobian()]);
+        // The shares come first, before any c_i: rows without their norms.
+        let r = results(vec![prediction(), shares()]);
+        let rows = r.strip().and_then(|s| s.rows).expect("shares");
+        assert_eq!((rows[1].attribution, rows[1].contribution), (2.5, None));
+        assert_eq!(r.exactness().contributions, None);
+
+        let r = results(vec![prediction(), shares(), contributions(), jacobian()]);
         let strip = r.strip().expect("strip");
         let rows = strip.rows.expect("rows");
         assert_eq!(rows[1].id, 7);
         assert_eq!(rows[1].attribution, 2.5);
+        assert_eq!(rows[1].contribution, Some((2.0, 0.5)));
         assert_eq!(strip.logit, 3.0);
         assert_eq!(strip.fro_norms, Some(vec![1.5, 2.5]));
         let e = r.exactness();

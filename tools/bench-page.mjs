@@ -9,8 +9,15 @@
 // link that carries the analysis and runs it once the model is ready; seconds
 // are from "ready" to the stage's element on screen (polled in the page every
 // 20 ms); `workers` counts the Web Workers the page started. Ratios are to
-// the CLI's full J (`bench`); a negative ordinary_after_full_j: it came first.
+// the CLI's full J (`bench`, the release build); a negative
+// ordinary_after_full_j: it came first. Then, on the same page, a word is
+// typed after the prompt: `live_s` is from the last key to the new
+// prediction and shares on screen (no Run). The run is done again with the
+// page seeing one core (one engine worker): `pool` is one worker's J against
+// the pool's. `roofline` gives the J's GFLOP/s (the CLI's count of the pass's
+// flops over the page's own J time, from its Report) beside the CLI's.
 
+import { readFileSync } from "node:fs";
 import { cliJson, launch } from "../tests/e2e/lib.mjs";
 
 const url = process.argv[2];
@@ -44,7 +51,15 @@ const MARKS = {
 const cli = (args) => cliJson(bin, args);
 
 const browser = await launch({ webgpu: opts.backend === "webgpu" });
-const context = await browser.newContext();
+const LIVE_WORD = " today";
+
+/// One visit: the link's run timed stage by stage, its Report's own times,
+/// and (when `typing`) a word typed after the prompt timed to its shares.
+async function visit({ cores = null, typing = false } = {}) {
+  const context = await browser.newContext({ acceptDownloads: true });
+  if (cores !== null) {
+    await context.addInitScript((n) => Object.defineProperty(navigator, "hardwareConcurrency", { get: () => n }), cores);
+}
 const page = await context.newPage();
 let workers = 0;
 page.on("worker", () => workers++);
@@ -94,17 +109,46 @@ const reconstruction = await page
   .getAttribute('[data-testid="recon-error-detached"]', "data-value")
   .then((v) => (v === null ? null : Number(v)))
   .catch(() => null);
-await browser.close();
 if (run.error) {
   console.error(`the page's run failed: ${run.error}`);
   process.exit(1);
 }
+// The Report's own stage times (the J alone, without what came before it).
+const [download] = await Promise.all([page.waitForEvent("download"), page.click('[data-testid="export-json"]')]);
+const report = JSON.parse(readFileSync(await download.path(), "utf8"));
+let live = null;
+if (typing) {
+  const n = (await page.$$('[data-testid="tokens"] .strip-token')).length;
+  await page.click('[data-testid="prompt-input"]');
+  await page.keyboard.press("End");
+  await page.keyboard.type(LIVE_WORD, { delay: 60 });
+  const t0 = Date.now();
+  await page.waitForFunction((n) => {
+    const chips = [...document.querySelectorAll('[data-testid="tokens"] .strip-token')];
+    return chips.length > n && chips.every((c) => c.dataset.attribution !== undefined) &&
+      document.querySelector('[data-testid="predicted-token"]');
+  }, n, { timeout: 120_000, polling: 10 });
+  live = { s: (Date.now() - t0) / 1000, tokens: (await page.$$('[data-testid="tokens"] .strip-token')).length };
+}
+await context.close();
+return { run, loadS, backendLabel, reconstruction, report, live, workers };
+}
+
+const main = await visit({ typing: true });
+const single = opts.backend === "cpu" ? await visit({ cores: 1 }) : null;
+await browser.close();
+const { run, loadS, backendLabel, reconstruction, report, live, workers } = main;
 
 // The CLI on the same work, in the same run: every stage, and the full J alone.
 const analyze = cli(["analyze", "--model", opts.model, "--prompt", opts.prompt, "--precision", opts.precision, "--json", "-",
   ...(opts.svd === "krylov" ? ["--matrix-free"] : [])]);
 const bench = cli(["bench", "--model", opts.model, "--prompt", opts.prompt, "--precision", opts.precision, "--threads", opts.threads]);
 const cliJ = bench.jacobian_ms / 1000;
+// The typed prompt's prediction and shares by the CLI (the same extent).
+const cliLive = cli(["analyze", "--model", opts.model, "--prompt", opts.prompt + LIVE_WORD, "--precision", opts.precision,
+  "--extent", "shares", "--json", "-"]);
+const pageJ = report.timings_ms.jacobian / 1000;
+const oneJ = single ? single.report.timings_ms.jacobian / 1000 : null;
 const ratio = (s) => (s === undefined ? null : Number((s / cliJ).toFixed(2)));
 const round = (o) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Number(v.toFixed(2))]));
 
@@ -120,8 +164,30 @@ console.log(JSON.stringify({
   workers,
   model_load_s: Number(loadS.toFixed(2)),
   page_s: round({ ...run.seen, idle: run.total }),
+  report_ms: { forward: report.timings_ms.forward, shares: report.timings_ms.shares,
+    contributions: report.timings_ms.contributions, jacobian: report.timings_ms.jacobian },
+  live: live && {
+    word: LIVE_WORD,
+    tokens: live.tokens,
+    after_last_key_s: Number(live.s.toFixed(2)),
+    cli_ms: { forward: cliLive.timings_ms.forward, shares: cliLive.timings_ms.shares },
+  },
+  pool: single && {
+    workers,
+    one_worker_j_s: Number(oneJ.toFixed(2)),
+    pool_j_s: Number(pageJ.toFixed(2)),
+    speedup: Number((oneJ / pageJ).toFixed(2)),
+  },
+  roofline: {
+    jacobian_gflop: Number(bench.jacobian_gflop.toFixed(2)),
+    page_gflops: Number((bench.jacobian_gflop / pageJ).toFixed(2)),
+    page_one_worker_gflops: oneJ && Number((bench.jacobian_gflop / oneJ).toFixed(2)),
+    cli_gflops: Number(bench.jacobian_gflops.toFixed(2)),
+    cli_gemm_peak_gflops: Number(bench.gemm_gflops.toFixed(2)),
+  },
   cli: {
     binary: bin,
+    profile: "release",
     threads: bench.threads,
     full_j_s: Number(cliJ.toFixed(2)),
     analyze_ms: analyze.timings_ms,
@@ -129,6 +195,7 @@ console.log(JSON.stringify({
   vs_cli_full_j: {
     decoded_spectrum: ratio(run.seen.decoded_spectrum),
     full_j: ratio(run.seen.full_j),
+    j_alone: ratio(pageJ),
     ordinary_after_full_j: run.seen.ordinary_error !== undefined && run.seen.full_j !== undefined
       ? ratio(run.seen.ordinary_error - run.seen.full_j) : null,
   },

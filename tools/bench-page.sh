@@ -4,15 +4,13 @@
 # on stdout). Options go to tools/bench-page.mjs:
 #   bash tools/bench-page.sh [--model gemma-3-270m] [--prompt "…"] \
 #     [--backend cpu|webgpu] [--precision f64|f32] [--threads 2] [--svd auto|full|krylov]
-# The CLI is $LINEAR_LENS_BIN, else the release build, else the test build.
+# The CLI is $LINEAR_LENS_BIN, else the release build (built when missing):
+# ratios are against `cargo build --release`, never a test-profile binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
-bin="${LINEAR_LENS_BIN:-}"
-for b in "$target/release/linear-lens" "$target/debug/linear-lens"; do
-  [ -n "$bin" ] || { [ -x "$b" ] && bin="$b"; }
-done
-[ -n "$bin" ] || { echo "error: no linear-lens binary: cargo build --release -p lens-cli" >&2; exit 1; }
+bin="${LINEAR_LENS_BIN:-$target/release/linear-lens}"
+[ -x "$bin" ] || cargo build --release -p lens-cli >&2
 [ -f dist/index.html ] || { echo "error: no dist/: trunk build --release" >&2; exit 1; }
 [ -d tests/e2e/node_modules/playwright-core ] || SETUP_BROWSER=1 bash tools/setup.sh >&2
 log=$(mktemp)

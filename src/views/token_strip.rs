@@ -41,17 +41,22 @@ pub fn TokenStrip(
             .map(|(i, t)| {
                 let row = d.rows.as_ref().and_then(|r| r.get(i).cloned());
                 let fro = d.fro_norms.as_ref().and_then(|f| f.get(i).copied());
-                let style = row.as_ref().map(|r| colour(r.attribution, max)).unwrap_or_default();
+                let style = row
+                    .as_ref()
+                    .map(|r| colour(r.attribution, max))
+                    .unwrap_or_default();
                 let title = match &row {
                     Some(r) => format!(
-                        "{:?} (id {}): {:+.4} of the logit {:.4}\n‖cᵢ‖ = {:.4}, cᵢ·y/‖y‖ = {:+.4}{}",
+                        "{:?} (id {}): {:+.4} of the logit {:.4}{}{}",
                         r.token,
                         r.id,
                         r.attribution,
                         d.logit,
-                        r.contribution_norm,
-                        r.projection_on_y,
-                        fro.map(|f| format!(", ‖Jᵢ‖_F = {f:.4}")).unwrap_or_default()
+                        r.contribution
+                            .map(|(n, p)| format!("\n‖cᵢ‖ = {n:.4}, cᵢ·y/‖y‖ = {p:+.4}"))
+                            .unwrap_or_default(),
+                        fro.map(|f| format!(", ‖Jᵢ‖_F = {f:.4}"))
+                            .unwrap_or_default()
                     ),
                     None => format!("{t:?}"),
                 };
@@ -82,8 +87,13 @@ pub fn TokenStrip(
                 <p class="selected-detail" data-testid="selected-token">
                     {format!("Token {i}: {t:?}")}
                     {row.map(|r| format!(
-                        " — adds {:+.4} to the logit of {:?} (of {:.4}); ‖cᵢ‖ = {:.4}",
-                        r.attribution, d.target_token, d.logit, r.contribution_norm
+                        " — adds {:+.4} to the logit of {:?} (of {:.4}){}",
+                        r.attribution,
+                        d.target_token,
+                        d.logit,
+                        r.contribution
+                            .map(|(n, _)| format!("; ‖cᵢ‖ = {n:.4}"))
+                            .unwrap_or_default()
                     ))}
                 </p>
             })
@@ -97,7 +107,8 @@ pub fn TokenStrip(
                         i.to_string(),
                         format!("{:?}", r.token),
                         format!("{:+.4}", r.attribution),
-                        format!("{:.4}", r.contribution_norm),
+                        r.contribution
+                            .map_or("…".to_string(), |(n, _)| format!("{n:.4}")),
                     ]
                 })
                 .collect();

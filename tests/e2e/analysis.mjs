@@ -77,6 +77,37 @@ const browser = await launch();
 // Carried from one scenario to the next.
 let sv, snapJson;
 
+/// A word typed after the prompt: the prediction and the shares follow the
+/// typing (one transpose pass after a pause), no Run, no progress bar; the
+/// shares = the CLI's (by the c_i) within `tol` of the logit.
+async function typingFollows(page, precision, tol) {
+  const word = " Italy";
+  const cliLive = cliRun(["analyze", "--model", MODEL, "--prompt", PROMPT + word, "--precision", precision, "--extent", "contributions"]);
+  let bars = 0;
+  await page.exposeFunction("sawProgress", () => bars++);
+  await page.evaluate(() => new MutationObserver(() => {
+    if (document.querySelector('[data-testid="progress"]')) window.sawProgress();
+  }).observe(document.body, { childList: true, subtree: true }));
+  await page.click('[data-testid="prompt-input"]');
+  await page.keyboard.press("End");
+  await page.keyboard.type(word, { delay: 40 });
+  const t0 = Date.now();
+  await page.waitForFunction((n) => {
+    const chips = [...document.querySelectorAll('[data-testid="tokens"] .strip-token')];
+    return chips.length === n && chips.every((c) => c.dataset.attribution !== undefined);
+  }, cliLive.tokens.length, { timeout: 60_000, polling: 20 });
+  const after = Date.now() - t0;
+  const shown = await all(page, '[data-testid="tokens"] .strip-token', (e) => [e.dataset.token, Number(e.dataset.attribution)]);
+  const logit = cliLive.attribution.logit;
+  const worst = Math.max(...shown.map(([, v], i) => Math.abs(v - cliLive.attribution.per_token[i]))) / Math.abs(logit);
+  check(same(shown.map(([w]) => w), cliLive.tokens) && worst < tol,
+    `typing: "${PROMPT + word}"'s ${shown.length} shares (${precision}) on screen ${t(after)} after the last key, without Run; ` +
+    `= the CLI's attribution by the c_i within ${worst.toExponential(1)} of the logit`);
+  const top = await page.textContent('[data-testid="predicted-token"]');
+  check(top.includes(cliLive.top[0].token.trim()) && bars === 0,
+    `typing: the prediction follows (${JSON.stringify(top.trim())}), and no progress bar came up (${bars})`);
+}
+
 await scenario("one link asks for everything; every view = the CLI", async () => {
   // 1. One link asks for everything: the run, the selected token's J_i, two
   // layers' curves and steering. Every view's numbers = the CLI's.
@@ -181,6 +212,7 @@ await scenario("one link asks for everything; every view = the CLI", async () =>
   snapJson = JSON.parse(decodeURIComponent(snapLink.match(/[#&]snap=([^&]*)/)[1]));
   check(snapJson.sigma.length === 8 && relClose(snapJson.sigma[0], sv[0], 1e-12) && snapJson.top === cli.top[0].token,
     `share: the link with results carries a snapshot (${snapLink.length} characters)`);
+  await typingFollows(page, "f64", 1e-12);
   await ctx.close();
 });
 

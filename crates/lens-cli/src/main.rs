@@ -62,6 +62,16 @@ struct RunArgs {
     /// probe products (for long prompts).
     #[arg(long)]
     matrix_free: bool,
+    /// How far the run goes: shares (the prediction and each token's share
+    /// of the target's logit, one transpose pass), contributions (the c_i
+    /// too), full.
+    #[arg(long, default_value = "full", value_parser = parse_extent)]
+    extent: lens_engine::analysis::Extent,
+}
+
+fn parse_extent(s: &str) -> Result<lens_engine::analysis::Extent, String> {
+    lens_engine::analysis::Extent::parse(s)
+        .ok_or_else(|| format!("`{s}` is not one of shares, contributions, full"))
 }
 
 impl RunArgs {
@@ -75,6 +85,7 @@ impl RunArgs {
             target: self.target,
             columns: self.columns,
             attention: !self.no_attention,
+            extent: self.extent,
             svd_mode: if self.matrix_free {
                 lens_engine::analysis::SvdMode::Krylov
             } else {
@@ -537,8 +548,8 @@ fn print_analysis(r: &lens_engine::analysis::Report) {
     }
     let t = &r.timings_ms;
     println!(
-        "timings (ms): forward {:.0}, contributions {:.0}, jacobian {:.0}, svd {:.0}, decode {:.0}, layers {:.0}, steering {:.0}, ordinary {:.0}",
-        t.forward, t.contributions, t.jacobian, t.svd, t.decode, t.layers, t.steering, t.ordinary
+        "timings (ms): forward {:.0}, shares {:.0}, contributions {:.0}, jacobian {:.0}, svd {:.0}, decode {:.0}, layers {:.0}, steering {:.0}, ordinary {:.0}",
+        t.forward, t.shares, t.contributions, t.jacobian, t.svd, t.decode, t.layers, t.steering, t.ordinary
     );
 }
 

@@ -41,8 +41,11 @@ pub struct Prediction {
     pub top: Vec<TopToken>,
 }
 
-/// Rows of the vocabulary matrix dequantized at a time (bounded memory).
-const VOCAB_BLOCK: usize = 16_384;
+/// Rows of the vocabulary matrix dequantized at a time: few enough that
+/// they stay in cache while they are multiplied (Gemma 3's 262144 × 640
+/// Q8_0 rows: 1.3 s in blocks of 16384, 0.27 s in blocks of 512, one
+/// thread, release build).
+const VOCAB_BLOCK: usize = 512;
 
 /// Tokenize, run the forward pass, return the top-`k` next tokens.
 pub fn predict(model: &Model, prompt: &str, precision: Precision, k: usize) -> Result<Prediction> {
@@ -161,13 +164,18 @@ pub fn embed(model: &Model, ids: &[u32], dtype: DType) -> Result<Tensor> {
     })
 }
 
-/// `W_U y` for a `[1, d]` vector, through the vocabulary matrix in row blocks.
-pub fn unembed(model: &Model, y: &Tensor) -> Result<Vec<f64>> {
-    let name = if model.config.tie_embeddings {
+/// The vocabulary matrix the logits come from: the embedding when tied.
+pub fn unembedding_name(model: &Model) -> &'static str {
+    if model.config.tie_embeddings {
         "token_embd.weight"
     } else {
         "output.weight"
-    };
+    }
+}
+
+/// `W_U y` for a `[1, d]` vector, through the vocabulary matrix in row blocks.
+pub fn unembed(model: &Model, y: &Tensor) -> Result<Vec<f64>> {
+    let name = unembedding_name(model);
     let vocab = model.weights.shape(name)?[0];
     let yt = y.reshape((model.config.hidden, 1))?;
     let mut logits = Vec::with_capacity(vocab);

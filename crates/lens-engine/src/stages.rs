@@ -4,7 +4,9 @@
 //! into the Report by `Report::apply`, nowhere else. Stages do not time
 //! themselves (the engine has no clock): the run sets each part's `ms`.
 
-use crate::analysis::attribution::{attribute, norms_and_projections};
+use crate::analysis::attribution::{
+    attribute, attribute_rows, norms_and_projections, unembedding_row,
+};
 use crate::analysis::steering::{self, SteerOptions};
 use crate::analysis::{self, fro_norms, AnalyzeOptions, JacobianValues};
 use crate::error::Result;
@@ -14,7 +16,7 @@ use crate::model::Model;
 use crate::trace::{trace, Trace};
 use candle_core::Tensor;
 use lens_report::{
-    Attention, Contributions, JacobianPart, Layers, Ordinary, Prediction, Spectra, Steered,
+    Attention, Contributions, JacobianPart, Layers, Ordinary, Prediction, Shares, Spectra, Steered,
     TokenRow,
 };
 
@@ -44,6 +46,43 @@ pub fn prediction(model: &Model, prompt: &str, tr: &Trace, top: usize) -> Result
             .collect(),
         spans,
         top: top_k(model, &logits, top),
+        ms: 0.0,
+    })
+}
+
+/// The tokens whose logits a run splits among the prompt's tokens: the
+/// target (default the `predicted` one), then the predicted token when the
+/// target is another.
+pub fn share_targets(target: Option<u32>, predicted: u32) -> Vec<u32> {
+    match target {
+        Some(t) if t != predicted => vec![t, predicted],
+        _ => vec![predicted],
+    }
+}
+
+/// The unembedding rows of `targets` (`[k, d]`, f64): the cotangents of the
+/// shares' one transpose pass.
+pub fn share_cotangents(model: &Model, targets: &[u32]) -> Result<Tensor> {
+    let rows = targets
+        .iter()
+        .map(|&t| unembedding_row(model, t))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&rows, 0)?)
+}
+
+/// Each token's exact share of the [`share_targets`]' logits from the
+/// transpose pass of their rows (`v`: `[n, k, d]`, `w_tᵀ J_i` in row `t`).
+pub fn shares(model: &Model, tr: &Trace, v: &Tensor, targets: &[u32]) -> Result<Shares> {
+    let of = |k: usize, t: u32| attribute_rows(model, tr, &v.narrow(1, k, 1)?.squeeze(1)?, t);
+    let Some(&first) = targets.first() else {
+        return Err(crate::EngineError::Config("no token to attribute".into()));
+    };
+    Ok(Shares {
+        attribution: of(0, first)?,
+        attribution_predicted: match targets.get(1) {
+            Some(&p) => Some(of(1, p)?),
+            None => None,
+        },
         ms: 0.0,
     })
 }

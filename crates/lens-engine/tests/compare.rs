@@ -6,7 +6,7 @@
 //! SmolLM2 on one sentence lines up by characters.
 
 use lens_engine::analysis::compare::{principal_angles, Comparison, Side};
-use lens_engine::analysis::AnalyzeOptions;
+use lens_engine::analysis::{AnalyzeOptions, Extent};
 use lens_engine::forward::Precision;
 use lens_engine::run::{compare_to, quiet, run_side};
 use lens_engine::Model;
@@ -25,7 +25,7 @@ fn gemma() -> &'static Model {
 /// The shares alone (no `J`): what the alignment and the logit need.
 fn shares_only(precision: Precision) -> AnalyzeOptions {
     AnalyzeOptions {
-        full: false,
+        extent: Extent::Contributions,
         ..AnalyzeOptions::new(precision)
     }
 }

@@ -6,7 +6,7 @@
 use crate::catalog::ModelRequest;
 use crate::spec::{BackendChoice, Precision, SteerSpec, SvdMode};
 pub use lens_report::Stage;
-use lens_report::{Columns, Comparison, Device, Heatmap, Part, Prediction, Report, Side};
+use lens_report::{Columns, Comparison, Device, Extent, Heatmap, Part, Prediction, Report, Side};
 use serde::{Deserialize, Serialize};
 
 /// Page → worker.
@@ -99,9 +99,11 @@ pub struct RunRequest {
     pub prompt: String,
     pub precision: Precision,
     pub top: usize,
-    /// Also form the full detached Jacobian (or, for long prompts, find
-    /// the top of its spectrum without it), its SVD and the ordinary one.
-    pub full: bool,
+    /// How far the run goes: the shares alone (the page follows typing),
+    /// the contributions too, or the full detached Jacobian (for long
+    /// prompts the top of its spectrum without it), its SVD and the rest.
+    #[serde(default)]
+    pub extent: Extent,
     #[serde(default)]
     pub svd: SvdMode,
     /// Where the passes run.
@@ -371,7 +373,7 @@ mod tests {
             prompt: "<b>hi</b>".into(),
             precision: Precision::F32,
             top: 5,
-            full: true,
+            extent: Extent::Full,
             svd: SvdMode::Krylov,
             backend: Default::default(),
             pool: 2,

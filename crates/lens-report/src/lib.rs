@@ -11,8 +11,8 @@ pub use compare::{
     PredictionChange, ShareRow, Side, SpectraChange, WordsPair,
 };
 pub use parts::{
-    Contributions, Device, JacobianPart, Layers, Ordinary, Part, Prediction, Spectra, Stage,
-    Steered, SvdMode,
+    Contributions, Device, Extent, JacobianPart, Layers, Ordinary, Part, Prediction, Shares,
+    Spectra, Stage, Steered, SvdMode,
 };
 
 /// The frozen attention probabilities `[layer][head][query][key]`.
@@ -325,6 +325,9 @@ impl GpuWork {
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct Timings {
     pub forward: f64,
+    /// The shares by one transpose pass (before the contributions).
+    #[serde(default)]
+    pub shares: f64,
     pub jacobian: f64,
     pub contributions: f64,
     pub layers: f64,

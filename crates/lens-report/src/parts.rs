@@ -117,6 +117,38 @@ impl SvdMode {
     }
 }
 
+/// How far a run goes. Every run starts with the prediction and the
+/// target's exact shares (one transpose pass of its unembedding row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Extent {
+    /// The prediction and the shares alone: what follows typing.
+    Shares,
+    /// Then the contributions `c_i` with both precisions' reconstruction
+    /// (the page's quick look).
+    Contributions,
+    /// Then the ordinary error, `J` (or its spectrum matrix-free), the
+    /// spectra, attention, layers, steering.
+    #[default]
+    Full,
+}
+
+impl Extent {
+    pub const ALL: [Extent; 3] = [Extent::Shares, Extent::Contributions, Extent::Full];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Extent::Shares => "shares",
+            Extent::Contributions => "contributions",
+            Extent::Full => "full",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Extent::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
 /// The frozen forward's prediction: what starts a Report.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Prediction {
@@ -128,6 +160,16 @@ pub struct Prediction {
     #[serde(default)]
     pub spans: Vec<Option<[usize; 2]>>,
     pub top: Vec<TopToken>,
+    pub ms: f64,
+}
+
+/// Each token's exact share of the target's logit (and of the predicted
+/// token's, when the target is another), `(w_tᵀ J_i) · x_i` for every `i`
+/// from one transpose pass of `w_t`: no `c_i`, about a forward's cost.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Shares {
+    pub attribution: Attribution,
+    pub attribution_predicted: Option<Attribution>,
     pub ms: f64,
 }
 
@@ -203,6 +245,7 @@ pub struct Steered {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "stage", content = "data", rename_all = "snake_case")]
 pub enum Part {
+    Shares(Shares),
     Contributions(Contributions),
     Jacobian(JacobianPart),
     Spectra(Spectra),
@@ -247,6 +290,11 @@ impl Report {
     pub fn apply(&mut self, part: Part) {
         let r = &mut self.reconstruction;
         match part {
+            Part::Shares(s) => {
+                self.attribution = s.attribution;
+                self.attribution_predicted = s.attribution_predicted;
+                self.timings_ms.shares = s.ms;
+            }
             Part::Contributions(c) => {
                 r.contributions_rel_error = c.rel_error;
                 r.other_precision_rel_error = c.other_precision_rel_error;

@@ -84,7 +84,7 @@ pub fn page_options(precision: Precision, memory_limit: Option<u64>) -> AnalyzeO
 pub fn request_options(req: &RunRequest, memory_limit: Option<u64>) -> AnalyzeOptions {
     AnalyzeOptions {
         top: req.top.clamp(1, 50),
-        full: req.full,
+        extent: req.extent,
         svd_mode: req.svd,
         target: req.target.clone(),
         ..page_options(req.precision, memory_limit)

@@ -9,6 +9,7 @@
 use lens_engine::memory::MemoryNeed;
 use lens_engine::{Model, Precision};
 use lens_protocol::messages::RunRequest;
+use lens_protocol::report::Extent;
 use lens_protocol::SvdMode;
 use lens_testkit::real_models::{model_path, GEMMA};
 use lens_worker::run as worker;
@@ -112,7 +113,7 @@ fn the_estimate_covers_the_measured_peak() {
             prompt: prompt.into(),
             precision: lens_protocol::Precision::F64,
             top: 5,
-            full: true,
+            extent: Extent::Full,
             svd,
             backend: Default::default(),
             pool: 1,

@@ -8,6 +8,7 @@ use lens_engine::analysis::AnalyzeOptions;
 use lens_engine::run::{compare_here, quiet};
 use lens_engine::{Model, Precision};
 use lens_protocol::messages::RunRequest;
+use lens_protocol::report::Extent;
 use lens_protocol::report::Side;
 use lens_protocol::{Reply, SvdMode};
 use lens_testkit::worker::{collect, replies_of, report_of};
@@ -21,7 +22,7 @@ fn request(job: u32, prompt: &str) -> RunRequest {
         prompt: prompt.into(),
         precision: lens_protocol::Precision::F64,
         top: 5,
-        full: true,
+        extent: Extent::Full,
         svd: SvdMode::Full,
         backend: Default::default(),
         pool: 1,

@@ -7,6 +7,7 @@
 
 use lens_engine::{Model, Precision};
 use lens_protocol::messages::RunRequest;
+use lens_protocol::report::Extent;
 use lens_protocol::report::Part;
 use lens_protocol::{Device, Reply, SvdMode};
 use lens_testkit::gpu::gpu;
@@ -15,14 +16,14 @@ use lens_testkit::{prompt, tiny_hf_dir, Family, Spec};
 use lens_worker::run as worker;
 use serde_json::json;
 
-fn run_on_gpu(model: &Model, prompt: &str, full: bool) -> Vec<Reply> {
+fn run_on_gpu(model: &Model, prompt: &str, extent: Extent) -> Vec<Reply> {
     let g = gpu();
     let req = RunRequest {
         job: 1,
         prompt: prompt.into(),
         precision: Precision::F64,
         top: 5,
-        full,
+        extent,
         svd: SvdMode::Full,
         backend: lens_protocol::BackendChoice::Webgpu,
         pool: 1,
@@ -58,7 +59,7 @@ fn tiny_qwen3(dir: &str) -> (Spec, Model) {
 #[test]
 fn tiny_qwen3_full_run_on_the_gpu() {
     let (spec, m) = tiny_qwen3("worker-gpu");
-    let replies = run_on_gpu(&m, &prompt(9, 6, spec.vocab), true);
+    let replies = run_on_gpu(&m, &prompt(9, 6, spec.vocab), Extent::Full);
     let (detached, cert) = replies
         .iter()
         .find_map(|r| match r {
@@ -95,7 +96,7 @@ fn a_lost_device_falls_back_to_the_cpu() {
         prompt: prompt(9, 6, spec.vocab),
         precision: Precision::F64,
         top: 5,
-        full: true,
+        extent: Extent::Full,
         svd: SvdMode::Full,
         backend: lens_protocol::BackendChoice::Webgpu,
         pool: 1,

@@ -11,6 +11,7 @@ use lens_engine::run::Session;
 use lens_engine::Model;
 use lens_protocol::messages::RunRequest;
 use lens_protocol::pool::{Assembly, Chunk};
+use lens_protocol::report::Extent;
 use lens_protocol::report::Part;
 use lens_protocol::{Precision, Reply, SvdMode};
 use lens_testkit::real_models::{model_path, GEMMA};
@@ -179,7 +180,7 @@ fn run(
         prompt: prompt.into(),
         precision: Precision::F64,
         top: 5,
-        full: true,
+        extent: Extent::Full,
         svd,
         backend: Default::default(),
         pool: pool.map_or(1, |p| p.workers()),

@@ -7,6 +7,7 @@ use lens_engine::analysis::{AnalyzeOptions, Report};
 use lens_engine::run::{analyze, Limits};
 use lens_engine::{Model, Precision};
 use lens_protocol::messages::RunRequest;
+use lens_protocol::report::Extent;
 use lens_protocol::report::Part;
 use lens_protocol::{Reply, Stage, SteerSpec, SvdMode};
 use lens_testkit::real_models::{model_path, GEMMA};
@@ -26,7 +27,7 @@ fn bad_prompts_fail_with_a_sentence_and_stop_early() {
         prompt: "   ".into(),
         precision: lens_protocol::Precision::F32,
         top: 5,
-        full: false,
+        extent: Extent::Contributions,
         svd: SvdMode::Auto,
         backend: Default::default(),
         pool: 1,
@@ -67,7 +68,7 @@ fn long_prompts_run_matrix_free_like_the_cli() {
         prompt: prompt.into(),
         precision: lens_protocol::Precision::F64,
         top: 5,
-        full: true,
+        extent: Extent::Full,
         svd: SvdMode::Krylov,
         backend: Default::default(),
         pool: 1,

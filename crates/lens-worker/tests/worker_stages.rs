@@ -7,6 +7,7 @@ use lens_engine::run::analyze;
 use lens_engine::run::Session;
 use lens_engine::{Model, Precision};
 use lens_protocol::messages::RunRequest;
+use lens_protocol::report::Extent;
 use lens_protocol::report::{Layers, Part};
 use lens_protocol::{Reply, Stage, SvdMode};
 use lens_testkit::close;
@@ -30,7 +31,7 @@ fn run_request() -> RunRequest {
         prompt: PROMPT.into(),
         precision: lens_protocol::Precision::F64,
         top: 5,
-        full: true,
+        extent: Extent::Full,
         svd: SvdMode::Auto,
         backend: Default::default(),
         pool: 1,
@@ -117,6 +118,7 @@ fn stages_arrive_in_order_with_progress() {
         .filter_map(|r| match r {
             Reply::Prediction { .. } => Some("prediction"),
             Reply::Part { part, .. } => Some(match part {
+                Part::Shares(_) => "shares",
                 Part::Contributions(_) => "contributions",
                 Part::Jacobian(_) => "jacobian",
                 Part::Spectra(_) => "spectra",
@@ -133,6 +135,7 @@ fn stages_arrive_in_order_with_progress() {
         kinds,
         [
             "prediction",
+            "shares",
             "contributions",
             "ordinary",
             "jacobian",
@@ -157,6 +160,45 @@ fn stages_arrive_in_order_with_progress() {
         .collect();
     assert_eq!(jac_steps.len(), layers + 1, "{jac_steps:?}");
     assert_eq!(jac_steps.last(), Some(&(layers, layers)));
+}
+
+/// The shares by one transpose pass (`(w_tᵀ J_i) · x_i`, no `c_i`) are the
+/// contributions' (`w_t · c_i`, by forward mode) to f64 rounding: Gemma 3
+/// 270M, f64, both sum to the logit within 1e-14.
+#[test]
+fn shares_by_one_transpose_pass_are_the_contributions_attribution() {
+    let replies = shared_run(&mut None);
+    let (mut shares, mut by_c) = (None, None);
+    for r in &replies {
+        match r {
+            Reply::Part {
+                part: Part::Shares(s),
+                ..
+            } => shares = Some(s.attribution.clone()),
+            Reply::Part {
+                part: Part::Contributions(c),
+                ..
+            } => by_c = Some(c.attribution.clone()),
+            _ => {}
+        }
+    }
+    let (s, c) = (shares.expect("shares"), by_c.expect("contributions"));
+    assert_eq!(s.target_id, c.target_id);
+    assert_eq!(s.logit, c.logit);
+    assert_eq!(s.per_token.len(), c.per_token.len());
+    let worst = s
+        .per_token
+        .iter()
+        .zip(&c.per_token)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
+        / s.logit.abs();
+    println!(
+        "shares {:?} vs contributions {:?}: worst {worst:.2e} of the logit {}, sums {:.1e} / {:.1e}",
+        s.per_token, c.per_token, s.logit, s.sum_rel_error, c.sum_rel_error
+    );
+    assert!(worst < 1e-13, "{worst:e}");
+    assert!(s.sum_rel_error < 1e-14 && c.sum_rel_error < 1e-14);
 }
 
 #[test]

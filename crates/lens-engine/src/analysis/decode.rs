@@ -5,6 +5,7 @@
 //! vectors.
 
 use crate::error::Result;
+pub use crate::forward::unembedding_name;
 use crate::model::Model;
 use candle_core::{DType, Device, Tensor};
 
@@ -12,15 +13,6 @@ use candle_core::{DType, Device, Tensor};
 const BLOCK: usize = 16_384;
 
 pub use lens_report::TokenScore;
-
-/// The unembedding's tensor name (tied models reuse the embedding).
-pub fn unembedding_name(model: &Model) -> &'static str {
-    if model.config.tie_embeddings {
-        "token_embd.weight"
-    } else {
-        "output.weight"
-    }
-}
 
 /// Vectors to decode, gathered so that each vocabulary matrix is read once
 /// (once in all when the model ties its embeddings).

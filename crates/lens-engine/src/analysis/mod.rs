@@ -50,10 +50,9 @@ pub struct AnalyzeOptions {
     /// How `J_cat`'s spectrum is found: by forming `J` (`Full`), from
     /// probe products without it (`Krylov`), or by the prompt's length.
     pub svd_mode: SvdMode,
-    /// Past the contributions: the ordinary error, `J` (or its spectrum
-    /// matrix-free), the spectra, attention, layers, steering. Without it
-    /// a run stops after the contributions (the page's quick look).
-    pub full: bool,
+    /// How far the run goes: the shares alone (typing), the contributions
+    /// too (a quick look), or everything.
+    pub extent: Extent,
     /// What the caller allows a run (a tab's memory, the longest prompt).
     pub limits: Limits,
 }
@@ -112,13 +111,13 @@ impl AnalyzeOptions {
             attention: true,
             steer: None,
             svd_mode: SvdMode::Full,
-            full: true,
+            extent: Extent::Full,
             limits: Limits::NONE,
         }
     }
 }
 
-pub use lens_report::SvdMode;
+pub use lens_report::{Extent, SvdMode};
 
 /// `‖J_i‖_F` per token of `J` (`[n, d, d]`).
 pub fn fro_norms(j: &Tensor) -> Result<Vec<f64>> {

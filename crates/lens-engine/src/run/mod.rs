@@ -4,9 +4,10 @@
 //! package drive [`run`] and add only their transport: where the events go
 //! ([`Hooks`]), where the passes compute ([`Compute`]).
 //!
-//! A run: the prediction, the contributions `c_i = J_i x_i` with exact
-//! attribution and both precisions' reconstruction (and, on an accelerator,
-//! a certificate against the f64 CPU pass), then with `full`: the ordinary
+//! A run: the prediction, each token's exact share of the target's logit
+//! (one transpose pass: all a typing visitor waits for), the contributions
+//! `c_i = J_i x_i` with both precisions' reconstruction (and, on an
+//! accelerator, a certificate against the f64 CPU pass), then in full: the ordinary
 //! Jacobian's error, the full detached `J` (or, by the plan, the top of its
 //! spectrum matrix-free), the spectra decoded, the attention, the layer
 //! curves and steering asked for. Each part is emitted as soon as it is
@@ -24,7 +25,7 @@ pub use compute::{Accelerator, Boxed, Compute, Pool};
 pub use session::{inspect, layers, steer, Session, HEATMAP_CELLS};
 
 pub use crate::analysis::Limits;
-use crate::analysis::{certificate, AnalyzeOptions, JacobianValues};
+use crate::analysis::{certificate, AnalyzeOptions, Extent, JacobianValues};
 use crate::error::{EngineError, Result};
 use crate::forward::{Precision, PrecisionDType};
 use crate::jacobian;
@@ -281,7 +282,8 @@ async fn run_on(
     let device = compute.device(opts.precision);
     let precision = device.precision();
     let plan = svd_plan(n, d, precision, opts.svd_mode, limits);
-    let full_j = opts.full && matches!(plan, Ok(None));
+    let full = opts.extent == Extent::Full;
+    let full_j = full && matches!(plan, Ok(None));
     room_for_run(model, n, precision, full_j, limits)?;
     hooks.emit(Event::Backend {
         device,
@@ -312,12 +314,34 @@ async fn run_on(
     prediction.ms = hooks.now_ms() - t;
     let mut report = Report::new(prediction.clone());
     hooks.emit(Event::Prediction(prediction));
+    let done = |hooks: &Rc<dyn Hooks>| {
+        hooks.emit(Event::Done {
+            ms: hooks.now_ms() - start,
+        })
+    };
+    check_cancel(hooks)?;
+
+    // The shares: one transpose pass of the targets' unembedding rows.
+    let t = hooks.now_ms();
+    let targets = stages::share_targets(target, predicted);
+    let u = stages::share_cotangents(model, &targets)?;
+    let v = match gpu {
+        Some(g) => g.vjp_output(model, &tr, &u).await?.transpose(0, 1)?,
+        None => jacobian::vjp(model, &tr, &u, pass)?.0,
+    };
+    let mut shares = stages::shares(model, &tr, &v, &targets)?;
+    shares.ms = hooks.now_ms() - t;
+    emit(Part::Shares(shares), &mut report);
+    if opts.extent == Extent::Shares {
+        done(hooks);
+        return Ok((report, Session::new(prompt, tr)));
+    }
     check_cancel(hooks)?;
     // The pool (when it has more than this worker) forms a full J on the
     // CPU, the others starting on their rows now.
     let pool = compute
         .pool
-        .filter(|p| opts.full && gpu.is_none() && p.workers() > 1);
+        .filter(|p| full && gpu.is_none() && p.workers() > 1);
     if let Some(p) = pool.filter(|_| full_j) {
         p.start_jacobian(n, d, precision.dtype().size_in_bytes());
     }
@@ -358,12 +382,7 @@ async fn run_on(
     contrib.ms = hooks.now_ms() - t;
     emit(Part::Contributions(contrib), &mut report);
     let mut session = Session::new(prompt, tr);
-    let done = |hooks: &Rc<dyn Hooks>| {
-        hooks.emit(Event::Done {
-            ms: hooks.now_ms() - start,
-        })
-    };
-    if !opts.full {
+    if !full {
         done(hooks);
         return Ok((report, session));
     }
