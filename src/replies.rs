@@ -73,19 +73,23 @@ pub(crate) mod tests {
         }
     }
 
+    fn attribution() -> Attribution {
+        Attribution {
+            target_id: 9,
+            target_token: " is".into(),
+            logit: 3.0,
+            per_token: vec![0.5, 2.5],
+            sum_rel_error: 0.0,
+        }
+    }
+
     /// The shares by one transpose pass: the contributions' attribution
     /// to rounding, without the `c_i`.
     pub(crate) fn shares() -> Reply {
         Reply::Part {
             job: 1,
             part: Part::Shares(Shares {
-                attribution: Attribution {
-                    target_id: 9,
-                    target_token: " is".into(),
-                    logit: 3.0,
-                    per_token: vec![0.5, 2.5],
-                    sum_rel_error: 0.0,
-                },
+                attribution: attribution(),
                 attribution_predicted: None,
                 ms: 8.0,
             }),
@@ -99,13 +103,7 @@ pub(crate) mod tests {
                 rel_error: 1e-16,
                 other_precision_rel_error: Some(2e-7),
                 per_token: vec![row("The"), row(" sky")],
-                attribution: Attribution {
-                    target_id: 9,
-                    target_token: " is".into(),
-                    logit: 3.0,
-                    per_token: vec![0.5, 2.5],
-                    sum_rel_error: 0.0,
-                },
+                attribution: attribution(),
                 attribution_predicted: None,
                 certificate: None,
                 ms: 20.0,

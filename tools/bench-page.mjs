@@ -18,7 +18,7 @@
 // flops over the page's own J time, from its Report) beside the CLI's.
 
 import { readFileSync } from "node:fs";
-import { cliJson, launch } from "../tests/e2e/lib.mjs";
+import { cliJson, launch, typeAndWaitShares } from "../tests/e2e/lib.mjs";
 
 const url = process.argv[2];
 const bin = process.env.LINEAR_LENS_BIN;
@@ -118,22 +118,15 @@ const [download] = await Promise.all([page.waitForEvent("download"), page.click(
 const report = JSON.parse(readFileSync(await download.path(), "utf8"));
 let live = null;
 if (typing) {
-  const n = (await page.$$('[data-testid="tokens"] .strip-token')).length;
-  await page.click('[data-testid="prompt-input"]');
-  await page.keyboard.press("End");
-  await page.keyboard.type(LIVE_WORD, { delay: 60 });
-  const t0 = Date.now();
-  await page.waitForFunction((n) => {
-    const chips = [...document.querySelectorAll('[data-testid="tokens"] .strip-token')];
-    return chips.length > n && chips.every((c) => c.dataset.attribution !== undefined) &&
-      document.querySelector('[data-testid="predicted-token"]');
-  }, n, { timeout: 120_000, polling: 10 });
-  live = { s: (Date.now() - t0) / 1000, tokens: (await page.$$('[data-testid="tokens"] .strip-token')).length };
+  live = { s: await typeAndWaitShares(page, LIVE_WORD, cliLive.tokens.length, 60), tokens: cliLive.tokens.length };
 }
 await context.close();
 return { run, loadS, backendLabel, reconstruction, report, live, workers };
 }
 
+// The typed prompt's prediction and shares by the CLI (the same extent).
+const cliLive = cli(["analyze", "--model", opts.model, "--prompt", opts.prompt + LIVE_WORD, "--precision", opts.precision,
+  "--extent", "shares", "--json", "-"]);
 const main = await visit({ typing: true });
 const single = opts.backend === "cpu" ? await visit({ cores: 1 }) : null;
 await browser.close();
@@ -144,9 +137,6 @@ const analyze = cli(["analyze", "--model", opts.model, "--prompt", opts.prompt, 
   ...(opts.svd === "krylov" ? ["--matrix-free"] : [])]);
 const bench = cli(["bench", "--model", opts.model, "--prompt", opts.prompt, "--precision", opts.precision, "--threads", opts.threads]);
 const cliJ = bench.jacobian_ms / 1000;
-// The typed prompt's prediction and shares by the CLI (the same extent).
-const cliLive = cli(["analyze", "--model", opts.model, "--prompt", opts.prompt + LIVE_WORD, "--precision", opts.precision,
-  "--extent", "shares", "--json", "-"]);
 const pageJ = report.timings_ms.jacobian / 1000;
 const oneJ = single ? single.report.timings_ms.jacobian / 1000 : null;
 const ratio = (s) => (s === undefined ? null : Number((s / cliJ).toFixed(2)));

@@ -9,7 +9,7 @@
 
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { check, cliJson, failures, finish, launch, open, relClose, scenario, t, waitIdle, waitReady, RUN_TIMEOUT } from "./lib.mjs";
+import { check, cliJson, failures, finish, launch, open, relClose, scenario, t, typeAndWaitShares, waitIdle, waitReady, RUN_TIMEOUT } from "./lib.mjs";
 
 const url = process.argv[2];
 const shots = process.argv[3] ?? process.env.SCREENSHOT_DIR ?? "";
@@ -88,20 +88,12 @@ async function typingFollows(page, precision, tol) {
   await page.evaluate(() => new MutationObserver(() => {
     if (document.querySelector('[data-testid="progress"]')) window.sawProgress();
   }).observe(document.body, { childList: true, subtree: true }));
-  await page.click('[data-testid="prompt-input"]');
-  await page.keyboard.press("End");
-  await page.keyboard.type(word, { delay: 40 });
-  const t0 = Date.now();
-  await page.waitForFunction((n) => {
-    const chips = [...document.querySelectorAll('[data-testid="tokens"] .strip-token')];
-    return chips.length === n && chips.every((c) => c.dataset.attribution !== undefined);
-  }, cliLive.tokens.length, { timeout: 60_000, polling: 20 });
-  const after = Date.now() - t0;
+  const after = await typeAndWaitShares(page, word, cliLive.tokens.length);
   const shown = await all(page, '[data-testid="tokens"] .strip-token', (e) => [e.dataset.token, Number(e.dataset.attribution)]);
   const logit = cliLive.attribution.logit;
   const worst = Math.max(...shown.map(([, v], i) => Math.abs(v - cliLive.attribution.per_token[i]))) / Math.abs(logit);
   check(same(shown.map(([w]) => w), cliLive.tokens) && worst < tol,
-    `typing: "${PROMPT + word}"'s ${shown.length} shares (${precision}) on screen ${t(after)} after the last key, without Run; ` +
+    `typing: "${PROMPT + word}"'s ${shown.length} shares (${precision}) on screen ${after.toFixed(2)} s after the last key, without Run; ` +
     `= the CLI's attribution by the c_i within ${worst.toExponential(1)} of the logit`);
   const top = await page.textContent('[data-testid="predicted-token"]');
   check(top.includes(cliLive.top[0].token.trim()) && bars === 0,

@@ -74,6 +74,22 @@ export async function waitIdle(page, testid) {
   if (err) throw new Error(`${testid}: ${await err.textContent()}`);
 }
 
+/// Types `word` after the prompt in the box, a key every `delay` ms, and
+/// waits (no Run) until the strip shows `tokens` tokens, each with its
+/// share, and a prediction: the seconds from the last key.
+export async function typeAndWaitShares(page, word, tokens, delay = 40) {
+  await page.click('[data-testid="prompt-input"]');
+  await page.keyboard.press("End");
+  await page.keyboard.type(word, { delay });
+  const t0 = Date.now();
+  await page.waitForFunction((n) => {
+    const chips = [...document.querySelectorAll('[data-testid="tokens"] .strip-token')];
+    return chips.length === n && chips.every((c) => c.dataset.attribution !== undefined) &&
+      document.querySelector('[data-testid="predicted-token"]');
+  }, tokens, { timeout: 120_000, polling: 10 });
+  return (Date.now() - t0) / 1000;
+}
+
 export function finish() {
   check(cspRefusals.length === 0,
     `the Content-Security-Policy refused nothing the page does (${cspRefusals.length}: ${JSON.stringify(cspRefusals.slice(0, 2))})`);
