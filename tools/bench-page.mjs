@@ -41,6 +41,7 @@ if (opts.backend === "webgpu") opts.precision = "f32"; // the GPU computes in f3
 // start, as "…", and get their data-value when the stage arrives).
 const MARKS = {
   prediction: '[data-testid="predicted-token"]',
+  shares: '[data-testid="tokens"] .strip-token[data-attribution]',
   contributions: '[data-testid="recon-error-contributions"][data-value]',
   decoded_spectrum: '[data-testid="decode-row"]',
   full_j: '[data-testid="recon-error-detached"][data-value]',
