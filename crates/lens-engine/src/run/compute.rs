@@ -30,7 +30,8 @@ pub trait Accelerator {
     fn trace<'a>(&'a self, model: &'a Model, ids: &'a [u32]) -> Boxed<'a, Trace>;
     /// The contributions `c_i = J_i x_i` (`[n, d]`), by forward mode.
     fn contributions<'a>(&'a self, model: &'a Model, tr: &'a Trace) -> Boxed<'a, Tensor>;
-    /// `uᵀ J` for the rows of `u` (`[k, d]`) on the output: `[k, n, d]`.
+    /// `uᵀ J` for the rows of `u` (`[k, d]`) on the output: `[n, k, d]`, as
+    /// the CPU's `jacobian::vjp`.
     fn vjp_output<'a>(
         &'a self,
         model: &'a Model,

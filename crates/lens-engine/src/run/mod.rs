@@ -320,13 +320,21 @@ async fn run_on(
         })
     };
     check_cancel(hooks)?;
+    // The pool (when it has more than this worker) forms a full J on the
+    // CPU, the others starting on their rows now.
+    let pool = compute
+        .pool
+        .filter(|p| full && gpu.is_none() && p.workers() > 1);
+    if let Some(p) = pool.filter(|_| full_j) {
+        p.start_jacobian(n, d, precision.dtype().size_in_bytes());
+    }
 
     // The shares: one transpose pass of the targets' unembedding rows.
     let t = hooks.now_ms();
     let targets = stages::share_targets(target, predicted);
     let u = stages::share_cotangents(model, &targets)?;
     let v = match gpu {
-        Some(g) => g.vjp_output(model, &tr, &u).await?.transpose(0, 1)?,
+        Some(g) => g.vjp_output(model, &tr, &u).await?,
         None => jacobian::vjp(model, &tr, &u, pass)?.0,
     };
     let mut shares = stages::shares(model, &tr, &v, &targets)?;
@@ -337,15 +345,6 @@ async fn run_on(
         return Ok((report, Session::new(prompt, tr)));
     }
     check_cancel(hooks)?;
-    // The pool (when it has more than this worker) forms a full J on the
-    // CPU, the others starting on their rows now.
-    let pool = compute
-        .pool
-        .filter(|p| full && gpu.is_none() && p.workers() > 1);
-    if let Some(p) = pool.filter(|_| full_j) {
-        p.start_jacobian(n, d, precision.dtype().size_in_bytes());
-    }
-
     let t = hooks.now_ms();
     let c = {
         let _hook = progress::install(progress_of(hooks, Stage::Contributions));
