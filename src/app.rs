@@ -13,6 +13,7 @@ use crate::layout::Layout;
 use crate::loading::{Loadable, Model};
 use crate::pool::Pool;
 use crate::session::Session;
+use crate::typing::Typing;
 use crate::url_sync::Link;
 use crate::worker_client::Engine;
 use lens_protocol::catalog::HF_BASE;
@@ -46,13 +47,15 @@ pub fn App() -> impl IntoView {
     let link = Link::new(spec, linked);
     let model = Model::new(catalog, hf_base);
     let (jobs, pool) = (Jobs::new(), Pool::new());
-    let session = Session::new(link, model, jobs, pool, compare);
+    let typing = Typing::new(link, model, jobs);
+    let session = Session::new(link, model, jobs, pool, compare, typing);
     provide_context(link);
     provide_context(compare);
     provide_context(model);
     provide_context(jobs);
     provide_context(pool);
     provide_context(session);
+    provide_context(typing);
 
     model.loaded.set_value(Some(Loadable::Remote(first_model)));
     let on_reply = Rc::new(move |r: Reply, buffer| session.on_reply(r, buffer));

@@ -21,16 +21,6 @@ pub(crate) struct Jobs {
     pub error: RwSignal<Option<Message>>,
     /// Where the latest run's passes run (the worker's Backend reply).
     pub backend: RwSignal<BackendInfo>,
-    /// The live job in flight (typing): its id, prompt and precision. Its
-    /// results replace the page's when its prediction arrives, not before
-    /// (nothing blanks between keystrokes).
-    pub live: StoredValue<Option<(u32, String, Precision)>>,
-    /// The prompt changed while the worker was busy: one live job when it
-    /// is free, of the prompt as it is then.
-    pub live_pending: StoredValue<bool>,
-    /// Keystrokes so far: a pause's live job starts only if no key came
-    /// after it.
-    pub live_typed: StoredValue<u64>,
 }
 
 impl Jobs {
@@ -41,9 +31,6 @@ impl Jobs {
             results: RwSignal::new(Results::default()),
             error: RwSignal::new(None),
             backend: RwSignal::new(BackendInfo::default()),
-            live: StoredValue::new(None),
-            live_pending: StoredValue::new(false),
-            live_typed: StoredValue::new(0),
         }
     }
 
@@ -53,12 +40,6 @@ impl Jobs {
 
     pub fn is_mine(&self, j: u32) -> bool {
         self.queue.with_value(|q| q.contains(j))
-    }
-
-    /// Whether `j` is typing's live job.
-    pub fn is_live(&self, j: u32) -> bool {
-        self.live
-            .with_value(|l| l.as_ref().is_some_and(|(k, ..)| *k == j))
     }
 
     pub fn idle(&self) -> bool {
@@ -95,9 +76,6 @@ impl Jobs {
     pub fn failed(&self, j: u32, kind: ErrorKind, message: &str) {
         if !self.is_mine(j) {
             return;
-        }
-        if self.is_live(j) {
-            self.live.set_value(None);
         }
         self.finish(j);
         self.error
@@ -153,13 +131,6 @@ impl Jobs {
                 adapter: adapter.clone(),
                 fallback: fallback.clone(),
             });
-        }
-        if let Reply::Prediction { job, .. } = &r {
-            let live = self.live.get_value().filter(|(j, ..)| j == job);
-            if let Some((_, prompt, precision)) = live {
-                self.results.set(Results::asking(&prompt, precision));
-                self.error.set(None);
-            }
         }
         self.results.update(|res| res.apply(r));
     }

@@ -12,14 +12,13 @@ use crate::jobs::Jobs;
 use crate::loading::Model;
 use crate::messages::{self, Message};
 use crate::pool::Pool;
-use crate::run_state::{run_precision, Results, APP_VERSION};
+use crate::prompt_bar::{can_pin, PromptBar};
+use crate::run_state::{Results, APP_VERSION};
 use crate::session::Session;
 use crate::url_sync::{Link, LinkKind};
 use crate::view_data::{compare_data, view_title};
 use crate::views::attention::AttentionView;
-use crate::views::backend::{
-    BackendFallback, BackendSelect, EngineLabel, GpuPrecisionNote, GpuWorkDetails, PrecisionSelect,
-};
+use crate::views::backend::{BackendFallback, EngineLabel, GpuWorkDetails};
 use crate::views::compare::CompareView;
 use crate::views::decode::DecodeView;
 use crate::views::exactness::ExactnessView;
@@ -35,20 +34,13 @@ use crate::views::spectrum::SpectrumView;
 use crate::views::steering::SteeringView;
 use crate::views::token_strip::TokenStrip;
 use lens_protocol::spec::parse_layers;
-use lens_protocol::{BackendChoice, Precision, Snapshot, SteerSpec, SvdMode, View};
+use lens_protocol::{Snapshot, SteerSpec, View};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 /// A run has a Report and the model is ready: on-demand stages may go.
 fn analysed(jobs: Jobs, model: Model) -> Signal<bool> {
     Signal::derive(move || jobs.results.with(|r| r.report.is_some()) && model.is_ready())
-}
-
-/// A finished run on screen that can be pinned as a comparison's side A.
-fn can_pin(jobs: Jobs, model: Model) -> Signal<bool> {
-    Signal::derive(move || {
-        model.is_ready() && jobs.running.get().is_none() && jobs.results.with(Results::has_spectrum)
-    })
 }
 
 /// A link of `kind` to the page's analysis (with its results' snapshot
@@ -283,76 +275,6 @@ fn ProgressAndErrors() -> impl IntoView {
             <MessageBox message=Message::from_text(&m) tone=Tone::Notice testid="link-note" />
         })}
         <SnapshotView data=snapshot />
-    }
-}
-
-#[component]
-fn PromptBar() -> impl IntoView {
-    let link = Link::get();
-    let model = Model::get();
-    let jobs = Jobs::get();
-    let session = Session::get();
-    let spec = link.spec;
-    let on_webgpu = Signal::derive(move || spec.get().backend == BackendChoice::Webgpu);
-    let precision = Signal::derive(move || run_precision(&spec.get()));
-    let on_precision = Callback::new(move |p: Precision| spec.update(|s| s.precision = p));
-    let choice = Signal::derive(move || spec.get().backend);
-    let on_backend = Callback::new(move |b: BackendChoice| {
-        spec.update(|s| s.backend = b);
-        link.sync_url();
-    });
-    let compare = Compare::get();
-    let pinned = Signal::derive(move || compare.pinned.with(Option::is_some));
-    let can_pin = can_pin(jobs, model);
-    view! {
-        <form class="prompt-bar" on:submit=move |ev| { ev.prevent_default(); session.start_run(); }>
-            <label for="prompt">"Prompt"</label>
-            <div class="prompt-row">
-                <input id="prompt" type="text" data-testid="prompt-input" autocomplete="off"
-                    spellcheck="false" maxlength="4000"
-                    prop:value=move || spec.get().prompt
-                    on:input=move |ev| {
-                        spec.update(|s| s.prompt = event_target_value(&ev));
-                        session.typed();
-                    } />
-                <PrecisionSelect precision=precision gpu=on_webgpu on_change=on_precision />
-                <select data-testid="svd-select" aria-label="how the SVD is found"
-                    prop:value=move || spec.get().svd.as_str()
-                    on:change=move |ev| {
-                        if let Some(m) = SvdMode::parse(&event_target_value(&ev)) {
-                            spec.update(|s| s.svd = m);
-                        }
-                    }>
-                    <option value="auto" selected=move || spec.get().svd == SvdMode::Auto>"SVD: auto"</option>
-                    <option value="full" selected=move || spec.get().svd == SvdMode::Full>"SVD: full J"</option>
-                    <option value="krylov" selected=move || spec.get().svd == SvdMode::Krylov>"SVD: matrix-free"</option>
-                </select>
-                <BackendSelect choice=choice on_change=on_backend />
-                <button type="submit" data-testid="run-button"
-                    disabled=move || !model.is_ready() || jobs.running.get().is_some()>
-                    {move || match (jobs.running.get().is_some(), pinned.get()) {
-                        (true, _) => "Computing…",
-                        (false, true) => "Run B",
-                        (false, false) => "Run",
-                    }}
-                </button>
-                {move || if pinned.get() {
-                    view! {
-                        <button type="button" class="secondary" data-testid="compare-clear-bar"
-                            title="Drop side A and show one analysis again"
-                            on:click=move |_| session.clear_pin()>"Clear A"</button>
-                    }.into_any()
-                } else {
-                    view! {
-                        <button type="button" class="secondary" data-testid="compare-button"
-                            title="Pin this analysis as A, then change the prompt or the model and run B"
-                            disabled=move || !can_pin.get()
-                            on:click=move |_| session.pin()>"Compare"</button>
-                    }.into_any()
-                }}
-            </div>
-            <GpuPrecisionNote gpu=on_webgpu />
-        </form>
     }
 }
 

@@ -30,6 +30,8 @@ mod messages;
 mod numbers;
 #[cfg(target_arch = "wasm32")]
 mod pool;
+#[cfg(target_arch = "wasm32")]
+mod prompt_bar;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod queue;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
@@ -38,6 +40,8 @@ mod replies;
 mod run_state;
 #[cfg(target_arch = "wasm32")]
 mod session;
+#[cfg(target_arch = "wasm32")]
+mod typing;
 #[cfg(target_arch = "wasm32")]
 mod url_sync;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]

@@ -4,7 +4,7 @@
 
 use crate::run_state::Task;
 use lens_protocol::report::Part;
-use lens_protocol::{ErrorKind, Reply, Stage};
+use lens_protocol::{ErrorKind, Precision, Reply, Stage};
 
 /// Jobs posted to the worker and not finished, in order, and the last id
 /// handed out (ids are never reused, so a late reply of a dropped job is
@@ -58,6 +58,74 @@ impl JobQueue {
     /// The worker is gone (a crash, a cancel, a restart): its jobs with it.
     pub fn clear(&mut self) {
         self.jobs.clear();
+    }
+}
+
+/// Typing's live jobs, as plain data: keystrokes counted (a pause's job
+/// starts only if no key came after it), the live job in flight with the
+/// prompt and precision its results are of, and whether the prompt changed
+/// while the worker was busy (then one job when it is free, of the prompt
+/// as it is then: typing never queues stale work).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TypingState {
+    keys: u64,
+    in_flight: Option<(u32, String, Precision)>,
+    pending: bool,
+}
+
+impl TypingState {
+    /// A key: its number, for [`TypingState::paused`].
+    pub fn key(&mut self) -> u64 {
+        self.keys = self.keys.wrapping_add(1);
+        self.keys
+    }
+
+    /// No key came after `key`.
+    pub fn paused(&self, key: u64) -> bool {
+        self.keys == key
+    }
+
+    /// The worker is busy: one live job when it is free.
+    pub fn wait(&mut self) {
+        self.pending = true;
+    }
+
+    /// A job ended with the worker now free: whether a live job waits.
+    pub fn take_pending(&mut self) -> bool {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Live job `job` of `prompt` at `precision` posted.
+    pub fn started(&mut self, job: u32, prompt: String, precision: Precision) {
+        self.in_flight = Some((job, prompt, precision));
+    }
+
+    /// Whether `job` is the live job in flight.
+    pub fn is_live(&self, job: u32) -> bool {
+        self.in_flight.as_ref().is_some_and(|(j, ..)| *j == job)
+    }
+
+    /// What the live job `job`'s results are of (its prompt, precision).
+    pub fn of(&self, job: u32) -> Option<(&str, Precision)> {
+        self.in_flight
+            .as_ref()
+            .filter(|(j, ..)| *j == job)
+            .map(|(_, p, precision)| (p.as_str(), *precision))
+    }
+
+    /// Job `job` ended (done or failed): no live job in flight if it was
+    /// the one (a key pressed meanwhile still waits).
+    pub fn ended(&mut self, job: u32) {
+        if self.is_live(job) {
+            self.in_flight = None;
+        }
+    }
+
+    /// A job was asked for: typing's live job gives way (a key pressed
+    /// while the worker was busy still waits: a run of the prompt as it
+    /// is leaves nothing to do then).
+    pub fn gave_way(&mut self) {
+        self.in_flight = None;
     }
 }
 
@@ -149,6 +217,28 @@ mod tests {
         assert_eq!(q.front(), Some((run, Task::Run)));
         let late = Reply::Done { job: 1, ms: 3.0 };
         assert_eq!(route(&late, &q, None), Route::Stale);
+    }
+
+    #[test]
+    fn typing_starts_after_a_pause_and_waits_for_a_busy_worker() {
+        let mut t = TypingState::default();
+        let first = t.key();
+        let last = t.key();
+        assert!(!t.paused(first) && t.paused(last));
+        t.started(4, "The sky".into(), Precision::F64);
+        assert!(t.is_live(4) && !t.is_live(3));
+        assert_eq!(t.of(4), Some(("The sky", Precision::F64)));
+        t.wait();
+        assert!(t.take_pending() && !t.take_pending());
+        t.wait();
+        t.ended(3);
+        assert!(t.is_live(4));
+        t.ended(4);
+        assert!(!t.is_live(4) && t.take_pending());
+        t.started(5, "The sea".into(), Precision::F32);
+        t.wait();
+        t.gave_way();
+        assert!(!t.is_live(5) && t.of(5).is_none() && t.take_pending());
     }
 
     fn queue(tasks: &[Task]) -> JobQueue {

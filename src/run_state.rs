@@ -33,6 +33,9 @@ pub enum ModelState {
     Idle,
 }
 
+/// Top next tokens a run asks for.
+pub const TOP_K: usize = 10;
+
 /// What a job computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Task {

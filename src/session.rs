@@ -11,8 +11,9 @@ use crate::jobs::Jobs;
 use crate::loading::{files_of, Loadable, Model};
 use crate::messages;
 use crate::pool::{Pool, Workers};
-use crate::queue::{route, JobQueue, Route};
-use crate::run_state::{run_precision, ModelState, Results, Task};
+use crate::queue::{route, Route};
+use crate::run_state::{run_precision, ModelState, Results, Task, TOP_K};
+use crate::typing::Typing;
 use crate::url_sync::Link;
 use js_sys::ArrayBuffer;
 use lens_protocol::messages::RunRequest;
@@ -24,13 +25,6 @@ use std::sync::Arc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-/// Top next tokens a run asks for.
-const TOP_K: usize = 10;
-
-/// The pause in typing after which the page shows the prompt's prediction
-/// and shares (short: the visitor waits for this and the job together).
-const LIVE_PAUSE_MS: u64 = 150;
-
 #[derive(Clone, Copy)]
 pub(crate) struct Session {
     link: Link,
@@ -38,16 +32,25 @@ pub(crate) struct Session {
     jobs: Jobs,
     pool: Pool,
     compare: Compare,
+    typing: Typing,
 }
 
 impl Session {
-    pub fn new(link: Link, model: Model, jobs: Jobs, pool: Pool, compare: Compare) -> Self {
+    pub fn new(
+        link: Link,
+        model: Model,
+        jobs: Jobs,
+        pool: Pool,
+        compare: Compare,
+        typing: Typing,
+    ) -> Self {
         Session {
             link,
             model,
             jobs,
             pool,
             compare,
+            typing,
         }
     }
 
@@ -64,8 +67,11 @@ impl Session {
         }
     }
 
-    /// Queues a job of `task` and posts its request to the run's worker.
+    /// Queues a job of `task` and posts its request to the run's worker
+    /// (typing's live job gives way: its results would replace those the
+    /// job is asked about).
     fn enqueue(&self, task: Task, make: impl FnOnce(u32) -> Request) {
+        self.typing.give_way();
         let id = self.jobs.enqueue(task);
         self.model.post(&make(id));
     }
@@ -117,76 +123,11 @@ impl Session {
         });
     }
 
-    /// The prompt box changed: after a pause in typing, the prompt's
-    /// prediction and each token's share of the predicted token's logit
-    /// (one transpose pass), in place of the last results.
-    pub fn typed(&self) {
-        let generation = self.jobs.live_typed.get_value().wrapping_add(1);
-        self.jobs.live_typed.set_value(generation);
-        let session = *self;
-        set_timeout(
-            move || {
-                if session.jobs.live_typed.get_value() == generation {
-                    session.live();
-                }
-            },
-            std::time::Duration::from_millis(LIVE_PAUSE_MS),
-        );
-    }
-
-    /// One live job of the prompt as it is now, unless it is shown
-    /// already; while the worker is busy, one when it is free (the latest
-    /// prompt then: typing never queues stale work).
-    fn live(&self) {
-        let s = self.link.spec.get_untracked();
-        if !self.model.ready() || s.prompt.trim().is_empty() {
-            return;
-        }
-        let shown = self.jobs.results.with_untracked(|r| {
-            r.prompt == s.prompt && r.report.is_some() && r.asked == run_precision(&s)
-        });
-        if shown {
-            return;
-        }
-        if !self.jobs.idle() {
-            self.jobs.live_pending.set_value(true);
-            return;
-        }
-        let precision = run_precision(&s);
-        let job = self.jobs.enqueue(Task::Live);
-        self.jobs
-            .live
-            .set_value(Some((job, s.prompt.clone(), precision)));
-        self.model.post(&Request::Run(RunRequest {
-            job,
-            prompt: s.prompt,
-            precision,
-            top: TOP_K,
-            extent: Extent::Shares,
-            svd: s.svd,
-            backend: s.backend,
-            pool: 1,
-            target: s.target,
-        }));
-    }
-
-    /// A job ended: the live job typing left waiting, if any.
-    fn then_live(&self) {
-        if self.jobs.live_pending.get_value() && self.jobs.idle() {
-            self.jobs.live_pending.set_value(false);
-            self.live();
-        }
-    }
-
     /// Runs the analysis the link state describes: against the pinned side
     /// A when there is one; a comparison link's A first when it is not
     /// pinned yet.
     pub fn start_run(&self) {
-        // Typing's live jobs give way to a run (they end soon; their
-        // replies are dropped).
-        self.jobs.queue.update_value(JobQueue::drop_live);
-        self.jobs.live.set_value(None);
-        self.jobs.live_pending.set_value(false);
+        self.typing.give_way();
         if !self.jobs.idle() {
             // A new analysis (a link pasted into this tab) while the worker
             // is busy: it is replaced, and the run starts once it is ready.
@@ -426,6 +367,7 @@ impl Session {
                 },
             ) => self.jobs.progress(j, stage, done, total),
             (Route::JobFailed(j), Reply::Failed { kind, message, .. }) => {
+                self.typing.failed(j);
                 self.workers().job_ended(j);
                 self.jobs.failed(j, kind, &message);
             }
@@ -437,12 +379,8 @@ impl Session {
             (Route::Job { .. }, Reply::Comparison { comparison, .. }) => {
                 self.compare.comparison.set(Some(*comparison));
             }
-            (Route::Job { job, ends }, r) if self.jobs.is_live(job) => {
-                self.jobs.apply(r);
-                if ends {
-                    self.jobs.finish(job);
-                    self.jobs.live.set_value(None);
-                }
+            (Route::Job { job, ends }, r) if self.typing.is_live(job) => {
+                self.typing.on_reply(job, ends, r)
             }
             (Route::Job { job, ends }, r) => {
                 let done = matches!(r, Reply::Done { .. });
@@ -463,7 +401,7 @@ impl Session {
             }
             _ => {}
         }
-        self.then_live();
+        self.typing.then_live();
     }
 
     /// The worker has the model: say what it is, start the pool's

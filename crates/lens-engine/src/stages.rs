@@ -71,9 +71,24 @@ pub fn share_cotangents(model: &Model, targets: &[u32]) -> Result<Tensor> {
 }
 
 /// Each token's exact share of the [`share_targets`]' logits from the
-/// transpose pass of their rows (`v`: `[n, k, d]`, `w_tᵀ J_i` in row `t`).
-pub fn shares(model: &Model, tr: &Trace, v: &Tensor, targets: &[u32]) -> Result<Shares> {
-    let of = |k: usize, t: u32| attribute_rows(model, tr, &v.narrow(1, k, 1)?.squeeze(1)?, t);
+/// transpose pass of their rows `u` ([`share_cotangents`]; `v`: `[n, k, d]`,
+/// `w_tᵀ J_i` in row `t`).
+pub fn shares(
+    model: &Model,
+    tr: &Trace,
+    u: &Tensor,
+    v: &Tensor,
+    targets: &[u32],
+) -> Result<Shares> {
+    let of = |k: usize, t: u32| {
+        attribute_rows(
+            model,
+            tr,
+            &v.narrow(1, k, 1)?.squeeze(1)?,
+            &u.narrow(0, k, 1)?,
+            t,
+        )
+    };
     let Some(&first) = targets.first() else {
         return Err(crate::EngineError::Config("no token to attribute".into()));
     };

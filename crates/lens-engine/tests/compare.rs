@@ -22,7 +22,7 @@ fn gemma() -> &'static Model {
     M.get_or_init(|| Model::load_path(&model_path(GEMMA)).expect("gemma loads"))
 }
 
-/// The shares alone (no `J`): what the alignment and the logit need.
+/// The contributions, no `J`: what the alignment and the logit need.
 fn shares_only(precision: Precision) -> AnalyzeOptions {
     AnalyzeOptions {
         extent: Extent::Contributions,

@@ -27,6 +27,30 @@ pub fn replies_of(step: impl FnOnce(Emit, Clock) -> Result<(), Failure>) -> Outc
     (replies, result)
 }
 
+/// The prediction, each part by its stage and the end, in the order the
+/// replies came (progress and the rest left out).
+pub fn stages_of(replies: &[Reply]) -> Vec<&'static str> {
+    use lens_protocol::report::Part;
+    replies
+        .iter()
+        .filter_map(|r| match r {
+            Reply::Prediction { .. } => Some("prediction"),
+            Reply::Part { part, .. } => Some(match part {
+                Part::Shares(_) => "shares",
+                Part::Contributions(_) => "contributions",
+                Part::Jacobian(_) => "jacobian",
+                Part::Spectra(_) => "spectra",
+                Part::Attention(_) => "attention",
+                Part::Ordinary(_) => "ordinary",
+                Part::Layers(_) => "layers",
+                Part::Steered(_) => "steered",
+            }),
+            Reply::Done { .. } => Some("done"),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Runs `req` on this thread's CPU, the session kept in `session`.
 pub fn collect(model: &Model, req: &RunRequest, session: &mut Option<Session>) -> Outcome {
     replies_of(|emit, now| {

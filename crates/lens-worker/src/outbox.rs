@@ -4,7 +4,7 @@
 use crate::fetch::scope;
 use js_sys::{Array, Uint8Array};
 use lens_protocol::{ErrorKind, Reply};
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 
 /// `reply` as a JS value. One that cannot be encoded becomes the failure
 /// of its job, so the page hears why instead of getting an empty message.
@@ -21,6 +21,20 @@ fn encoded(reply: &Reply) -> Option<JsValue> {
     };
     // A failure is an id and strings: it encodes (or the console has it).
     failed.to_js().ok()
+}
+
+/// The worker's clock (ms): what load and run times are told in.
+pub fn now_ms() -> f64 {
+    js_sys::Reflect::get(&js_sys::global(), &"performance".into())
+        .ok()
+        .and_then(|p| p.dyn_into::<web_sys::Performance>().ok())
+        .map(|p| p.now())
+        .unwrap_or(0.0)
+}
+
+/// A failure, of job `job` (or of the model's load).
+pub fn fail(job: Option<u32>, (kind, message): crate::fetch::Failure) {
+    post(&Reply::Failed { job, kind, message });
 }
 
 pub fn post(reply: &Reply) {

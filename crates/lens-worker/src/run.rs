@@ -7,7 +7,7 @@ use crate::pool::{Pool, Pooled};
 use crate::reply::progress_reply;
 pub use crate::reply::{Clock, Emit, Failure};
 use lens_engine::analysis::steering::SteerOptions;
-use lens_engine::analysis::AnalyzeOptions;
+use lens_engine::analysis::{AnalyzeOptions, Extent};
 use lens_engine::run::{self, Accelerator, Event, Hooks, Limits, Session};
 use lens_engine::{Model, Precision};
 use lens_protocol::messages::RunRequest;
@@ -142,12 +142,19 @@ pub async fn run(
     session: &mut Option<Session>,
     compute: Compute<'_>,
 ) -> Result<(), Failure> {
-    *session = None;
+    // A live run (typing's shares) leaves the last run kept: the page pins
+    // that one, and the on-demand stages reuse it.
+    let keep = req.extent == Extent::Shares;
+    if !keep {
+        *session = None;
+    }
     let opts = request_options(req, compute.memory_limit);
     let pooled = compute.pooled(req.job, &emit, &now_ms);
     let hooks = hooks(req.job, emit, now_ms);
     let (_, s) = run::run(model, &req.prompt, &opts, compute.engine(&pooled), &hooks).await?;
-    *session = Some(s);
+    if !keep {
+        *session = Some(s);
+    }
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use lens_protocol::report::Extent;
 use lens_protocol::report::Part;
 use lens_protocol::{Reply, Stage, SteerSpec, SvdMode};
 use lens_testkit::real_models::{model_path, GEMMA};
-use lens_testkit::worker::{collect, replies_of, report_of, words};
+use lens_testkit::worker::{collect, replies_of, report_of, stages_of, words};
 use lens_testkit::{close, prompt, tiny_hf_dir, Family, Spec};
 use lens_worker::run as worker;
 
@@ -191,4 +191,47 @@ fn steering_in_the_worker_is_the_cli_steering() {
         replies_of(|emit, now| worker::steer(&model, 4, Precision::F32, &bad, emit, now));
     let err = res.expect_err("layer 99");
     assert_eq!(err.kind, lens_protocol::ErrorKind::BadPrompt);
+}
+
+/// Typing's live run (`Extent::Shares`): the prediction and the shares,
+/// nothing else, and the worker's kept run stays the last full one (the
+/// page pins that one; the on-demand stages reuse it). Tiny Gemma 3.
+#[test]
+fn a_live_run_says_its_shares_and_keeps_the_last_full_run() {
+    let spec = Spec::new(Family::Gemma3);
+    let dir = tiny_hf_dir("worker-live", &spec, serde_json::json!({}));
+    let model = Model::load_path(&dir).expect("tiny model");
+    let request = |job, prompt: String, extent| RunRequest {
+        job,
+        prompt,
+        precision: lens_protocol::Precision::F64,
+        top: 5,
+        extent,
+        svd: SvdMode::Full,
+        backend: Default::default(),
+        pool: 1,
+        target: None,
+    };
+    let full = prompt(6, 3, spec.vocab);
+    let mut session = None;
+    let (_, result) = collect(
+        &model,
+        &request(1, full.clone(), Extent::Full),
+        &mut session,
+    );
+    assert!(result.is_ok(), "{:?}", result.err());
+    let pinned = worker::pin(&model, &session).expect("pin").u;
+    let typed = prompt(7, 4, spec.vocab);
+    let n = model.encode(&typed).expect("tokens").len();
+    let (replies, result) = collect(&model, &request(2, typed, Extent::Shares), &mut session);
+    assert!(result.is_ok(), "{:?}", result.err());
+    assert_eq!(stages_of(&replies), ["prediction", "shares", "done"]);
+    let shares = report_of(&replies).attribution;
+    assert_eq!(shares.per_token.len(), n);
+    assert!(shares.sum_rel_error < 1e-12, "{:e}", shares.sum_rel_error);
+    assert_eq!(
+        session.as_ref().map(|s| s.prompt.as_str()),
+        Some(full.as_str())
+    );
+    assert_eq!(worker::pin(&model, &session).expect("pin").u, pinned);
 }

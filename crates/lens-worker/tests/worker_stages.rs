@@ -13,7 +13,7 @@ use lens_protocol::{Reply, Stage, SvdMode};
 use lens_testkit::close;
 use lens_testkit::per_run::once_per_run;
 use lens_testkit::real_models::{model_path, GEMMA};
-use lens_testkit::worker::{collect, replies_of, report_of, words};
+use lens_testkit::worker::{collect, replies_of, report_of, stages_of, words};
 use lens_worker::run as worker;
 
 fn gemma() -> Model {
@@ -113,24 +113,7 @@ fn the_pages_report_is_the_clis_document() {
 #[test]
 fn stages_arrive_in_order_with_progress() {
     let replies = shared_run(&mut None);
-    let kinds: Vec<&str> = replies
-        .iter()
-        .filter_map(|r| match r {
-            Reply::Prediction { .. } => Some("prediction"),
-            Reply::Part { part, .. } => Some(match part {
-                Part::Shares(_) => "shares",
-                Part::Contributions(_) => "contributions",
-                Part::Jacobian(_) => "jacobian",
-                Part::Spectra(_) => "spectra",
-                Part::Attention(_) => "attention",
-                Part::Ordinary(_) => "ordinary",
-                Part::Layers(_) => "layers",
-                Part::Steered(_) => "steered",
-            }),
-            Reply::Done { .. } => Some("done"),
-            _ => None,
-        })
-        .collect();
+    let kinds = stages_of(&replies);
     assert_eq!(
         kinds,
         [

@@ -23,19 +23,19 @@ pub fn attribute(model: &Model, trace: &Trace, c: &Tensor, target: u32) -> Resul
 }
 
 /// Attribution of token `target`'s logit from `w_tᵀ J_i` (`rows`, `[n, d]`,
-/// one transpose pass of `w_t`): each share is `(w_tᵀ J_i) · x_i`, so the
-/// `c_i` are never formed.
+/// one transpose pass of `w_t`, the unembedding row given): each share is
+/// `(w_tᵀ J_i) · x_i`, so the `c_i` are never formed.
 pub fn attribute_rows(
     model: &Model,
     trace: &Trace,
     rows: &Tensor,
+    w_t: &Tensor,
     target: u32,
 ) -> Result<Attribution> {
-    let w = unembedding_row(model, target)?.reshape(((), 1))?;
     let per_token = (rows.to_dtype(DType::F64)? * trace.x.to_dtype(DType::F64)?)?
         .sum(1)?
         .to_vec1::<f64>()?;
-    attribution(model, trace, &w, target, per_token)
+    attribution(model, trace, &w_t.reshape(((), 1))?, target, per_token)
 }
 
 /// The unembedding row `w_t` (`[1, d]`, f64).

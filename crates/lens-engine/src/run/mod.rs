@@ -337,7 +337,7 @@ async fn run_on(
         Some(g) => g.vjp_output(model, &tr, &u).await?,
         None => jacobian::vjp(model, &tr, &u, pass)?.0,
     };
-    let mut shares = stages::shares(model, &tr, &v, &targets)?;
+    let mut shares = stages::shares(model, &tr, &u, &v, &targets)?;
     shares.ms = hooks.now_ms() - t;
     emit(Part::Shares(shares), &mut report);
     if opts.extent == Extent::Shares {
