@@ -121,11 +121,14 @@ impl TypingState {
         }
     }
 
-    /// A job was asked for: typing's live job gives way (a key pressed
-    /// while the worker was busy still waits: a run of the prompt as it
-    /// is leaves nothing to do then).
+    /// A job was asked for (Run, a token's J_i, a pin…): the visitor works
+    /// with the results on screen, so typing's live job in flight, the one
+    /// waiting and the pause of an earlier key all give way (the next key
+    /// starts again).
     pub fn gave_way(&mut self) {
         self.in_flight = None;
+        self.pending = false;
+        self.keys = self.keys.wrapping_add(1);
     }
 }
 
@@ -235,10 +238,11 @@ mod tests {
         assert!(t.is_live(4));
         t.ended(4);
         assert!(!t.is_live(4) && t.take_pending());
+        let key = t.key();
         t.started(5, "The sea".into(), Precision::F32);
         t.wait();
         t.gave_way();
-        assert!(!t.is_live(5) && t.of(5).is_none() && t.take_pending());
+        assert!(!t.is_live(5) && t.of(5).is_none() && !t.take_pending() && !t.paused(key));
     }
 
     fn queue(tasks: &[Task]) -> JobQueue {

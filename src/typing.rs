@@ -100,9 +100,9 @@ impl Typing {
         }
     }
 
-    /// A job was asked for: typing's live jobs give way (the worker ends
-    /// them soon; their replies are dropped as stale, and a live run
-    /// leaves the worker's kept run as it was).
+    /// A job was asked for: typing gives way (queued live jobs are dropped,
+    /// their replies stale; a live run leaves the worker's kept run as it
+    /// was; nothing waits, and an earlier key's pause does not fire).
     pub fn give_way(&self) {
         self.jobs.queue.update_value(JobQueue::drop_live);
         self.state.update_value(TypingState::gave_way);
