@@ -12,8 +12,76 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{ErrorEvent, MessageEvent, Worker, WorkerOptions, WorkerType};
 
-/// trunk's loader for the `worker` binary (see index.html).
-const WORKER_URL: &str = "./worker_loader.js";
+/// Which build of the engine worker this page runs, chosen once when the
+/// page starts: the relaxed-SIMD build (products by fused multiply-add)
+/// where this browser validates relaxed SIMD, else the SIMD128 one.
+/// `?engine=simd128` in the page's address forces the SIMD128 build (to
+/// compare the two on one browser).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineBuild {
+    Fma,
+    Simd128,
+}
+
+/// A module of one function returning `f32x4.relaxed_madd` of three
+/// constant vectors: it validates only where relaxed SIMD does.
+pub fn relaxed_probe() -> Vec<u8> {
+    let mut m = vec![
+        0, 97, 115, 109, 1, 0, 0, 0, // magic, version
+        1, 5, 1, 0x60, 0, 1, 0x7b, // types: one, () -> v128
+        3, 2, 1, 0, // functions: one, of type 0
+        10, 61, 1, 59, 0, // code: 61 bytes, one body of 59, no locals
+    ];
+    for _ in 0..3 {
+        m.extend([0xfd, 0x0c]); // v128.const
+        m.extend([0; 16]);
+    }
+    m.extend([0xfd, 0x85, 0x02, 0x0b]); // f32x4.relaxed_madd (0x105), end
+    m
+}
+
+impl EngineBuild {
+    pub fn get() -> Self {
+        thread_local! {
+            static BUILD: EngineBuild = EngineBuild::choose();
+        }
+        BUILD.with(|b| *b)
+    }
+
+    fn choose() -> Self {
+        if crate::browser::query_param("engine").as_deref() == Some("simd128") {
+            return EngineBuild::Simd128;
+        }
+        let probe = js_sys::Uint8Array::from(&relaxed_probe()[..]);
+        match js_sys::WebAssembly::validate(&probe.into()) {
+            Ok(true) => EngineBuild::Fma,
+            _ => EngineBuild::Simd128,
+        }
+    }
+
+    /// trunk's loader for this build's binary (see index.html).
+    fn url(self) -> &'static str {
+        match self {
+            EngineBuild::Fma => "./worker_fma_loader.js",
+            EngineBuild::Simd128 => "./worker_loader.js",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineBuild::Fma => "fma",
+            EngineBuild::Simd128 => "simd128",
+        }
+    }
+
+    /// The footer's words for it.
+    pub fn label(self) -> &'static str {
+        match self {
+            EngineBuild::Fma => "WebAssembly SIMD with fused multiply-add (relaxed SIMD)",
+            EngineBuild::Simd128 => "WebAssembly SIMD128",
+        }
+    }
+}
 
 type Handler = Closure<dyn FnMut(JsValue)>;
 
@@ -49,7 +117,7 @@ impl Engine {
         self.handlers.borrow_mut().clear();
         let opts = WorkerOptions::new();
         opts.set_type(WorkerType::Classic);
-        let worker = match Worker::new_with_options(WORKER_URL, &opts) {
+        let worker = match Worker::new_with_options(EngineBuild::get().url(), &opts) {
             Ok(w) => w,
             Err(e) => return (self.on_crash)(format!("cannot start the engine: {}", js_error(e))),
         };

@@ -14,8 +14,11 @@
 // typed after the prompt: `live_s` is from the last key to the new
 // prediction and shares on screen (no Run). The run is done again with the
 // page seeing one core (one engine worker): `pool` is one worker's J against
-// the pool's. `roofline` gives the J's GFLOP/s (the CLI's count of the pass's
-// flops over the page's own J time, from its Report) beside the CLI's.
+// the pool's, and once more on the SIMD128 build (`?engine=simd128`: no fused
+// multiply-add) against the build the page chose. `roofline` gives the J's
+// GFLOP/s (the CLI's count of the pass's flops over the page's own J time,
+// from its Report) beside the CLI's, and the browser's peak: the workers'
+// micro-kernel on data in cache, each build (Request::Peaks).
 
 import { readFileSync } from "node:fs";
 import { cliJson, launch, typeAndWaitShares } from "../tests/e2e/lib.mjs";
@@ -56,7 +59,7 @@ const LIVE_WORD = " today";
 
 /// One visit: the link's run timed stage by stage, its Report's own times,
 /// and (when `typing`) a word typed after the prompt timed to its shares.
-async function visit({ cores = null, typing = false } = {}) {
+async function visit({ cores = null, typing = false, build = null } = {}) {
   const context = await browser.newContext({ acceptDownloads: true });
   if (cores !== null) {
     await context.addInitScript((n) => Object.defineProperty(navigator, "hardwareConcurrency", { get: () => n }), cores);
@@ -67,7 +70,7 @@ page.on("worker", () => workers++);
 page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
 // The link carries the analysis: the page runs it as soon as the model is
 // ready, so the clock starts there (no click, no run of another prompt).
-const link = `${url}#model=${encodeURIComponent(opts.model)}&prompt=${encodeURIComponent(opts.prompt)}` +
+const link = `${url}${build ? `?engine=${build}` : ""}#model=${encodeURIComponent(opts.model)}&prompt=${encodeURIComponent(opts.prompt)}` +
   `&backend=${opts.backend}` + (opts.backend === "webgpu" ? "" : `&precision=${opts.precision}`) +
   (opts.svd === "auto" ? "" : `&svd=${opts.svd}`);
 await page.goto(link);
@@ -105,6 +108,7 @@ const run = await page.evaluate(
 // performance.now() counts from the navigation: "ready" is the model's load.
 const loadS = run.ready / 1000;
 const backendLabel = await page.textContent('[data-testid="backend-label"]').catch(() => null);
+const engineBuild = await page.getAttribute('[data-testid="backend-label"]', "data-build").catch(() => null);
 // The run's own reconstruction error: says which precision really ran.
 const reconstruction = await page
   .getAttribute('[data-testid="recon-error-detached"]', "data-value")
@@ -121,8 +125,24 @@ let live = null;
 if (typing) {
   live = { s: await typeAndWaitShares(page, LIVE_WORD, cliLive.tokens.length, 60), tokens: cliLive.tokens.length };
 }
+// The kernel's peak in this browser: as many workers as the pool's, each
+// timing its micro-kernel on data in cache at once (Request::Peaks), for
+// each build; their sum is what the J's products could reach here.
+const poolWorkers = workers; // before the peaks' own workers
+const peaks = typing ? await page.evaluate(
+  ({ n, budget }) => Promise.all(["worker", "worker_fma"].map((build) => Promise.all(Array.from({ length: n }, () =>
+    new Promise((resolve) => {
+      const w = new Worker(`./${build}_loader.js`);
+      w.onmessage = (e) => {
+        if (e.data?.type === "started") w.postMessage({ type: "peaks", job: 1, budget_ms: budget });
+        else if (e.data?.type === "peaks") { w.terminate(); resolve(e.data.peaks); }
+      };
+      w.onerror = (e) => { e.preventDefault(); w.terminate(); resolve(null); };
+    }))))),
+  { n: Math.max(1, poolWorkers), budget: 400 },
+) : null;
 await context.close();
-return { run, loadS, backendLabel, reconstruction, report, live, workers };
+return { run, loadS, backendLabel, engineBuild, reconstruction, report, live, workers: poolWorkers, peaks };
 }
 
 // The typed prompt's prediction and shares by the CLI (the same extent).
@@ -130,8 +150,20 @@ const cliLive = cli(["analyze", "--model", opts.model, "--prompt", opts.prompt +
   "--extent", "shares", "--json", "-"]);
 const main = await visit({ typing: true });
 const single = opts.backend === "cpu" ? await visit({ cores: 1 }) : null;
+// The same run on the SIMD128 build (no fused multiply-add).
+const simd128 = opts.backend === "cpu" && main.engineBuild === "fma" ? await visit({ build: "simd128" }) : null;
 await browser.close();
-const { run, loadS, backendLabel, reconstruction, report, live, workers } = main;
+const { run, loadS, backendLabel, engineBuild, reconstruction, report, live, workers, peaks } = main;
+// Summed over the pool's workers (each timed at once with the others).
+const sum = (list, key) => (list && list.every((p) => p && p[key] != null) ? list.reduce((a, p) => a + p[key], 0) : null);
+const [plainPeaks, fmaPeaks] = peaks ?? [null, null];
+const browserPeak = {
+  workers: plainPeaks?.length ?? null,
+  f64_fma_gflops: sum(fmaPeaks, "f64_fma"),
+  f64_plain_gflops: sum(plainPeaks, "f64_plain"),
+  f32_fma_gflops: sum(fmaPeaks, "f32_fma"),
+  f32_plain_gflops: sum(plainPeaks, "f32_plain"),
+};
 
 // The CLI on the same work, in the same run: every stage, and the full J alone.
 const analyze = cli(["analyze", "--model", opts.model, "--prompt", opts.prompt, "--precision", opts.precision, "--json", "-",
@@ -169,9 +201,20 @@ console.log(JSON.stringify({
     pool_j_s: Number(pageJ.toFixed(2)),
     speedup: Number((oneJ / pageJ).toFixed(2)),
   },
+  engine_build: engineBuild,
+  simd128_build: simd128 && {
+    j_s: Number((simd128.report.timings_ms.jacobian / 1000).toFixed(2)),
+    fma_speedup: Number((simd128.report.timings_ms.jacobian / 1000 / pageJ).toFixed(2)),
+    reconstruction: simd128.reconstruction,
+  },
   roofline: {
     jacobian_gflop: Number(bench.jacobian_gflop.toFixed(2)),
     page_gflops: Number((bench.jacobian_gflop / pageJ).toFixed(2)),
+    browser_peak: Object.fromEntries(Object.entries(browserPeak).map(([k, v]) => [k, v === null ? null : Number(v.toFixed(2))])),
+    page_of_peak: (() => {
+      const peak = browserPeak[`${opts.precision}_${engineBuild === "fma" ? "fma" : "plain"}_gflops`];
+      return peak ? Number((bench.jacobian_gflop / pageJ / peak).toFixed(2)) : null;
+    })(),
     page_one_worker_gflops: oneJ && Number((bench.jacobian_gflop / oneJ).toFixed(2)),
     cli_gflops: Number(bench.jacobian_gflops.toFixed(2)),
     cli_gemm_peak_gflops: Number(bench.gemm_gflops.toFixed(2)),

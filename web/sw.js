@@ -22,8 +22,9 @@ self.addEventListener("install", (event) => {
       const page = await fetch("./", { cache: "no-cache" });
       const html = await page.clone().text();
       await cache.put("./", page);
-      // What index.html names (trunk's hashed files) and the engine worker's.
-      const files = new Set(["./worker_loader.js", "./worker.js", "./worker_bg.wasm"]);
+      // What index.html names (trunk's hashed files) and the engine worker's
+      // two builds (the page starts the one this browser validates).
+      const files = new Set(["worker", "worker_fma"].flatMap((w) => [`./${w}_loader.js`, `./${w}.js`, `./${w}_bg.wasm`]));
       for (const m of html.matchAll(/["'](\.\/[A-Za-z0-9_.-]+\.(?:js|wasm|css))["']/g)) files.add(m[1]);
       await cache.addAll([...files]);
       await self.skipWaiting();

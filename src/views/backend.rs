@@ -6,6 +6,7 @@
 use super::message::{MessageBox, Tone};
 use crate::messages;
 use crate::run_state::BackendInfo;
+use crate::worker_client::EngineBuild;
 use lens_protocol::{BackendChoice, Precision};
 use leptos::prelude::*;
 
@@ -86,7 +87,8 @@ pub fn BackendFallback(info: Signal<BackendInfo>) -> impl IntoView {
 }
 
 /// The footer's engine: `WebGPU` or `CPU` (the label's exact text), the
-/// adapter in `data-adapter`, a fallback reason in its title.
+/// adapter in `data-adapter`, the worker's build in `data-build` (`fma`
+/// or `simd128`), a fallback reason in its title.
 #[component]
 pub fn EngineLabel(info: Signal<BackendInfo>) -> impl IntoView {
     let on_gpu = move || info.with(|i| i.device.is_gpu());
@@ -94,6 +96,7 @@ pub fn EngineLabel(info: Signal<BackendInfo>) -> impl IntoView {
     view! {
         "Engine: "
         <span data-testid="backend-label"
+            data-build=EngineBuild::get().as_str()
             data-adapter=move || info.with(|i| i.adapter.clone())
             title=move || info.with(|i| i.fallback.clone().map(|r| format!("WebGPU unavailable: {r}")))>
             {move || info.with(|i| i.device.label())}
@@ -101,7 +104,7 @@ pub fn EngineLabel(info: Signal<BackendInfo>) -> impl IntoView {
         {move || match (on_gpu(), adapter()) {
             (true, Some(a)) => format!(" (WebGPU compute shaders on {a}, in a Web Worker)"),
             (true, None) => " (WebGPU compute shaders, in a Web Worker)".to_string(),
-            (false, _) => " (WebAssembly, in a Web Worker)".to_string(),
+            (false, _) => format!(" ({}, in a Web Worker)", EngineBuild::get().label()),
         }}
     }
 }

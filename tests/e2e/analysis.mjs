@@ -202,10 +202,38 @@ await scenario("one link asks for everything; every view = the CLI", async () =>
 
   const snapLink = await attr(page, '[data-testid="share-link-snapshot"]', "href");
   snapJson = JSON.parse(decodeURIComponent(snapLink.match(/[#&]snap=([^&]*)/)[1]));
+  const build = await attr(page, '[data-testid="backend-label"]', "data-build");
+  check(build === "fma", `builds: Chromium validates relaxed SIMD, so the page runs the FMA build (${build})`);
   check(snapJson.sigma.length === 8 && relClose(snapJson.sigma[0], sv[0], 1e-12) && snapJson.top === cli.top[0].token,
     `share: the link with results carries a snapshot (${snapLink.length} characters)`);
   await typingFollows(page, "f64", 1e-12);
   await ctx.close();
+});
+
+await scenario("the SIMD128 build opens the FMA build's link", async () => {
+  // 1b. The page starts the relaxed-SIMD build (products by fused
+  // multiply-add) where the browser validates it, as Chromium does; with
+  // `?engine=simd128` the other build. The first scenario's link with its
+  // snapshot (made on the FMA build) opened on the SIMD128 build: confirmed,
+  // and the numbers = the CLI's to the same tolerances.
+  const cli = cliRun(["analyze", "--model", MODEL, "--prompt", PROMPT, "--precision", "f64"]);
+  const ctxS = await browser.newContext();
+  const simdUrl = url.replace(/\/?$/, "/?engine=simd128");
+  const page = await open(ctxS, `${simdUrl}#model=${MODEL}&prompt=${encodeURIComponent(PROMPT)}&precision=f64&snap=${encodeURIComponent(JSON.stringify(snapJson))}`, LAPTOP);
+  await waitReady(page);
+  await page.waitForFunction(() => document.querySelector('[data-testid="snapshot"]')?.dataset.state !== "pending", null, { timeout: RUN_TIMEOUT });
+  await waitIdle(page, "decode-row");
+  const build = await attr(page, '[data-testid="backend-label"]', "data-build");
+  const label = await page.textContent('[data-testid="backend-label"]');
+  const state = await attr(page, '[data-testid="snapshot"]', "data-state");
+  check(build === "simd128" && state === "confirmed",
+    `builds: ?engine=simd128 runs the SIMD128 worker (${build}, "${label.trim()}"), and the FMA build's snapshot is ${state} there`);
+  const sigma = await json(page, '[data-testid="singular-values"]', "data-values");
+  const shares = await all(page, '[data-testid="tokens"] .strip-token', (e) => Number(e.dataset.attribution));
+  const worst = Math.max(...shares.map((v, i) => Math.abs(v - cli.attribution.per_token[i]))) / Math.abs(cli.attribution.logit);
+  check(sigma.every((v, k) => relClose(v, cli.svd.concat.singular_values[k], 1e-12)) && worst < 1e-12,
+    `builds: on SIMD128, σ = the CLI's to 1e-12 and the shares within ${worst.toExponential(1)} of the logit`);
+  await ctxS.close();
 });
 
 await scenario("embed mode with a tampered snapshot", async () => {

@@ -6,7 +6,9 @@
 use crate::catalog::ModelRequest;
 use crate::spec::{BackendChoice, Precision, SteerSpec, SvdMode};
 pub use lens_report::Stage;
-use lens_report::{Columns, Comparison, Device, Extent, Heatmap, Part, Prediction, Report, Side};
+use lens_report::{
+    Columns, Comparison, Device, Extent, Heatmap, KernelPeaks, Part, Prediction, Report, Side,
+};
 use serde::{Deserialize, Serialize};
 
 /// Page → worker.
@@ -91,6 +93,11 @@ pub enum Request {
         /// B runs on A's model (one tokenizer, one vocabulary).
         same_model: bool,
     },
+    /// Time this worker's product kernel on data in cache (about
+    /// `budget_ms` each, with and without fused multiply-add where this
+    /// build has it): the roofline's peak (`tools/bench-page.mjs`). Needs
+    /// no model.
+    Peaks { job: u32, budget_ms: f64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -261,6 +268,11 @@ pub enum Reply {
         job: u32,
         ms: f64,
     },
+    /// What `Request::Peaks` measured.
+    Peaks {
+        job: u32,
+        peaks: KernelPeaks,
+    },
     /// Something the visitor should know that stops nothing (a source of
     /// the model that was dropped for another).
     Notice {
@@ -285,7 +297,8 @@ impl Request {
             | Request::Rows { job, .. }
             | Request::Products { job, .. }
             | Request::Assembled { job }
-            | Request::Pin { job } => Some(*job),
+            | Request::Pin { job }
+            | Request::Peaks { job, .. } => Some(*job),
             Request::Compare { run, .. } => Some(run.job),
         }
     }
@@ -322,6 +335,7 @@ impl Reply {
             | Reply::Rows { job, .. }
             | Reply::Pinned { job, .. }
             | Reply::Comparison { job, .. }
+            | Reply::Peaks { job, .. }
             | Reply::Done { job, .. } => Some(*job),
         }
     }

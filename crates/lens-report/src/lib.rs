@@ -11,8 +11,8 @@ pub use compare::{
     PredictionChange, ShareRow, Side, SpectraChange, WordsPair,
 };
 pub use parts::{
-    Contributions, Device, Extent, JacobianPart, Layers, Ordinary, Part, Prediction, Shares,
-    Spectra, Stage, Steered, SvdMode,
+    Contributions, Device, Extent, JacobianPart, KernelPeaks, Layers, Ordinary, Part, Prediction,
+    Shares, Spectra, Stage, Steered, SvdMode,
 };
 
 /// The frozen attention probabilities `[layer][head][query][key]`.

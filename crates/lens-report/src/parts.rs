@@ -20,6 +20,20 @@ pub enum Device {
     Gpu,
 }
 
+/// The CPU backend's products in this build and their micro-kernel's peak
+/// here (GFLOP/s, one thread, on data in cache): with fused multiply-add
+/// where the build has it (the page's relaxed-SIMD build), and without.
+/// The roofline a run's own GFLOP/s is read against.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KernelPeaks {
+    /// The products fuse multiply and add (rounding once).
+    pub fused_multiply_add: bool,
+    pub f64_plain: f64,
+    pub f32_plain: f64,
+    pub f64_fma: Option<f64>,
+    pub f32_fma: Option<f64>,
+}
+
 impl Device {
     /// The device for a run: the GPU when one is in use, else the CPU at
     /// the precision asked for.

@@ -1,12 +1,12 @@
-//! This worker's line to the page's pool (`lens_worker::pool::Pool`): the
+//! This worker's line to the page's pool (`crate::pool::Pool`): the
 //! page's words for the run in flight (chunks to compute, what the pool
 //! assembled) wait in an inbox the run awaits; values go to the page as
 //! transferred buffers.
 
 use crate::outbox::post_with_bytes;
+use crate::pool::{Pool, PoolWord};
 use lens_protocol::pool::Chunk;
 use lens_protocol::Reply;
-use lens_worker::pool::{Pool, PoolWord};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;

@@ -4,24 +4,9 @@
 //! `[request, [File, …]]`, pooled values as `[message, ArrayBuffer]`. Runs block this
 //! worker, never the page; the page cancels a run by terminating it.
 
-#[cfg(target_arch = "wasm32")]
-mod fetch;
-#[cfg(target_arch = "wasm32")]
-mod link;
-#[cfg(target_arch = "wasm32")]
-mod load;
-#[cfg(target_arch = "wasm32")]
-mod outbox;
-#[cfg(target_arch = "wasm32")]
-mod worker;
-
-#[cfg(target_arch = "wasm32")]
 fn main() {
-    console_error_panic_hook::set_once();
-    worker::start();
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn main() {
+    #[cfg(target_arch = "wasm32")]
+    lens_worker::start();
+    #[cfg(not(target_arch = "wasm32"))]
     eprintln!("the engine worker builds for wasm32 (trunk builds it with the page)");
 }

@@ -5,13 +5,13 @@ use crate::fetch::{scope, Failure};
 use crate::link::{post_rows, to_inbox, PageLink};
 use crate::load;
 use crate::outbox::{fail, now_ms, post, post_with_bytes};
+use crate::{pool, run, tuning};
 use js_sys::{Array, Uint8Array};
 use lens_engine::Model;
 use lens_gpu::Gpu;
 use lens_protocol::messages::RunRequest;
 use lens_protocol::pool::Chunk;
 use lens_protocol::{BackendChoice, ErrorKind, Reply, Request};
-use lens_worker::{pool, run, tuning};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -319,6 +319,10 @@ pub fn start() {
                         ),
                     );
                 }
+            }
+            Request::Peaks { job, budget_ms } => {
+                let peaks = lens_engine::backend::tiled::kernel_peaks(&now_ms, budget_ms);
+                post(&Reply::Peaks { job, peaks });
             }
         }
     });

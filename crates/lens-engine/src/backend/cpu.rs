@@ -3,35 +3,9 @@
 //! accumulation, so that views and residual adds cost no copies; every core
 //! natively (rayon), one thread in wasm.
 
-use super::{bad, Backend, Batch, MatView, Store, Strided};
+use super::{bad, tiled, Backend, Batch, CpuFloat, MatView, Store, Strided};
 use crate::error::Result;
-use candle_core::{DType, Device, Tensor, WithDType};
-
-/// The float types the CPU backend computes in.
-pub trait CpuFloat:
-    WithDType
-    + Copy
-    + Send
-    + Sync
-    + 'static
-    + std::ops::Add<Output = Self>
-    + std::ops::Mul<Output = Self>
-    + std::ops::AddAssign
-    + std::ops::MulAssign
-{
-    const ZERO: Self;
-    const ONE: Self;
-}
-
-impl CpuFloat for f64 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-}
-
-impl CpuFloat for f32 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-}
+use candle_core::{DType, Device, Tensor};
 
 /// CPU backend in precision `T`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -109,18 +83,42 @@ unsafe fn product<T: CpuFloat>(
         let rows = per.min(dv.rows - r0);
         let d = dv.rows(r0, rows);
         let l = av.rows(r0, rows);
+        let (dp, ap) = (dst.add(d.offset + dst_off), a.add(l.offset + a_off));
+        let bp = b.add(bv.offset + b_off);
+        // The relaxed build's fused kernel where it applies, else `gemm`.
+        if tiled::fused(
+            (rows, dv.cols, av.cols),
+            tiled::Mat {
+                p: dp,
+                rs: d.rs,
+                cs: d.cs,
+            },
+            read_dst,
+            tiled::Mat {
+                p: ap,
+                rs: l.rs,
+                cs: l.cs,
+            },
+            tiled::Mat {
+                p: bp,
+                rs: bv.rs,
+                cs: bv.cs,
+            },
+        ) {
+            continue;
+        }
         gemm::gemm(
             rows,
             dv.cols,
             av.cols,
-            dst.add(d.offset + dst_off),
+            dp,
             d.cs as isize,
             d.rs as isize,
             read_dst,
-            a.add(l.offset + a_off),
+            ap,
             l.cs as isize,
             l.rs as isize,
-            b.add(bv.offset + b_off),
+            bp,
             bv.cs as isize,
             bv.rs as isize,
             T::ONE,

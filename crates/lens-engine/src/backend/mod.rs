@@ -9,13 +9,40 @@
 //! are all views.
 
 pub mod cpu;
+pub mod tiled;
 
 pub use cpu::CpuBackend;
 
 use crate::error::Result;
 use crate::model::Model;
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, WithDType};
 use std::future::Future;
+
+/// The float types the CPU backend (and its tiled products) compute in.
+pub trait CpuFloat:
+    WithDType
+    + Copy
+    + Send
+    + Sync
+    + 'static
+    + std::ops::Add<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::AddAssign
+    + std::ops::MulAssign
+{
+    const ZERO: Self;
+    const ONE: Self;
+}
+
+impl CpuFloat for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+}
+
+impl CpuFloat for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+}
 
 /// A `rows × cols` matrix inside a buffer: element `(r, c)` is at
 /// `offset + r·rs + c·cs`.
