@@ -104,8 +104,20 @@ fn the_estimate_covers_the_measured_peak() {
     assert!(held_est >= held, "the model holds more than estimated");
 
     // A matrix-free run holds less than a full J of the same prompt; the
-    // full J is the case that must be covered.
-    for prompt in ["Marin is the", "The bridge out of Marin is the"] {
+    // full J is the case that must be covered. The first pass is not
+    // measured: natively, faer's x86 product kernels keep a buffer of twice
+    // the third-level cache on each thread that multiplies, for the
+    // thread's life (2 × 260 MiB of address space per thread on a host
+    // reporting a 260 MiB L3); the page's wasm worker has no such kernels,
+    // and a run's own need is what the estimate covers.
+    for (pass, prompt) in [
+        "The bridge out of Marin is the",
+        "Marin is the",
+        "The bridge out of Marin is the",
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let svd = SvdMode::Auto;
         let n = model.encode(prompt).expect("encode").len();
         let req = RunRequest {
@@ -141,6 +153,9 @@ fn the_estimate_covers_the_measured_peak() {
             ))
         });
         assert!(result.is_ok(), "{:?}", result.err());
+        if pass == 0 {
+            continue;
+        }
         let need = MemoryNeed::to_run(held_est, &model.config, n, Precision::F64, full_j);
         // The run's share of the estimate: everything but the model.
         let est = need.peak() - need.weights;
