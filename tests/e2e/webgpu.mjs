@@ -200,7 +200,7 @@ await scenario("the GPU lost in the middle of a run", async () => {
     };
   })();\n`;
   let patched = 0;
-  await ctxL.route(/\/worker\.js(\?.*)?$/, async (route) => {
+  await ctxL.route(/\/worker(_fma)?\.js(\?.*)?$/, async (route) => {
     const resp = await route.fetch();
     patched++;
     await route.fulfill({ response: resp, body: PATCH + (await resp.text()) });
