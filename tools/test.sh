@@ -2,10 +2,11 @@
 # Runs all the tests on a fresh machine: installs what is missing (tools/setup.sh),
 # then formatting and lints, the native tests on the real models and on tiny
 # random models with the wasm release build of the app beside them, and the
-# browser tests with a bounded fuzz of the parsers beside them.
+# browser tests with a bounded fuzz of the parsers and the Python package's
+# tests beside them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SETUP_BROWSER=1 bash tools/setup.sh
+SETUP_BROWSER=1 SETUP_PYTHON=1 bash tools/setup.sh
 export PATH="$PWD/tools/node_modules/.bin:$PATH"
 step() { echo; echo "== $* ($(date +%T))"; }
 
@@ -93,14 +94,29 @@ fuzz() {
   fi
   echo "   fuzz finished ($(date +%T))"
 }
-{ suite webgpu; suite site; suite compare; } &
+# The Python package as a user installs it (`pip install ./python`, built in
+# the pyext profile: optimized, no LTO), then
+# its tests (python/tests: the Report against this CLI, batches on the tiny
+# model, Ray included).
+python_tests() {
+  local venv="${LINEAR_LENS_VENV:-$HOME/.cache/linear-lens/venv}"
+  if PATH="$venv/bin:$PATH" MATURIN_PEP517_ARGS="--profile pyext" "$venv/bin/pip" install -q --disable-pip-version-check \
+    --no-build-isolation --no-deps --force-reinstall ./python >"$logs/python.log" 2>&1 &&
+    LINEAR_LENS_BIN="$bin" TINY_QWEN3_DIR="$tiny" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+      python/tests >>"$logs/python.log" 2>&1; then
+    touch "$logs/python.ok"
+  fi
+  echo "   python finished ($(date +%T))"
+}
+{ suite webgpu; suite site; suite compare; python_tests; } &
 lane=$!
 { suite analysis; suite layout; fuzz; }
 wait "$lane"
 failed=0
-for s in explorer analysis webgpu site compare layout fuzz; do
-  echo; echo "== $([ $s = fuzz ] || echo "browser suite: ")$s"; cat "$logs/$s.log"
+for s in explorer analysis webgpu site compare layout python fuzz; do
+  case $s in fuzz) what="" ;; python) what="Python package: " ;; *) what="browser suite: " ;; esac
+  echo; echo "== $what$s"; cat "$logs/$s.log"
   [ -f "$logs/$s.ok" ] || failed=1
 done
 echo; echo "screenshots of every size and mode: $artefacts"
-[ "$failed" = 0 ] || { echo "error: a browser suite or the fuzz failed"; exit 1; }
+[ "$failed" = 0 ] || { echo "error: a browser suite, the Python tests or the fuzz failed"; exit 1; }

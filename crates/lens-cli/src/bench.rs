@@ -173,7 +173,7 @@ pub fn run_gpu(
     let precision = Precision::F32;
     // The adapter's remembered tuning, or the variants timed now (and
     // remembered) on this prompt's products.
-    let tuning = crate::models::tuned(&gpu, model, n).map_err(g)?;
+    let tuning = lens_local::tuned(&gpu, model, n).map_err(g)?;
     let mut gpu_work = None;
     let (mut forward_ms, mut jacobian_ms) = (f64::INFINITY, f64::INFINITY);
     let mut flops = 0.0;

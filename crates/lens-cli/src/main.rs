@@ -2,13 +2,13 @@
 
 mod bench;
 mod compare;
-mod models;
 mod npy;
 mod serve;
 mod terminal;
 
 use clap::{Parser, Subcommand};
-use lens_engine::{forward::Precision, Model};
+use lens_engine::forward::Precision;
+use lens_local::load;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -246,15 +246,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The model named by `spec`, named so in its reports (as the page names
-/// a catalog model by its id).
-fn load(spec: &str) -> Result<Model, String> {
-    let path = models::resolve(spec)?;
-    let mut m = Model::load_path(&path).map_err(|e| e.to_string())?;
-    m.name = spec.to_string();
-    Ok(m)
 }
 
 fn run(cli: Cli) -> Result<(), String> {

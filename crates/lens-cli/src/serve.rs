@@ -12,7 +12,6 @@
 //! serves only model files that sit directly in the folder). Symlinks the
 //! owner put inside a root are followed: a Hugging Face cache is made of them.
 
-use crate::models;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
@@ -67,8 +66,8 @@ pub fn run(
         }
         None => {
             // Serving the cache itself: make sure the default model is in it.
-            models::resolve(&default)?;
-            models::cache_dir()
+            lens_local::resolve(&default)?;
+            lens_local::cache_dir()
         }
     };
     let listener = std::net::TcpListener::bind(("127.0.0.1", port))

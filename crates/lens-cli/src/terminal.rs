@@ -4,7 +4,7 @@
 
 use lens_engine::analysis::compare::{Comparison, Side};
 use lens_engine::analysis::{AnalyzeOptions, Report};
-use lens_engine::run::{self, Accelerator, Compute, Event, Hooks};
+use lens_engine::run::{self, Event, Hooks};
 use lens_engine::Model;
 use std::cell::Cell;
 use std::io::{IsTerminal, Write};
@@ -28,27 +28,17 @@ impl Terminal {
 
 impl Hooks for Terminal {
     fn emit(&self, event: Event) {
+        if let Some(m) = lens_local::notice(&event) {
+            self.clear();
+            eprintln!("{m}");
+            return;
+        }
         match event {
             Event::Progress { stage, done, total } if self.tty => {
                 let pct = 100.0 * done as f64 / total.max(1) as f64;
                 eprint!("\r\x1b[2K{} {pct:.0}%", stage.label());
                 let _ = std::io::stderr().flush();
                 self.drawn.set(true);
-            }
-            Event::Notice(m) => {
-                self.clear();
-                eprintln!("{m}");
-            }
-            Event::LongPrompt { tokens, reason } => {
-                self.clear();
-                eprintln!("{tokens} tokens: the top of the spectrum matrix-free ({reason})");
-            }
-            Event::Backend {
-                fallback: Some(why),
-                ..
-            } => {
-                self.clear();
-                eprintln!("on the CPU: {why}");
             }
             Event::Done { .. } => self.clear(),
             _ => {}
@@ -76,17 +66,7 @@ pub fn run(
     gpu: Option<&lens_gpu::Gpu>,
 ) -> Result<Report, String> {
     let hooks = hooks();
-    if let Some(g) = gpu {
-        // The adapter's remembered kernel tuning (or one timed now), as
-        // `bench --backend gpu` keeps it.
-        let n = model.encode(prompt).map_err(|e| e.to_string())?.len();
-        crate::models::tuned(g, model, n).map_err(|e| e.to_string())?;
-    }
-    let compute = Compute {
-        gpu: gpu.map(|g| g as &dyn Accelerator),
-        ..Compute::CPU
-    };
-    let out = lens_gpu::block_on(run::run(model, prompt, opts, compute, &hooks));
+    let out = lens_local::run(model, prompt, opts, gpu, &hooks);
     hooks.emit(Event::Done { ms: 0.0 });
     out.map(|(report, _)| report).map_err(|e| e.to_string())
 }

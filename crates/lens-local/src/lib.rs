@@ -1,8 +1,15 @@
-//! Resolving `--model`: a GGUF file, a Hugging Face directory, or a known id
-//! that lives in the model cache (fetched into it when missing).
+//! The engine on this machine, shared by the CLI and the Python package:
+//! a model named as a user names it (`--model`, `linear_lens.Model(...)`):
+//! a GGUF file, a Hugging Face directory, or a known id that lives in the
+//! model cache (fetched into it when missing); and the GPU's product-kernel
+//! tuning, remembered per adapter in the same cache.
 
+use lens_engine::analysis::{AnalyzeOptions, Report};
+use lens_engine::run::{Accelerator, Compute, Event, Hooks, Session};
+use lens_engine::{EngineError, Model};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::rc::Rc;
 
 /// The fetch script, embedded so the binary works from any directory.
 const FETCH_SCRIPT: &str = include_str!("../../../tools/fetch-models.sh");
@@ -15,6 +22,15 @@ pub fn cache_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("linear-lens")
+}
+
+/// The model named by `spec`, loaded and named so in its reports (as the
+/// page names a catalog model by its id).
+pub fn load(spec: &str) -> Result<lens_engine::Model, String> {
+    let path = resolve(spec)?;
+    let mut m = lens_engine::Model::load_path(&path).map_err(|e| e.to_string())?;
+    m.name = spec.to_string();
+    Ok(m)
 }
 
 /// The path of the model named by `spec`, fetching a known model if needed.
@@ -75,7 +91,7 @@ fn remembered_tuning(key: &str) -> Option<lens_gpu::GemmTuning> {
 /// timed now on the products of an `n`-token J of `model` (and remembered).
 pub fn tuned(
     gpu: &lens_gpu::Gpu,
-    model: &lens_engine::Model,
+    model: &Model,
     n: usize,
 ) -> Result<lens_gpu::GemmTuning, lens_gpu::GpuError> {
     match remembered_tuning(&gpu.adapter().key()) {
@@ -98,5 +114,43 @@ fn remember_tuning(t: &lens_gpu::GemmTuning) {
     if let Ok(json) = serde_json::to_vec_pretty(&all) {
         let _ = std::fs::create_dir_all(cache_dir());
         let _ = std::fs::write(&path, json);
+    }
+}
+
+/// The run of `prompt` on `gpu` (else this machine's CPU), its events
+/// through `hooks`: the Report, and the Session for on-demand stages. On
+/// the GPU, the adapter's remembered kernel tuning is used (or one timed now
+/// and remembered), as `bench --backend gpu` keeps it.
+pub fn run(
+    model: &Model,
+    prompt: &str,
+    opts: &AnalyzeOptions,
+    gpu: Option<&lens_gpu::Gpu>,
+    hooks: &Rc<dyn Hooks>,
+) -> Result<(Report, Session), EngineError> {
+    if let Some(g) = gpu {
+        let n = model.encode(prompt)?.len();
+        tuned(g, model, n)?;
+    }
+    let compute = Compute {
+        gpu: gpu.map(|g| g as &dyn Accelerator),
+        ..Compute::CPU
+    };
+    lens_gpu::block_on(lens_engine::run::run(model, prompt, opts, compute, hooks))
+}
+
+/// What a run's event says to a person watching a terminal or a notebook
+/// (a fallback, a long prompt's matrix-free spectrum, a notice), if anything.
+pub fn notice(event: &Event) -> Option<String> {
+    match event {
+        Event::Notice(m) => Some(m.clone()),
+        Event::LongPrompt { tokens, reason } => Some(format!(
+            "{tokens} tokens: the top of the spectrum matrix-free ({reason})"
+        )),
+        Event::Backend {
+            fallback: Some(why),
+            ..
+        } => Some(format!("on the CPU: {why}")),
+        _ => None,
     }
 }
