@@ -21,7 +21,7 @@
 // micro-kernel on data in cache, each build (Request::Peaks).
 
 import { readFileSync } from "node:fs";
-import { cliJson, launch, typeAndWaitShares } from "../tests/e2e/lib.mjs";
+import { cliJson, launch, options, typeAndWaitShares } from "../tests/e2e/lib.mjs";
 
 const url = process.argv[2];
 const bin = process.env.LINEAR_LENS_BIN;
@@ -29,15 +29,7 @@ if (!url || !bin) {
   console.error("usage: LINEAR_LENS_BIN=… node tools/bench-page.mjs URL [--model M] [--prompt P] [--backend cpu|webgpu] [--precision f64|f32] [--threads N] [--svd auto|full|krylov]");
   process.exit(2);
 }
-const opts = { model: "gemma-3-270m", prompt: "The bridge out of Marin is the", backend: "cpu", precision: "f64", threads: "2", svd: "auto" };
-for (let i = 3; i < process.argv.length; i += 2) {
-  const key = process.argv[i].replace(/^--/, "");
-  if (!(key in opts) || process.argv[i + 1] === undefined) {
-    console.error(`unknown option or missing value: ${process.argv[i]}`);
-    process.exit(2);
-  }
-  opts[key] = process.argv[i + 1];
-}
+const opts = options({ model: "gemma-3-270m", prompt: "The bridge out of Marin is the", backend: "cpu", precision: "f64", threads: "2", svd: "auto" });
 if (opts.backend === "webgpu") opts.precision = "f32"; // the GPU computes in f32
 
 // What marks each stage on screen (the exactness figures are there from the

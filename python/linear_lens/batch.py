@@ -361,8 +361,7 @@ def _bar(total: int, enabled: bool) -> Callable[[Optional[int], float], None]:
             if done is None:
                 t.close()
             else:
-                t.n = done
-                t.refresh()
+                t.update(done - t.n)  # tqdm's rate: prompts per second
 
         return update
     except ImportError:

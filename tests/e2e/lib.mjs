@@ -90,6 +90,21 @@ export async function typeAndWaitShares(page, word, tokens, delay = 40) {
   return (Date.now() - t0) / 1000;
 }
 
+/// A tool's `--key value` options after its URL (`process.argv[3..]`), over
+/// `defaults` (the keys it knows); an unknown key or a missing value exits 2.
+export function options(defaults) {
+  const opts = { ...defaults };
+  for (let i = 3; i < process.argv.length; i += 2) {
+    const key = process.argv[i].replace(/^--/, "");
+    if (!(key in opts) || process.argv[i + 1] === undefined) {
+      console.error(`unknown option or missing value: ${process.argv[i]}`);
+      process.exit(2);
+    }
+    opts[key] = process.argv[i + 1];
+  }
+  return opts;
+}
+
 export function finish() {
   check(cspRefusals.length === 0,
     `the Content-Security-Policy refused nothing the page does (${cspRefusals.length}: ${JSON.stringify(cspRefusals.slice(0, 2))})`);
