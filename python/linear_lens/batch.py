@@ -301,6 +301,9 @@ def run(prompts: Union[str, os.PathLike, Iterable[Prompt]], model: str, out: Uni
     if workers is not None and workers < 1:
         raise ValueError("workers must be at least 1")
     _native_options(analyze_options)  # bad options fail before anything starts
+    _need("pyarrow", "parquet")
+    if executor == "ray":
+        _need("ray", "ray")
     items = read_prompts(prompts)
     out = os.fspath(out)
     # The model and precision are checked here, once, with the CLI's words.
@@ -346,6 +349,14 @@ def run(prompts: Union[str, os.PathLike, Iterable[Prompt]], model: str, out: Uni
     secs = time.perf_counter() - t0
     return {"rows": len(rows), "computed": len(todo), "skipped": len(have), "failed": failed,
             "seconds": secs, "prompts_per_second": len(todo) / secs if secs > 0 else 0.0}
+
+
+def _need(module: str, extra: str) -> None:
+    """An ImportError that says which extra to install, before anything runs."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ImportError(f"this needs {module}: pip install 'linear-lens[{extra}]' (or pip install {module})")
 
 
 def _bar(total: int, enabled: bool) -> Callable[[Optional[int], float], None]:
