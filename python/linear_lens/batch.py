@@ -415,7 +415,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       layers=[int(x) for x in a.layers.split(",") if x.strip()], target=a.target,
                       ordinary=not a.no_ordinary, attention=not a.no_attention,
                       matrix_free=True if a.matrix_free else None)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary))
