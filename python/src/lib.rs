@@ -160,6 +160,12 @@ fn drive<T: Send + 'static>(
     loop {
         let (msg, back) = py.detach(move || (rx.recv_timeout(Duration::from_millis(100)), rx));
         rx = back;
+        // Ctrl-C, whatever arrived: a run that reports progress often never
+        // leaves the channel quiet for long.
+        if let Err(e) = py.check_signals() {
+            cancel.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
         match msg {
             Ok(Msg::Done(out)) => return out.map_err(py_error),
             Ok(Msg::Progress(stage, done, total)) => {
@@ -173,12 +179,7 @@ fn drive<T: Send + 'static>(
                 }
                 None => eprintln!("{text}"),
             },
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Err(e) = py.check_signals() {
-                    cancel.store(true, Ordering::Relaxed);
-                    return Err(e);
-                }
-            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(LensError::new_err(
                     "the run's thread ended without an answer (the engine panicked: see stderr)",

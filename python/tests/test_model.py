@@ -90,7 +90,10 @@ def test_engine_errors_carry_the_engine_message(gemma, cli):
 
 def test_ctrl_c_stops_a_run_at_once():
     # A full analysis takes several seconds: Ctrl-C one second in returns at once.
-    code = ("import linear_lens, time\n"
+    # Python's own Ctrl-C handler, as in a terminal (a CI job started in the
+    # background inherits SIGINT ignored, and Python then keeps it ignored).
+    code = ("import linear_lens, signal, time\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "m = linear_lens.Model('gemma-3-270m')\n"
             "print('ready', flush=True)\n"
             "t = time.time()\n"
